@@ -1,0 +1,83 @@
+/*
+ * cycle.c - building a configuration cycle: parse and check the file, then
+ * create every plugin instance, then resolve routes to instances. Nothing is
+ * half-built: either the whole cycle exists or none of it.
+ */
+#include "cycle.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "plugin_loader.h"
+
+const char *pb_default_plugin_dir(void)
+{
+    const char *dir = getenv("PLUGBOARD_PLUGIN_DIR");
+    return (dir != NULL && *dir != '\0') ? dir : PB_PLUGIN_DIR;
+}
+
+pb_cycle *pb_cycle_create(const char *path, pb_diag *diag)
+{
+    pb_cycle *cycle = calloc(1, sizeof *cycle);
+    if (cycle == NULL) {
+        pb_diag_add(diag, path, 0, "out of memory");
+        return NULL;
+    }
+    if (pb_config_load(path, pb_default_plugin_dir(), &cycle->config, diag) != 0) {
+        free(cycle);
+        return NULL;
+    }
+    const pb_config *config = cycle->config;
+
+    if (config->n_plugins > 0) {
+        cycle->instances = calloc(config->n_plugins, sizeof *cycle->instances);
+        if (cycle->instances == NULL) {
+            pb_diag_add(diag, path, 0, "out of memory");
+            goto fail;
+        }
+    }
+    /* Create every instance even after one failed, so that one run of
+     * `plugboard -t` names every broken plugin. */
+    int failed = 0;
+    for (size_t i = 0; i < config->n_plugins; i++) {
+        pb_instance *instance =
+            pb_instance_create(&config->plugins[i], config->dir, diag);
+        if (instance == NULL) {
+            failed = 1;
+            continue;
+        }
+        cycle->instances[cycle->n_instances++] = instance;
+    }
+    if (failed)
+        goto fail;
+    if (pb_router_build(&cycle->router, config, cycle->instances,
+                        cycle->n_instances) != 0) {
+        pb_diag_add(diag, path, 0, "out of memory");
+        goto fail;
+    }
+    return cycle;
+
+fail:
+    pb_cycle_free(cycle);
+    return NULL;
+}
+
+pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name)
+{
+    for (size_t i = 0; i < cycle->n_instances; i++)
+        if (strcmp(cycle->instances[i]->name, name) == 0)
+            return cycle->instances[i];
+    return NULL;
+}
+
+void pb_cycle_free(pb_cycle *cycle)
+{
+    if (cycle == NULL)
+        return;
+    pb_router_free(&cycle->router);
+    for (size_t i = cycle->n_instances; i > 0; i--)
+        pb_instance_destroy(cycle->instances[i - 1]);
+    free(cycle->instances);
+    pb_config_free(cycle->config);
+    free(cycle);
+}

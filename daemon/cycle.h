@@ -1,0 +1,35 @@
+/*
+ * cycle.h - everything derived from one configuration file: the checked
+ * config, its plugin instances and its resolved routes. Built whole before
+ * anything uses it and never changed after; a reload builds a new one and
+ * swaps it in.
+ */
+#ifndef PB_CYCLE_H
+#define PB_CYCLE_H
+
+#include "config.h"
+#include "diag.h"
+#include "plugin_host.h"
+#include "router.h"
+
+typedef struct pb_cycle {
+    pb_config *config;
+    pb_instance **instances;
+    size_t n_instances;
+    pb_router router;
+} pb_cycle;
+
+/* The plugin directory used when the config names none:
+ * $PLUGBOARD_PLUGIN_DIR, else the one fixed at build time. */
+const char *pb_default_plugin_dir(void);
+
+/* Loads the file, creates every plugin instance and resolves the routes.
+ * NULL with every problem in diag. */
+pb_cycle *pb_cycle_create(const char *path, pb_diag *diag);
+
+/* The instance called name, or NULL. */
+pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name);
+
+void pb_cycle_free(pb_cycle *cycle);
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * daemonize.h - detaching from the terminal, and the pidfile.
+ */
+#ifndef PB_DAEMONIZE_H
+#define PB_DAEMONIZE_H
+
+/* Forks into the background. Returns in the daemon; the process that
+ * called it waits until the daemon calls pb_daemonize_ready() and exits
+ * with the status given there (so `plugboard` without -f still exits 1
+ * when a port is in use). -1 when fork fails. */
+int pb_daemonize(void);
+
+/* From the daemon: reports start-up success (0) or failure (non-zero) to
+ * the waiting parent and detaches stdin/stdout/stderr. No-op in the
+ * foreground. */
+void pb_daemonize_ready(int status);
+
+/* Writes and locks the pidfile. Refuses (-1, logged) when a live process
+ * holds it; a stale one is taken over. */
+int pb_pidfile_create(const char *path);
+
+/* Removes the pidfile created above, if any. */
+void pb_pidfile_remove(void);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * error.c - names and close semantics of the wire error codes.
+ */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+const char *pb_error_token(pb_error_code code)
+{
+    switch (code) {
+    case PB_ERR_NONE:          return "none";
+    case PB_ERR_BAD_FRAME:     return "bad_frame";
+    case PB_ERR_TOO_LARGE:     return "too_large";
+    case PB_ERR_BAD_JSON:      return "bad_json";
+    case PB_ERR_NO_ROUTE:      return "no_route";
+    case PB_ERR_PLUGIN_FAILED: return "plugin_failed";
+    case PB_ERR_BUSY:          return "busy";
+    case PB_ERR_SHUTTING_DOWN: return "shutting_down";
+    }
+    return "unknown";
+}
+
+int pb_error_closes(pb_error_code code)
+{
+    switch (code) {
+    case PB_ERR_BAD_JSON:
+    case PB_ERR_NO_ROUTE:
+    case PB_ERR_PLUGIN_FAILED:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+int pb_error_set(pb_error *err, pb_error_code code, const char *format, ...)
+{
+    va_list ap;
+    err->code = code;
+    va_start(ap, format);
+    vsnprintf(err->text, sizeof err->text, format, ap);
+    va_end(ap);
+    return -1;
+}

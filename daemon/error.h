@@ -1,0 +1,34 @@
+/*
+ * error.h - the error codes a peer can be sent (BRIEF section 2) and the
+ * error value the codecs and the message path hand back to the connection.
+ */
+#ifndef PB_ERROR_H
+#define PB_ERROR_H
+
+typedef enum pb_error_code {
+    PB_ERR_NONE = 0,
+    PB_ERR_BAD_FRAME,       /* reply, close */
+    PB_ERR_TOO_LARGE,       /* reply, close without reading the content */
+    PB_ERR_BAD_JSON,        /* reply, keep */
+    PB_ERR_NO_ROUTE,        /* reply, keep */
+    PB_ERR_PLUGIN_FAILED,   /* reply, keep */
+    PB_ERR_BUSY,            /* reply at accept, close */
+    PB_ERR_SHUTTING_DOWN    /* reply, close */
+} pb_error_code;
+
+typedef struct pb_error {
+    pb_error_code code;
+    char text[256];         /* human readable, no trailing newline */
+} pb_error;
+
+/* The wire token of a code: "bad_frame", "too_large", ... */
+const char *pb_error_token(pb_error_code code);
+
+/* Whether the connection is closed after replying with this error. */
+int pb_error_closes(pb_error_code code);
+
+/* Fills err; returns -1 so that callers can `return pb_error_set(...)`. */
+int pb_error_set(pb_error *err, pb_error_code code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

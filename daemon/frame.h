@@ -1,0 +1,74 @@
+/*
+ * frame.h - the `frame` wire codec: an incremental decoder (bytes in,
+ * messages or a wire error out) and the reply encoder. No I/O here: the
+ * connection owns the socket and feeds the decoder whatever it has.
+ *
+ *   +--------+---------------------------+--------------------------+
+ *   | u16 BE | JSON header, UTF-8, H B   | content, content-length B |
+ *   +--------+---------------------------+--------------------------+
+ */
+#ifndef PB_FRAME_H
+#define PB_FRAME_H
+
+#include <stddef.h>
+
+#include "buffer.h"
+#include "error.h"
+#include "message.h"
+
+typedef enum pb_decode_status {
+    PB_DECODE_NEED_MORE = 0,   /* not a whole message yet; feed more bytes */
+    PB_DECODE_MESSAGE,         /* *msg holds one message */
+    PB_DECODE_ERROR            /* *err says what; the stream is unusable */
+} pb_decode_status;
+
+typedef struct pb_frame_decoder {
+    size_t max_message_bytes;  /* limit on H + content-length */
+    json_t *header;            /* parsed header of the frame in progress */
+    size_t header_length;      /* its H */
+    size_t content_length;     /* its content-length */
+} pb_frame_decoder;
+
+void pb_frame_decoder_init(pb_frame_decoder *d, size_t max_message_bytes);
+/* Frees the header of a frame in progress, if any. */
+void pb_frame_decoder_reset(pb_frame_decoder *d);
+
+/*
+ * Decodes from data[0..len), the connection's unconsumed input, which must
+ * start where the previous call's *consumed left it. Returns:
+ *  - PB_DECODE_MESSAGE: *msg filled (content points into data), *consumed =
+ *    bytes of the whole frame; call pb_message_clear() when done with it.
+ *  - PB_DECODE_NEED_MORE: *consumed = 0; *wanted (if not NULL) = the total
+ *    number of bytes the frame needs when already known, else 0. The parsed
+ *    header is cached in the decoder, so re-feeding the same prefix with more
+ *    bytes behind it costs no second parse.
+ *  - PB_DECODE_ERROR: *err filled with PB_ERR_BAD_FRAME or PB_ERR_TOO_LARGE.
+ *    A too-large frame is refused from its header alone.
+ */
+pb_decode_status pb_frame_decode(pb_frame_decoder *d,
+                                 const unsigned char *data, size_t len,
+                                 pb_message *msg, size_t *consumed,
+                                 size_t *wanted, pb_error *err);
+
+/* "little" or "big": this host's byte order, as replies announce it. */
+const char *pb_host_byteorder(void);
+
+/*
+ * Appends the 2-byte length and the JSON header of a frame carrying
+ * content_length bytes, with keys in the order byteorder, content-type,
+ * content-encoding, content-length. 0, or -1 when out of memory or the
+ * header would exceed 65535 bytes.
+ */
+int pb_frame_encode_header(pb_buf *out, const char *content_type,
+                           const char *content_encoding,
+                           size_t content_length);
+
+/* Appends a whole frame: header then content. 0 or -1. */
+int pb_frame_encode(pb_buf *out, const char *content_type,
+                    const char *content_encoding,
+                    const void *content, size_t content_length);
+
+/* Appends an error frame: text/json {"error": text, "code": token}. */
+int pb_frame_encode_error(pb_buf *out, pb_error_code code, const char *text);
+
+#endif

@@ -1,0 +1,320 @@
+/*
+ * listener.c - opening listening sockets. Everything here happens at start
+ * (before privileges are dropped, so ports below 1024 work) and reports
+ * failures as log lines that name the address and the listener.
+ */
+#include "listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LISTEN_BACKLOG 511
+
+/* What identifies the socket(s) of a listener entry. */
+static char *listener_spec(const pb_listener_conf *lc)
+{
+    char *spec;
+    if (asprintf(&spec, "%s|%s|%d|%s|%o|%d", lc->name,
+                 lc->address ? lc->address : "", lc->port,
+                 lc->path ? lc->path : "", (unsigned)(lc->mode + 1),
+                 (int)lc->framing) < 0)
+        return NULL;
+    return spec;
+}
+
+static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
+                                 const char *address, const char *unix_path)
+{
+    pb_listener *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    l->fd = fd;
+    l->owner = getpid();
+    l->framing = lc->framing;
+    l->name = strdup(lc->name);
+    l->address = strdup(address);
+    l->unix_path = unix_path ? strdup(unix_path) : NULL;
+    l->pinned = lc->plugin ? strdup(lc->plugin) : NULL;
+    l->spec = listener_spec(lc);
+    if (l->name == NULL || l->address == NULL || l->spec == NULL ||
+        (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL)) {
+        free(l->name);
+        free(l->address);
+        free(l->unix_path);
+        free(l->pinned);
+        free(l->spec);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void listener_stop(pb_listener *l)
+{
+    if (l->fd < 0)
+        return;
+    close(l->fd);
+    l->fd = -1;
+    if (l->unix_path != NULL && l->owner == getpid())
+        unlink(l->unix_path);
+}
+
+static void listener_free(pb_listener *l)
+{
+    listener_stop(l);
+    free(l->name);
+    free(l->address);
+    free(l->unix_path);
+    free(l->pinned);
+    free(l->spec);
+    free(l);
+}
+
+static int set_add(pb_listener_set *set, pb_listener *l)
+{
+    pb_listener **items = realloc(set->items, (set->count + 1) * sizeof *items);
+    if (items == NULL)
+        return -1;
+    set->items = items;
+    set->items[set->count++] = l;
+    return 0;
+}
+
+static void format_address(const struct sockaddr *sa, char *buf, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+        snprintf(buf, size, "%s:%d", host, port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, size, "[%s]:%d", host, port);
+    }
+}
+
+static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc)
+{
+    struct addrinfo hints = { 0 }, *res, *ai;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", lc->port);
+    int rc = getaddrinfo(lc->address, port, &hints, &res);
+    if (rc != 0) {
+        pb_log_error("listener %s: cannot resolve \"%s\": %s", lc->name,
+                     lc->address, gai_strerror(rc));
+        return -1;
+    }
+    int bound = 0, failed = 0;
+    size_t first = set->count;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        char address[INET6_ADDRSTRLEN + 16];
+        format_address(ai->ai_addr, address, sizeof address);
+        /* Resolvers may list an address twice (/etc/hosts and DNS). */
+        int duplicate = 0;
+        for (size_t i = first; i < set->count; i++)
+            if (strcmp(set->items[i]->address, address) == 0)
+                duplicate = 1;
+        if (duplicate)
+            continue;
+
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            pb_log_error("cannot listen on %s (listener %s): socket: %s",
+                         address, lc->name, strerror(errno));
+            failed = 1;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+            listen(fd, LISTEN_BACKLOG) != 0) {
+            pb_log_error("cannot listen on %s (listener %s): %s", address,
+                         lc->name, strerror(errno));
+            close(fd);
+            failed = 1;
+            continue;
+        }
+        pb_listener *l = listener_new(lc, fd, address, NULL);
+        if (l == NULL || set_add(set, l) != 0) {
+            pb_log_error("cannot listen on %s (listener %s): out of memory",
+                         address, lc->name);
+            if (l != NULL)
+                listener_free(l);
+            else
+                close(fd);
+            failed = 1;
+            continue;
+        }
+        bound++;
+    }
+    freeaddrinfo(res);
+    return (failed || bound == 0) ? -1 : 0;
+}
+
+/* A socket file left by a daemon that died is removed; one that still
+ * answers belongs to a running daemon and is left alone. */
+static int clear_stale_socket(const pb_listener_conf *lc, const struct sockaddr_un *sun)
+{
+    struct stat st;
+    if (lstat(lc->path, &st) != 0)
+        return 0;
+    if (!S_ISSOCK(st.st_mode)) {
+        pb_log_error("cannot listen on %s (listener %s): the file exists "
+                     "and is not a socket", lc->path, lc->name);
+        return -1;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return -1;
+    int alive = connect(probe, (const struct sockaddr *)sun, sizeof *sun) == 0;
+    close(probe);
+    if (alive) {
+        pb_log_error("cannot listen on %s (listener %s): another process "
+                     "is listening on it", lc->path, lc->name);
+        return -1;
+    }
+    unlink(lc->path);
+    return 0;
+}
+
+static int open_unix(pb_listener_set *set, const pb_listener_conf *lc)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    if (strlen(lc->path) >= sizeof sun.sun_path) {
+        pb_log_error("cannot listen on %s (listener %s): path longer than "
+                     "%zu bytes", lc->path, lc->name, sizeof sun.sun_path - 1);
+        return -1;
+    }
+    strcpy(sun.sun_path, lc->path);
+
+    /* /run/plugboard is a tmpfs directory that may not exist yet. */
+    char *dir = strdup(lc->path);
+    if (dir == NULL)
+        return -1;
+    if (mkdir(dirname(dir), 0755) != 0 && errno != EEXIST) {
+        pb_log_error("cannot listen on %s (listener %s): cannot create "
+                     "directory %s: %s", lc->path, lc->name, dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    free(dir);
+
+    if (clear_stale_socket(lc, &sun) != 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+        pb_log_error("cannot listen on %s (listener %s): %s", lc->path,
+                     lc->name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if ((lc->mode >= 0 && chmod(lc->path, (mode_t)lc->mode) != 0) ||
+        listen(fd, LISTEN_BACKLOG) != 0) {
+        pb_log_error("cannot listen on %s (listener %s): %s", lc->path,
+                     lc->name, strerror(errno));
+        close(fd);
+        unlink(lc->path);
+        return -1;
+    }
+    pb_listener *l = listener_new(lc, fd, lc->path, lc->path);
+    if (l == NULL || set_add(set, l) != 0) {
+        pb_log_error("cannot listen on %s (listener %s): out of memory",
+                     lc->path, lc->name);
+        if (l != NULL)
+            listener_free(l);
+        else {
+            close(fd);
+            unlink(lc->path);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+int pb_listeners_open(pb_listener_set *set, const pb_config *config)
+{
+    set->items = NULL;
+    set->count = 0;
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        const pb_listener_conf *lc = &config->listeners[i];
+        int rc = lc->path ? open_unix(set, lc) : open_tcp(set, lc);
+        if (rc != 0) {
+            pb_listeners_close(set);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void pb_listener_changes_warn(const pb_listener_set *set,
+                              const pb_config *config)
+{
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        const pb_listener_conf *lc = &config->listeners[i];
+        char *spec = listener_spec(lc);
+        int found = 0;
+        for (size_t j = 0; spec != NULL && j < set->count; j++)
+            found |= strcmp(set->items[j]->spec, spec) == 0;
+        if (!found)
+            pb_log_warning("listener %s: a new listener or a changed address, "
+                           "port, path, mode or framing takes effect on restart",
+                           lc->name);
+        free(spec);
+    }
+}
+
+int pb_listeners_update(pb_listener_set *set, const pb_config *config)
+{
+    for (size_t i = 0; i < set->count; i++) {
+        pb_listener *l = set->items[i];
+        const char *plugin = NULL;
+        for (size_t j = 0; j < config->n_listeners; j++)
+            if (strcmp(config->listeners[j].name, l->name) == 0)
+                plugin = config->listeners[j].plugin;
+        char *copy = plugin ? strdup(plugin) : NULL;
+        if (plugin && copy == NULL)
+            return -1;
+        free(l->pinned);
+        l->pinned = copy;
+    }
+    return 0;
+}
+
+void pb_listeners_stop(pb_listener_set *set)
+{
+    for (size_t i = 0; i < set->count; i++)
+        listener_stop(set->items[i]);
+}
+
+void pb_listeners_close(pb_listener_set *set)
+{
+    for (size_t i = 0; i < set->count; i++)
+        listener_free(set->items[i]);
+    free(set->items);
+    set->items = NULL;
+    set->count = 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * log.h - the daemon's log: one event per line, with level, to stderr (with
+ * a timestamp) or syslog. Usable before the configuration is read.
+ */
+#ifndef PB_LOG_H
+#define PB_LOG_H
+
+#include <stdarg.h>
+
+#include <plugboard/plugin.h>
+
+#include "config.h"
+
+/* Starts logging to stderr at info level: the state before a config. */
+void pb_log_init(const char *ident);
+
+/* Switches target and level as the configuration says. Returns 0, or -1
+ * when the syslog facility name is unknown. */
+int pb_log_configure(pb_log_target target, int level, const char *facility);
+
+/* Whether a message at level would be written. */
+int pb_log_enabled(int level);
+
+void pb_log(int level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+void pb_logv(int level, const char *format, va_list ap);
+
+/* Parses "error", "warning", "notice", "info", "debug"; -1 if none. */
+int pb_log_level_parse(const char *name);
+const char *pb_log_level_name(int level);
+
+/* Closes syslog if it was opened. */
+void pb_log_close(void);
+
+#define pb_log_error(...)   pb_log(PB_LOG_ERROR, __VA_ARGS__)
+#define pb_log_warning(...) pb_log(PB_LOG_WARNING, __VA_ARGS__)
+#define pb_log_notice(...)  pb_log(PB_LOG_NOTICE, __VA_ARGS__)
+#define pb_log_info(...)    pb_log(PB_LOG_INFO, __VA_ARGS__)
+#define pb_log_debug(...)   do { if (pb_log_enabled(PB_LOG_DEBUG)) pb_log(PB_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

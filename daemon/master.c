@@ -1,0 +1,290 @@
+/*
+ * master.c - the master process. It owns what outlives a worker: the
+ * listening sockets, the checked configuration, the pidfile. It starts the
+ * workers, restarts one that dies (backing off when one dies young, so a
+ * plugin that crashes at start cannot spin the CPU), checks a new
+ * configuration before telling the workers to reload, and stops them
+ * gracefully. It serves no connection itself, so a crash in a plugin never
+ * reaches it.
+ */
+#include "master.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "privileges.h"
+#include "server.h"
+#include "shared.h"
+
+/* A worker that exits with this status hit a problem a restart cannot fix
+ * (privileges cannot be dropped, say): the daemon stops. */
+#define WORKER_FATAL 100
+
+/* A worker that lived less than this counts as dying young. */
+#define YOUNG_SECONDS 1.0
+#define BACKOFF_FIRST 0.1
+#define BACKOFF_MAX 10.0
+
+typedef struct worker {
+    pid_t pid;                  /* 0 when not running */
+    double started;
+    double restart_at;          /* when to start it again; 0 = not scheduled */
+    double backoff;
+} worker;
+
+typedef struct master {
+    pb_cycle *cycle;
+    pb_listener_set *listeners;
+    const char *config_path;
+    pb_master_hooks hooks;
+    pb_shared *shared;
+    worker *workers;
+    int n_workers;
+    int stopping;
+    int fatal;
+    double stop_deadline;
+    sigset_t signals;
+} master;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int worker_count(const pb_config *config)
+{
+    long n = config->workers;
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        if (n < 1)
+            n = 1;
+    }
+    if (n > PB_MAX_WORKERS) {
+        pb_log_warning("workers = %ld is more than %d: starting %d", n,
+                       PB_MAX_WORKERS, PB_MAX_WORKERS);
+        n = PB_MAX_WORKERS;
+    }
+    return (int)n;
+}
+
+/* The worker's whole life, in the child process. Never returns. */
+static void run_worker(master *m, int slot)
+{
+    /* Die with the master rather than serve on unsupervised. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1)
+        _exit(0);
+
+    if (pb_privileges_drop(m->cycle->config) != 0)
+        _exit(WORKER_FATAL);
+
+    static pb_server server;
+    int status = 1;
+    if (pb_server_init(&server, m->cycle, m->config_path, m->listeners,
+                       m->shared, slot) == 0) {
+        sigprocmask(SIG_UNBLOCK, &m->signals, NULL);
+        status = pb_server_run(&server);
+    }
+    pb_server_free(&server);
+    free(m->workers);
+    if (m->hooks.worker_exit)
+        m->hooks.worker_exit();
+    _exit(status);
+}
+
+static void start_worker(master *m, int slot)
+{
+    worker *w = &m->workers[slot];
+    pid_t pid = fork();
+    if (pid < 0) {
+        pb_log_error("cannot start worker %d: fork: %s", slot, strerror(errno));
+        w->restart_at = now() + (w->backoff = BACKOFF_MAX);
+        return;
+    }
+    if (pid == 0)
+        run_worker(m, slot);
+    w->pid = pid;
+    w->started = now();
+    w->restart_at = 0;
+    pb_log_info("worker %d started (pid %ld)", slot, (long)pid);
+}
+
+static void describe_exit(int status, char *buf, size_t size)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, size, "killed by signal %d (%s)%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)),
+                 WCOREDUMP(status) ? ", core dumped" : "");
+    else
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+}
+
+static void reap(master *m)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int slot = -1;
+        for (int i = 0; i < m->n_workers; i++)
+            if (m->workers[i].pid == pid)
+                slot = i;
+        if (slot < 0)
+            continue;
+        worker *w = &m->workers[slot];
+        w->pid = 0;
+        pb_shared_reset_worker(m->shared, slot);
+
+        char how[96];
+        describe_exit(status, how, sizeof how);
+        int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (m->stopping && clean) {
+            pb_log_info("worker %d (pid %ld) stopped", slot, (long)pid);
+            continue;
+        }
+        if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_FATAL) {
+            pb_log_error("worker %d (pid %ld) could not start; stopping",
+                         slot, (long)pid);
+            m->fatal = 1;
+            continue;
+        }
+        if (m->stopping) {
+            pb_log_warning("worker %d (pid %ld) %s while stopping", slot,
+                           (long)pid, how);
+            continue;
+        }
+        double t = now();
+        if (t - w->started < YOUNG_SECONDS)
+            w->backoff = w->backoff == 0 ? BACKOFF_FIRST
+                         : (w->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : w->backoff * 2);
+        else
+            w->backoff = 0;
+        w->restart_at = t + w->backoff;
+        pb_log_error("worker %d (pid %ld) %s; restarting it%s", slot,
+                     (long)pid, how, w->backoff > 0 ? " after a pause" : "");
+        if (m->hooks.worker_restarted)
+            m->hooks.worker_restarted();
+    }
+}
+
+static void signal_workers(master *m, int sig)
+{
+    for (int i = 0; i < m->n_workers; i++)
+        if (m->workers[i].pid > 0)
+            kill(m->workers[i].pid, sig);
+}
+
+static void reload(master *m)
+{
+    pb_log_notice("SIGHUP received: reloading %s", m->config_path);
+    pb_cycle *cycle = m->hooks.load(m->config_path);
+    if (cycle == NULL) {
+        pb_log_error("reload failed: keeping the running configuration");
+        if (m->hooks.reload_failed)
+            m->hooks.reload_failed();
+        return;
+    }
+    pb_listener_changes_warn(m->listeners, cycle->config);
+    pb_cycle_free(m->cycle);
+    m->cycle = cycle;
+    signal_workers(m, SIGHUP);
+}
+
+static void begin_stop(master *m, int sig)
+{
+    if (m->stopping)
+        return;
+    m->stopping = 1;
+    pb_log_notice("%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    /* Workers get their own shutdown_timeout; the margin lets them use it. */
+    m->stop_deadline = now() + m->cycle->config->limits.shutdown_timeout + 2.0;
+    signal_workers(m, SIGTERM);
+}
+
+static int running(const master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_workers; i++)
+        n += m->workers[i].pid > 0;
+    return n;
+}
+
+int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
+                  const char *config_path, const pb_master_hooks *hooks)
+{
+    master m = {
+        .cycle = cycle,
+        .listeners = listeners,
+        .config_path = config_path,
+        .hooks = *hooks,
+    };
+    sigemptyset(&m.signals);
+    sigaddset(&m.signals, SIGCHLD);
+    sigaddset(&m.signals, SIGHUP);
+    sigaddset(&m.signals, SIGTERM);
+    sigaddset(&m.signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &m.signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    m.shared = pb_shared_create();
+    m.n_workers = worker_count(cycle->config);
+    m.workers = calloc((size_t)m.n_workers, sizeof *m.workers);
+    if (m.shared == NULL || m.workers == NULL) {
+        pb_log_error("cannot start: out of memory");
+        pb_shared_destroy(m.shared);
+        free(m.workers);
+        pb_cycle_free(m.cycle);
+        return 1;
+    }
+    /* Ready before the first fork, so no worker inherits the terminal or
+     * the start-up pipe of a detaching daemon. */
+    if (m.hooks.ready)
+        m.hooks.ready();
+    for (int i = 0; i < m.n_workers; i++)
+        start_worker(&m, i);
+
+    while (!m.stopping || running(&m) > 0) {
+        double t = now(), wait = 1.0;
+        for (int i = 0; i < m.n_workers && !m.stopping; i++)
+            if (m.workers[i].pid == 0 && m.workers[i].restart_at > 0 &&
+                m.workers[i].restart_at - t < wait)
+                wait = m.workers[i].restart_at - t;
+        if (wait < 0.001)
+            wait = 0.001;
+        struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+        siginfo_t info;
+        int sig = sigtimedwait(&m.signals, &info, &ts);
+
+        if (sig == SIGHUP && !m.stopping)
+            reload(&m);
+        else if (sig == SIGTERM || sig == SIGINT)
+            begin_stop(&m, sig);
+        reap(&m);
+        if (m.fatal)
+            begin_stop(&m, SIGTERM);
+
+        t = now();
+        if (m.stopping && t > m.stop_deadline && running(&m) > 0) {
+            pb_log_warning("workers did not stop in time: killing them");
+            signal_workers(&m, SIGKILL);
+            m.stop_deadline = t + 5.0;
+        }
+        for (int i = 0; i < m.n_workers && !m.stopping; i++)
+            if (m.workers[i].pid == 0 && m.workers[i].restart_at > 0 &&
+                m.workers[i].restart_at <= t)
+                start_worker(&m, i);
+    }
+    pb_log_notice("stopped");
+    free(m.workers);
+    pb_shared_destroy(m.shared);
+    pb_cycle_free(m.cycle);
+    return m.fatal ? 1 : 0;
+}

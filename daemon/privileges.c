@@ -1,0 +1,84 @@
+/*
+ * privileges.c - giving up root. Done once, after binding (so ports below
+ * 1024 and sockets in /run work) and before the first connection, so no
+ * peer ever talks to a root process.
+ */
+#include "privileges.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static int lookup(const pb_config *config, uid_t *uid, gid_t *gid,
+                  pb_diag *diag)
+{
+    int rc = 0;
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (config->user != NULL) {
+        struct passwd *pw = getpwnam(config->user);
+        if (pw == NULL) {
+            pb_diag_add(diag, config->path, 0, "user \"%s\" does not exist",
+                        config->user);
+            rc = -1;
+        } else {
+            *uid = pw->pw_uid;
+            *gid = pw->pw_gid;
+        }
+    }
+    if (config->group != NULL) {
+        struct group *gr = getgrnam(config->group);
+        if (gr == NULL) {
+            pb_diag_add(diag, config->path, 0, "group \"%s\" does not exist",
+                        config->group);
+            rc = -1;
+        } else {
+            *gid = gr->gr_gid;
+        }
+    }
+    return rc;
+}
+
+int pb_privileges_check(const pb_config *config, pb_diag *diag)
+{
+    uid_t uid;
+    gid_t gid;
+    return lookup(config, &uid, &gid, diag);
+}
+
+int pb_privileges_drop(const pb_config *config)
+{
+    if (config->user == NULL && config->group == NULL)
+        return 0;
+    if (geteuid() != 0) {
+        pb_log_warning("not started as root: ignoring user/group settings");
+        return 0;
+    }
+    pb_diag diag = PB_DIAG_INIT;
+    uid_t uid;
+    gid_t gid;
+    if (lookup(config, &uid, &gid, &diag) != 0) {
+        for (size_t i = 0; i < diag.count; i++)
+            pb_log_error("%s", diag.lines[i]);
+        pb_diag_free(&diag);
+        return -1;
+    }
+    if (setgroups(0, NULL) != 0 ||
+        (gid != (gid_t)-1 && setgid(gid) != 0) ||
+        (uid != (uid_t)-1 && setuid(uid) != 0)) {
+        pb_log_error("cannot drop privileges to %s:%s: %s",
+                     config->user ? config->user : "root",
+                     config->group ? config->group : "-", strerror(errno));
+        return -1;
+    }
+    if (uid != (uid_t)-1 && uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        pb_log_error("root privileges could be regained after dropping them");
+        return -1;
+    }
+    pb_log_info("running as uid %ld, gid %ld", (long)getuid(), (long)getgid());
+    return 0;
+}

@@ -1,0 +1,77 @@
+/*
+ * router.c - first-match routing by content-type and action. Routes are
+ * few and checked in order, as operators read them in the config; a glob
+ * costs an fnmatch() only for patterns that need one.
+ */
+#include "router.h"
+
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pb_instance *find_instance(pb_instance **instances, size_t n,
+                                  const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(instances[i]->name, name) == 0)
+            return instances[i];
+    return NULL;
+}
+
+int pb_router_build(pb_router *router, const pb_config *config,
+                    pb_instance **instances, size_t n_instances)
+{
+    router->routes = NULL;
+    router->n_routes = 0;
+    if (config->n_routes == 0)
+        return 0;
+    router->routes = calloc(config->n_routes, sizeof *router->routes);
+    if (router->routes == NULL)
+        return -1;
+    for (size_t i = 0; i < config->n_routes; i++) {
+        const pb_route_conf *rc = &config->routes[i];
+        pb_route *route = &router->routes[i];
+        route->content_type = rc->content_type;
+        route->glob = rc->content_type != NULL &&
+                      strpbrk(rc->content_type, "*?[") != NULL;
+        route->action = rc->action;
+        route->instance = find_instance(instances, n_instances, rc->plugin);
+        if (route->instance == NULL) {
+            pb_router_free(router);
+            return -1;
+        }
+    }
+    router->n_routes = config->n_routes;
+    return 0;
+}
+
+static int content_type_matches(const pb_route *route, const char *content_type)
+{
+    if (route->content_type == NULL)
+        return 1;
+    if (route->glob)
+        return fnmatch(route->content_type, content_type, 0) == 0;
+    return strcmp(route->content_type, content_type) == 0;
+}
+
+pb_instance *pb_router_match(const pb_router *router,
+                             const char *content_type, const char *action)
+{
+    for (size_t i = 0; i < router->n_routes; i++) {
+        const pb_route *route = &router->routes[i];
+        if (!content_type_matches(route, content_type))
+            continue;
+        if (route->action != NULL &&
+            (action == NULL || strcmp(route->action, action) != 0))
+            continue;
+        return route->instance;
+    }
+    return NULL;
+}
+
+void pb_router_free(pb_router *router)
+{
+    free(router->routes);
+    router->routes = NULL;
+    router->n_routes = 0;
+}

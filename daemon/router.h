@@ -1,0 +1,38 @@
+/*
+ * router.h - picks the plugin instance for a message: the first route whose
+ * content_type (exact, or a shell glob) and action
+ * both match.
+ */
+#ifndef PB_ROUTER_H
+#define PB_ROUTER_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "plugin_host.h"
+
+typedef struct pb_route {
+    const char *content_type;   /* NULL = any (points into the config) */
+    int glob;                   /* content_type has glob characters */
+    const char *action;         /* NULL = any */
+    pb_instance *instance;
+} pb_route;
+
+typedef struct pb_router {
+    pb_route *routes;
+    size_t n_routes;
+} pb_router;
+
+/* Resolves config routes against instances[0..n) by name; 0 or -1 (out of
+ * memory; names were checked when the config was loaded). */
+int pb_router_build(pb_router *router, const pb_config *config,
+                    pb_instance **instances, size_t n_instances);
+
+/* The instance for a message, or NULL when no route matches. action is the
+ * string "action" member of text/json content, or NULL. */
+pb_instance *pb_router_match(const pb_router *router,
+                             const char *content_type, const char *action);
+
+void pb_router_free(pb_router *router);
+
+#endif

@@ -1,0 +1,255 @@
+/*
+ * server.c - the event loop of one process: accepting on the listeners
+ * (and refusing past max_connections), the idle sweep, reload on SIGHUP
+ * and the graceful stop on SIGTERM/SIGINT.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "connection.h"
+#include "error.h"
+#include "log.h"
+
+/* After EMFILE/ENFILE the pending connection cannot be accepted; polling
+ * the listener again at once would spin, so accepting pauses this long. */
+#define ACCEPT_PAUSE_SECONDS 0.1
+#define ACCEPTS_PER_WAKEUP 64
+
+static void resolve_pinned(pb_server *s)
+{
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_listener *l = s->listeners.items[i];
+        l->pinned_instance = l->pinned ? pb_cycle_instance(s->cycle, l->pinned)
+                                       : NULL;
+    }
+}
+
+static void pause_accepting(pb_server *s);
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    pb_listener *l = (pb_listener *)w;
+    pb_server *s = l->server;
+    const pb_limits *limits = &s->cycle->config->limits;
+
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                pb_log_warning("cannot accept on %s: %s; pausing accepts",
+                               l->address, strerror(errno));
+                pause_accepting(s);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                pb_log_warning("cannot accept on %s: %s", l->address,
+                               strerror(errno));
+            }
+            return;
+        }
+        if (!pb_shared_take_connection(s->shared, s->slot,
+                                       limits->max_connections)) {
+            pb_log_debug("refusing a connection on %s: max_connections (%lld) reached",
+                         l->address, limits->max_connections);
+            pb_conn_refuse(l, fd, PB_ERR_BUSY,
+                           "too many connections, try again later");
+            continue;
+        }
+        if (l->unix_path == NULL) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        pb_conn_open(s, l, fd);
+    }
+}
+
+static void start_accepting(pb_server *s)
+{
+    for (size_t i = 0; i < s->listeners.count; i++)
+        ev_io_start(s->loop, &s->listeners.items[i]->watcher);
+}
+
+static void stop_accepting(pb_server *s)
+{
+    for (size_t i = 0; i < s->listeners.count; i++)
+        ev_io_stop(s->loop, &s->listeners.items[i]->watcher);
+}
+
+static void on_accept_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pb_server *s = w->data;
+    if (!s->stopping)
+        start_accepting(s);
+}
+
+static void pause_accepting(pb_server *s)
+{
+    stop_accepting(s);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    ev_timer_init(&s->accept_pause, on_accept_pause_end, ACCEPT_PAUSE_SECONDS, 0.0);
+    s->accept_pause.data = s;
+    ev_timer_start(s->loop, &s->accept_pause);
+}
+
+static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pb_conn_expire_idle(w->data);
+}
+
+static void check_stopped(pb_server *s)
+{
+    if (s->stopping && s->n_connections == 0)
+        ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pb_server *s = w->data;
+    if (s->n_connections > 0)
+        pb_log_warning("shutdown_timeout reached: closing %zu connections",
+                       s->n_connections);
+    while (s->oldest)
+        pb_conn_close(s->oldest);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_stop_check(struct ev_loop *loop, ev_check *w, int revents)
+{
+    check_stopped(w->data);
+}
+
+static void begin_stop(pb_server *s, const char *signame)
+{
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    pb_log_info("worker %d: %s received, stopping (%zu connections open)",
+                s->slot, signame, s->n_connections);
+    stop_accepting(s);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    pb_listeners_stop(&s->listeners);
+
+    pb_conns_shutdown(s);
+    ev_timer_init(&s->shutdown_timer, on_shutdown_timeout,
+                  s->cycle->config->limits.shutdown_timeout, 0.0);
+    s->shutdown_timer.data = s;
+    ev_timer_start(s->loop, &s->shutdown_timer);
+    ev_check_init(&s->stop_check, on_stop_check);
+    s->stop_check.data = s;
+    ev_check_start(s->loop, &s->stop_check);
+    check_stopped(s);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    begin_stop(w->data, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    pb_server *s = w->data;
+    pb_log_debug("worker %d: reloading %s", s->slot, s->config_path);
+    pb_diag diag = PB_DIAG_INIT;
+    pb_cycle *cycle = pb_cycle_create(s->config_path, &diag);
+    if (cycle == NULL) {
+        for (size_t i = 0; i < diag.count; i++)
+            pb_log_error("%s", diag.lines[i]);
+        pb_log_error("worker %d: reload failed, keeping the running configuration",
+                     s->slot);
+        pb_diag_free(&diag);
+        return;
+    }
+    pb_diag_free(&diag);
+    if (pb_listeners_update(&s->listeners, cycle->config) != 0) {
+        pb_log_error("reload failed: out of memory");
+        pb_cycle_free(cycle);
+        return;
+    }
+    pb_cycle *old = s->cycle;
+    s->cycle = cycle;
+    resolve_pinned(s);
+    pb_cycle_free(old);
+    pb_log_info("worker %d: configuration reloaded", s->slot);
+}
+
+int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
+                   pb_listener_set *listeners, pb_shared *shared, int slot)
+{
+    s->cycle = cycle;
+    s->config_path = config_path;
+    s->listeners = *listeners;
+    listeners->items = NULL;
+    listeners->count = 0;
+    s->shared = shared;
+    s->slot = slot;
+    s->oldest = s->newest = NULL;
+    s->n_connections = 0;
+    s->stopping = 0;
+    s->exit_status = 0;
+    s->loop = ev_default_loop(EVFLAG_AUTO);
+    if (s->loop == NULL) {
+        pb_log_error("cannot initialise the event loop");
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_listener *l = s->listeners.items[i];
+        l->server = s;
+        ev_io_init(&l->watcher, on_accept, l->fd, EV_READ);
+    }
+    resolve_pinned(s);
+
+    ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
+    ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
+    ev_signal_init(&s->sig_hup, on_reload_signal, SIGHUP);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    ev_signal_start(s->loop, &s->sig_term);
+    ev_signal_start(s->loop, &s->sig_int);
+    ev_signal_start(s->loop, &s->sig_hup);
+
+    ev_timer_init(&s->idle_timer, on_idle_timer, 1.0, 1.0);
+    s->idle_timer.data = s;
+    ev_timer_start(s->loop, &s->idle_timer);
+    ev_init(&s->shutdown_timer, on_shutdown_timeout);
+    ev_init(&s->accept_pause, on_accept_pause_end);
+    ev_init(&s->stop_check, on_stop_check);
+    return 0;
+}
+
+int pb_server_run(pb_server *s)
+{
+    start_accepting(s);
+    ev_run(s->loop, 0);
+    pb_log_info("worker %d: stopped", s->slot);
+    return s->exit_status;
+}
+
+void pb_server_free(pb_server *s)
+{
+    while (s->oldest)
+        pb_conn_close(s->oldest);
+    if (s->loop != NULL) {
+        ev_timer_stop(s->loop, &s->idle_timer);
+        ev_timer_stop(s->loop, &s->shutdown_timer);
+        ev_timer_stop(s->loop, &s->accept_pause);
+        ev_check_stop(s->loop, &s->stop_check);
+        ev_signal_stop(s->loop, &s->sig_term);
+        ev_signal_stop(s->loop, &s->sig_int);
+        ev_signal_stop(s->loop, &s->sig_hup);
+    }
+    pb_listeners_close(&s->listeners);
+    pb_cycle_free(s->cycle);
+    s->cycle = NULL;
+    if (s->loop != NULL)
+        ev_loop_destroy(s->loop);
+    s->loop = NULL;
+}

@@ -1,0 +1,457 @@
+/*
+ * plugboard/plugin.h - the Plugboard plugin SDK: everything a handler plugin
+ * sees of the daemon. Self-contained C99; include nothing else from Plugboard.
+ *
+ * OVERVIEW
+ *
+ * A plugin is a shared object (`.so`) that the daemon loads with dlopen().
+ * It exports exactly one symbol, `pb_plugin_descriptor`, a `pb_plugin` that
+ * says which ABI it was built for and where its three entry points are:
+ *
+ *   create   builds one *instance* from its `settings` group in the config.
+ *            A module may be instantiated several times with different
+ *            settings (two search plugins with different data, say).
+ *   handle   answers one message: it reads a `pb_request` and fills a
+ *            `pb_reply`.
+ *   destroy  frees what create made.
+ *
+ * Everything a plugin needs from the daemon (logging, reading settings and
+ * JSON, building replies) comes through the `pb_host` table handed to create
+ * and reachable from every request. A plugin links against nothing from
+ * Plugboard, so a module built once keeps loading into every daemon that
+ * speaks its ABI version.
+ *
+ * THREADING AND BLOCKING
+ *
+ * Every entry point runs on the event-loop thread of a worker process.
+ * handle() must not block (no sleeping, no synchronous network or disk I/O
+ * per message): while it runs, no other connection of that worker is served.
+ * Do slow work in create() (reading a data file) or not at all. A worker may
+ * hold several instances of the same module, so keep state in the instance,
+ * not in globals. A plugin that crashes takes its worker process down with
+ * every connection the worker held; the master starts a new worker.
+ *
+ * MEMORY
+ *
+ * Everything the host passes in (requests, settings, JSON values reached
+ * from them) is owned by the host and valid only during the call it was
+ * passed to; copy what must outlive it. JSON values a plugin creates with
+ * the json_new_* functions are owned by the plugin until handed over with a
+ * function documented as taking ownership (json_set, json_append,
+ * reply_json) or released with json_free.
+ *
+ * VERSIONING
+ *
+ * PLUGBOARD_ABI_VERSION changes whenever a change to this header would break
+ * a compiled plugin; the daemon refuses a plugin built for another version
+ * and names the file and both versions. New host services are only ever
+ * appended to `pb_host`, whose first member is its size, so a plugin built
+ * against a newer header can test for a service with PB_HOST_HAS() and still
+ * run on an older daemon of the same ABI version.
+ *
+ * BUILDING
+ *
+ *   cc -std=c99 -shared -fPIC -fvisibility=hidden \
+ *      $(pkg-config --cflags plugboard-plugin) -o hello.so hello.c
+ *
+ * and install it into `pkg-config --variable=plugindir plugboard-plugin`,
+ * or name it by absolute path in the config. As root the daemon refuses a
+ * plugin file that is writable by group or others.
+ *
+ * A COMPLETE EXAMPLE
+ *
+ * A plugin that greets: `{"action": "hello", "name": "Ada"}` is answered
+ * with `{"result": "Hello, Ada!"}`; the greeting comes from its settings.
+ *
+ *   #include <stdio.h>
+ *   #include <stdlib.h>
+ *   #include <string.h>
+ *   #include <plugboard/plugin.h>
+ *
+ *   struct hello { char greeting[64]; };
+ *
+ *   static int hello_create(const pb_host *host, pb_instance *instance,
+ *                           const pb_json *settings, void **state)
+ *   {
+ *       const char *greeting = "Hello";
+ *       const pb_json *value = host->json_get(settings, "greeting");
+ *       if (value != NULL) {
+ *           greeting = host->json_string(value, NULL);
+ *           if (greeting == NULL || strlen(greeting) >= 64) {
+ *               host->settings_error(instance, value,
+ *                   "greeting must be a string of at most 63 bytes");
+ *               return PB_ERROR;
+ *           }
+ *       }
+ *       struct hello *hello = calloc(1, sizeof *hello);
+ *       if (hello == NULL) {
+ *           host->settings_error(instance, NULL, "out of memory");
+ *           return PB_ERROR;
+ *       }
+ *       strcpy(hello->greeting, greeting);
+ *       *state = hello;
+ *       return PB_OK;
+ *   }
+ *
+ *   static int hello_handle(void *state, const pb_request *request,
+ *                           pb_reply *reply)
+ *   {
+ *       const struct hello *hello = state;
+ *       const pb_host *host = request->host;
+ *       const char *name = host->json_string(
+ *           host->json_get(request->json, "name"), NULL);
+ *       if (name == NULL) {
+ *           host->reply_error(reply, "\"name\" must be a string");
+ *           return PB_ERROR;
+ *       }
+ *       char text[256];
+ *       int n = snprintf(text, sizeof text, "%s, %s!", hello->greeting, name);
+ *       if (n < 0 || n >= (int)sizeof text) {
+ *           host->reply_error(reply, "name too long");
+ *           return PB_ERROR;
+ *       }
+ *       pb_json *answer = host->json_new_object();
+ *       if (host->json_set(answer, "result",
+ *                          host->json_new_string(text, (size_t)n)) != PB_OK) {
+ *           host->json_free(answer);
+ *           host->reply_error(reply, "out of memory");
+ *           return PB_ERROR;
+ *       }
+ *       return host->reply_json(reply, answer);
+ *   }
+ *
+ *   static void hello_destroy(void *state) { free(state); }
+ *
+ *   PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
+ *       .abi_version = PLUGBOARD_ABI_VERSION,
+ *       .name        = "hello",
+ *       .description = "greets by name",
+ *       .create      = hello_create,
+ *       .handle      = hello_handle,
+ *       .destroy     = hello_destroy,
+ *   };
+ *
+ * and in plugboard.conf:
+ *
+ *   plugins = ( { name = "hello"; module = "hello";
+ *                 settings = { greeting = "Good morning"; }; } );
+ *   routes  = ( { content_type = "text/json"; action = "hello"; plugin = "hello"; } );
+ *
+ * The shipped plugins (echo, uppercase, search, first10) are written to be
+ * read as further examples.
+ */
+#ifndef PLUGBOARD_PLUGIN_H
+#define PLUGBOARD_PLUGIN_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The ABI this header describes. A plugin stores it in
+ * pb_plugin.abi_version; the daemon loads only plugins whose value equals its
+ * own (`plugboard -V` prints it).
+ */
+#define PLUGBOARD_ABI_VERSION 1
+
+/* The name of the one symbol every plugin exports, for dlsym(). */
+#define PB_PLUGIN_DESCRIPTOR_SYMBOL "pb_plugin_descriptor"
+
+/*
+ * Marks the descriptor as exported. Build plugins with -fvisibility=hidden
+ * and put this on pb_plugin_descriptor only, so that a plugin's internal
+ * names never collide with the daemon's or another plugin's.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define PB_PLUGIN_EXPORT __attribute__((visibility("default")))
+#define PB_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PB_PLUGIN_EXPORT
+#define PB_PRINTF(fmt, args)
+#endif
+
+/* Return values of create, handle and the host services that can fail. */
+#define PB_OK     0
+#define PB_ERROR (-1)
+
+/* Levels for pb_host.log, most severe first; the values are syslog's. */
+typedef enum pb_log_level {
+    PB_LOG_ERROR   = 3,
+    PB_LOG_WARNING = 4,
+    PB_LOG_NOTICE  = 5,
+    PB_LOG_INFO    = 6,
+    PB_LOG_DEBUG   = 7
+} pb_log_level;
+
+/*
+ * A JSON value owned by the host: a request's header or parsed content, an
+ * instance's settings, or a value the plugin is building for its reply. Read
+ * and build it only through the json_* services of pb_host.
+ *
+ * Settings come from libconfig and map onto JSON: a group is an object, a
+ * list or array is an array, and strings, integers, floats and booleans are
+ * what they say.
+ */
+typedef struct pb_json pb_json;
+
+/* The kinds of JSON value, as pb_host.json_type reports them. */
+typedef enum pb_json_type {
+    PB_JSON_INVALID = 0,   /* a NULL pointer: "no such value" */
+    PB_JSON_OBJECT,
+    PB_JSON_ARRAY,
+    PB_JSON_STRING,
+    PB_JSON_INTEGER,
+    PB_JSON_REAL,
+    PB_JSON_TRUE,
+    PB_JSON_FALSE,
+    PB_JSON_NULL
+} pb_json_type;
+
+/*
+ * One configured instance of a plugin, as the host knows it: its name in
+ * the config and where its settings came from. Opaque; pass it back to the
+ * host for logging and settings errors.
+ */
+typedef struct pb_instance pb_instance;
+
+/* The reply being built for one request. Opaque; fill it through pb_host. */
+typedef struct pb_reply pb_reply;
+
+typedef struct pb_host pb_host;
+
+/* How the message reached the daemon. */
+typedef enum pb_framing {
+    PB_FRAMING_FRAME = 0,  /* length-prefixed JSON header + content */
+    PB_FRAMING_LINE  = 1   /* one text line; the reply becomes one line */
+} pb_framing;
+
+/* One message to answer. Valid only during the handle() call. */
+typedef struct pb_request {
+    /* The host services, for plugins that keep no state of their own. */
+    const pb_host *host;
+    /* The instance the message was routed to (for logging). */
+    pb_instance *instance;
+    /* The header's "content-type" and "content-encoding", NUL-terminated. */
+    const char *content_type;
+    const char *content_encoding;
+    /* The whole header object, unknown keys included. For the line
+     * framing: {"content-type": "text/plain", "content-encoding": "utf-8"}. */
+    const pb_json *header;
+    /* The content bytes; not NUL-terminated, may contain NUL bytes. */
+    const unsigned char *content;
+    size_t content_length;
+    /* For content-type "text/json": the parsed content (any JSON value, an
+     * object in the usual case). NULL for every other content-type. */
+    const pb_json *json;
+    /* The listener the message came in on, and its framing. */
+    const char *listener;
+    pb_framing framing;
+} pb_request;
+
+/*
+ * The table of services the daemon offers plugins. Never copy it: keep the
+ * pointer. Members are only ever appended; test for a member newer than
+ * your oldest supported daemon with PB_HOST_HAS(host, member).
+ */
+struct pb_host {
+    /* sizeof(pb_host) as the daemon was built. Always first. */
+    size_t size;
+    /* PLUGBOARD_ABI_VERSION of the daemon. */
+    unsigned int abi_version;
+
+    /* --- Logging and errors -------------------------------------------- */
+
+    /*
+     * Logs one line at `level` through the daemon's log (stderr or syslog,
+     * filtered by log.level), prefixed with the instance's name. Do not end
+     * the message with a newline. Cheap to call; still, do not log per
+     * message above PB_LOG_DEBUG.
+     */
+    void (*log)(const pb_instance *instance, pb_log_level level,
+                const char *format, ...) PB_PRINTF(3, 4);
+
+    /*
+     * From create() only: records why the settings are rejected. `where` is
+     * the offending setting (a value reached from `settings`), or NULL for
+     * the settings group as a whole; the daemon reports the message as
+     * `FILE:LINE: plugin NAME: message` with that setting's position in the
+     * config. create() must then return PB_ERROR.
+     */
+    void (*settings_error)(pb_instance *instance, const pb_json *where,
+                           const char *format, ...) PB_PRINTF(3, 4);
+
+    /* The instance's name in the config ("search", "upper", ...). */
+    const char *(*instance_name)(const pb_instance *instance);
+
+    /*
+     * Resolves a path from the settings the way the daemon resolves its own:
+     * an absolute path stays, a relative one is taken from the directory of
+     * the config file that named it. Writes a NUL-terminated result into
+     * buf and returns PB_OK, or PB_ERROR when it does not fit.
+     */
+    int (*resolve_path)(const pb_instance *instance, const char *path,
+                        char *buf, size_t size);
+
+    /* --- Reading JSON --------------------------------------------------- */
+
+    /* The kind of `value`; PB_JSON_INVALID for NULL. */
+    pb_json_type (*json_type)(const pb_json *value);
+
+    /* The member `key` of an object; NULL when absent or not an object. */
+    const pb_json *(*json_get)(const pb_json *object, const char *key);
+
+    /*
+     * A string's UTF-8 bytes, NUL-terminated, with its length in bytes
+     * stored in *length when length is not NULL (the string may itself
+     * contain NUL). NULL when `value` is not a string.
+     */
+    const char *(*json_string)(const pb_json *value, size_t *length);
+
+    /* An integer's value; 0 when `value` is not an integer. */
+    long long (*json_integer)(const pb_json *value);
+
+    /* A number's value (integer or real); 0.0 for anything else. */
+    double (*json_number)(const pb_json *value);
+
+    /* The number of elements of an array or members of an object; else 0. */
+    size_t (*json_size)(const pb_json *value);
+
+    /* Element `index` of an array; NULL when out of range or no array. */
+    const pb_json *(*json_at)(const pb_json *array, size_t index);
+
+    /*
+     * Calls fn for each member of an object, in document order, until fn
+     * returns non-zero; returns that value, or 0 when all were visited.
+     */
+    int (*json_foreach)(const pb_json *object,
+                        int (*fn)(const char *key, const pb_json *value,
+                                  void *arg),
+                        void *arg);
+
+    /*
+     * Reads and parses a JSON file (for data files named in settings; call
+     * it from create(), never from handle()). Returns a new value the caller
+     * owns, or NULL with a message like "search.json:3: ..." in `error`.
+     */
+    pb_json *(*json_load_file)(const char *path, char *error,
+                               size_t error_size);
+
+    /* --- Building JSON -------------------------------------------------- */
+
+    /*
+     * New values, owned by the caller; NULL when out of memory (or, for
+     * strings, when the bytes are not valid UTF-8). Every function that
+     * takes a value accepts NULL and then fails, so a chain of calls needs
+     * one check at its end.
+     */
+    pb_json *(*json_new_object)(void);
+    pb_json *(*json_new_array)(void);
+    pb_json *(*json_new_string)(const char *utf8, size_t length);
+    pb_json *(*json_new_integer)(long long value);
+    pb_json *(*json_new_real)(double value);
+    pb_json *(*json_new_bool)(int value);
+    pb_json *(*json_new_null)(void);
+
+    /* Makes an independent copy of any value (one reached from a request or
+     * settings included); the caller owns the copy. */
+    pb_json *(*json_copy)(const pb_json *value);
+
+    /* Sets object[key] = value (replacing an existing member), taking
+     * ownership of value even on failure. */
+    int (*json_set)(pb_json *object, const char *key, pb_json *value);
+
+    /* Appends value to array, taking ownership of it even on failure. */
+    int (*json_append)(pb_json *array, pb_json *value);
+
+    /* Releases a value the caller owns; NULL is ignored. */
+    void (*json_free)(pb_json *value);
+
+    /* --- Replies -------------------------------------------------------- */
+
+    /*
+     * Answers with a copy of `length` bytes of content, described by
+     * content_type and content_encoding (both copied). Returns PB_OK, or
+     * PB_ERROR when out of memory, when called a second time, or when the
+     * reply's header would pass 65535 bytes (a very long content-type).
+     * A failing reply service records why, as reply_error would, so
+     * handle() may return PB_ERROR at once.
+     */
+    int (*reply_bytes)(pb_reply *reply, const char *content_type,
+                       const char *content_encoding, const void *content,
+                       size_t length);
+
+    /*
+     * Answers with `length` bytes of content that the plugin writes into the
+     * returned buffer before handle() returns: saves a copy for large
+     * replies. NULL when it fails, for the reasons of reply_bytes.
+     */
+    unsigned char *(*reply_buffer)(pb_reply *reply, const char *content_type,
+                                   const char *content_encoding,
+                                   size_t length);
+
+    /*
+     * Answers with a JSON value as content-type "text/json", encoding
+     * "utf-8", written the way Python's json.dumps(value,
+     * ensure_ascii=False) writes it. Takes ownership of value.
+     */
+    int (*reply_json)(pb_reply *reply, pb_json *value);
+
+    /*
+     * Says why handle() is about to return PB_ERROR. The client gets a
+     * `plugin_failed` error carrying this text; the daemon logs it too.
+     */
+    void (*reply_error)(pb_reply *reply, const char *format, ...)
+        PB_PRINTF(2, 3);
+};
+
+/* True when the daemon's host table has `member` (a later addition). */
+#define PB_HOST_HAS(host, member) \
+    ((host)->size >= offsetof(pb_host, member) + sizeof((host)->member))
+
+/*
+ * What a plugin exports as `pb_plugin_descriptor`. Define it const, with
+ * designated initializers, and mark it PB_PLUGIN_EXPORT.
+ */
+typedef struct pb_plugin {
+    /* PLUGBOARD_ABI_VERSION as the plugin was compiled. Always first, so
+     * that the daemon can read it from a plugin of any version. */
+    unsigned int abi_version;
+
+    /* The module's name ("search"), for logs; and one line about it. */
+    const char *name;
+    const char *description;
+
+    /*
+     * Creates an instance from its settings (an object, empty when the
+     * config gives none; never NULL). Store whatever handle() needs in
+     * *state. On a bad setting call host->settings_error() and return
+     * PB_ERROR; the daemon then refuses the whole configuration (at start,
+     * on `plugboard -t`, or on reload, which keeps the old one running).
+     * Reject settings you do not know: an operator's typo should not pass.
+     * May be NULL for a plugin that takes no settings (the daemon then
+     * rejects any setting given to it) and keeps no state.
+     */
+    int (*create)(const pb_host *host, pb_instance *instance,
+                  const pb_json *settings, void **state);
+
+    /*
+     * Answers one request: call exactly one of host->reply_bytes,
+     * reply_buffer or reply_json and return PB_OK; or call
+     * host->reply_error and return PB_ERROR, and the client gets a
+     * `plugin_failed` error while its connection stays open.
+     */
+    int (*handle)(void *state, const pb_request *request, pb_reply *reply);
+
+    /* Frees an instance's state. May be NULL. Called once per successful
+     * create(), when the instance is no longer used (at exit or after a
+     * reload that dropped or replaced it). */
+    void (*destroy)(void *state);
+} pb_plugin;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLUGBOARD_PLUGIN_H */

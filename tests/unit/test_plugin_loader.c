@@ -1,0 +1,177 @@
+/*
+ * test_plugin_loader.c - loading modules: the shipped plugins load and
+ * answer; a missing file, a non-plugin, another ABI, settings given to a
+ * module that takes none, and (as root) a module writable by others are
+ * each refused with a message naming the config line and the file.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "plugin_loader.h"
+
+#define FIXTURES PB_TEST_BUILDDIR "/tests/fixtures/.libs"
+
+static pb_plugin_conf conf_for(const char *name, const char *module,
+                               const char *path)
+{
+    pb_plugin_conf conf = {
+        .name = (char *)name,
+        .module = (char *)module,
+        .path = (char *)path,
+        .settings = json_object(),
+        .pos = { "test.conf", 7 },
+    };
+    return conf;
+}
+
+static char *joined(const pb_diag *diag)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < diag->count; i++)
+        len += strlen(diag->lines[i]) + 1;
+    char *all = calloc(1, len);
+    for (size_t i = 0; i < diag->count; i++) {
+        strcat(all, diag->lines[i]);
+        strcat(all, "\n");
+    }
+    return all;
+}
+
+static void expect_refused(pb_plugin_conf *conf, const char *fragment)
+{
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *instance = pb_instance_create(conf, "/tmp", &diag);
+    cr_assert_null(instance);
+    cr_assert_geq(diag.count, 1);
+    char *all = joined(&diag);
+    cr_expect(strstr(all, "test.conf:7: plugin ") == all,
+              "diagnostic should start with the entry's FILE:LINE: %s", all);
+    cr_expect(strstr(all, fragment) != NULL, "expected \"%s\" in: %s",
+              fragment, all);
+    free(all);
+    pb_diag_free(&diag);
+    json_decref(conf->settings);
+}
+
+Test(plugin_loader, shipped_echo_loads_and_answers)
+{
+    pb_plugin_conf conf = conf_for("e", "echo", PB_TEST_PLUGIN_DIR "/echo.so");
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *instance = pb_instance_create(&conf, "/tmp", &diag);
+    cr_assert_not_null(instance, "%s", diag.count ? diag.lines[0] : "");
+    cr_assert_eq(instance->plugin->abi_version, PLUGBOARD_ABI_VERSION);
+    cr_assert_str_eq(instance->name, "e");
+
+    pb_buf out = PB_BUF_INIT;
+    pb_reply reply;
+    pb_reply_init(&reply, &out, PB_FRAMING_LINE);
+    pb_request request = {
+        .host = &pb_host_services, .instance = instance,
+        .content_type = "text/plain", .content_encoding = "utf-8",
+        .content = (const unsigned char *)"hello", .content_length = 5,
+        .listener = "test", .framing = PB_FRAMING_LINE,
+    };
+    cr_assert_eq(pb_instance_handle(instance, &request, &reply), PB_OK);
+    cr_assert_eq(pb_buf_used(&out), 6);
+    cr_assert(memcmp(pb_buf_head(&out), "hello\n", 6) == 0);
+    pb_buf_free(&out);
+    pb_instance_destroy(instance);
+    json_decref(conf.settings);
+}
+
+Test(plugin_loader, two_instances_of_one_module)
+{
+    pb_plugin_conf a = conf_for("a", "first10", PB_TEST_PLUGIN_DIR "/first10.so");
+    pb_plugin_conf b = conf_for("b", "first10", PB_TEST_PLUGIN_DIR "/first10.so");
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *ia = pb_instance_create(&a, "/tmp", &diag);
+    pb_instance *ib = pb_instance_create(&b, "/tmp", &diag);
+    cr_assert_not_null(ia);
+    cr_assert_not_null(ib);
+    cr_assert_eq(ia->plugin, ib->plugin);
+    pb_instance_destroy(ia);
+    cr_assert_eq(ib->plugin->abi_version, PLUGBOARD_ABI_VERSION,
+                 "the module must stay loaded while an instance uses it");
+    pb_instance_destroy(ib);
+    json_decref(a.settings);
+    json_decref(b.settings);
+}
+
+Test(plugin_loader, missing_module)
+{
+    pb_plugin_conf conf = conf_for("x", "nosuch", PB_TEST_PLUGIN_DIR "/nosuch.so");
+    expect_refused(&conf, "module \"nosuch\" not found");
+}
+
+Test(plugin_loader, not_a_plugin)
+{
+    pb_plugin_conf conf = conf_for("x", FIXTURES "/no_descriptor.so",
+                                   FIXTURES "/no_descriptor.so");
+    expect_refused(&conf, "is not a Plugboard plugin");
+}
+
+Test(plugin_loader, other_abi_names_file_and_both_versions)
+{
+    pb_plugin_conf conf = conf_for("x", FIXTURES "/wrong_abi.so",
+                                   FIXTURES "/wrong_abi.so");
+    char expected[512];
+    snprintf(expected, sizeof expected,
+             "%s was built for plugin ABI %d, this daemon supports ABI %d",
+             FIXTURES "/wrong_abi.so", PLUGBOARD_ABI_VERSION + 1,
+             PLUGBOARD_ABI_VERSION);
+    expect_refused(&conf, expected);
+}
+
+Test(plugin_loader, not_a_shared_object)
+{
+    char dir[] = "/tmp/pb-loader-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    chmod(dir, 0755);
+    char path[256];
+    snprintf(path, sizeof path, "%s/garbage.so", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("not elf", f);
+    fclose(f);
+    chmod(path, 0644);
+    pb_plugin_conf conf = conf_for("x", path, path);
+    expect_refused(&conf, "cannot load");
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(plugin_loader, settings_for_a_module_that_takes_none)
+{
+    pb_plugin_conf conf = conf_for("e", "echo", PB_TEST_PLUGIN_DIR "/echo.so");
+    json_object_set_new(conf.settings, "colour", json_string("red"));
+    expect_refused(&conf, "colour");
+}
+
+Test(plugin_loader, world_writable_module_refused_as_root)
+{
+    if (geteuid() != 0)
+        cr_skip_test("the permission check applies when running as root");
+    char dir[] = "/tmp/pb-perm-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    chmod(dir, 0755);
+    char path[256];
+    snprintf(path, sizeof path, "%s/echo.so", dir);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp '%s/echo.so' '%s'", PB_TEST_PLUGIN_DIR, path);
+    cr_assert_eq(system(cmd), 0);
+    chmod(path, 0666);
+    pb_plugin_conf conf = conf_for("e", "echo", path);
+    expect_refused(&conf, "writable by others");
+
+    chmod(path, 0644);
+    chmod(dir, 0775);
+    conf = conf_for("e", "echo", path);
+    expect_refused(&conf, "writable by its group");
+    unlink(path);
+    rmdir(dir);
+}

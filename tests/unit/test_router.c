@@ -1,0 +1,105 @@
+/*
+ * test_router.c - first-match routing by content-type (exact and glob) and
+ * action.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "router.h"
+
+static pb_instance echo = { .name = "echo" };
+static pb_instance upper = { .name = "upper" };
+static pb_instance search = { .name = "search" };
+static pb_instance text = { .name = "text" };
+static pb_instance rest = { .name = "rest" };
+static pb_instance *instances[] = { &echo, &upper, &search, &text, &rest };
+
+static pb_route_conf routes[] = {
+    { .content_type = "text/json", .action = "echo", .plugin = "echo" },
+    { .content_type = "text/json", .action = "upper", .plugin = "upper" },
+    { .content_type = "text/json", .plugin = "search" },
+    { .content_type = "text/*", .plugin = "text" },
+    { .plugin = "rest" },
+};
+
+static pb_router router;
+
+static void setup(void)
+{
+    pb_config config = { .routes = routes, .n_routes = 5 };
+    cr_assert_eq(pb_router_build(&router, &config, instances, 5), 0);
+}
+
+static void teardown(void)
+{
+    pb_router_free(&router);
+}
+
+TestSuite(router, .init = setup, .fini = teardown);
+
+Test(router, action_routes_first_match)
+{
+    cr_assert_eq(pb_router_match(&router, "text/json", "echo"), &echo);
+    cr_assert_eq(pb_router_match(&router, "text/json", "upper"), &upper);
+}
+
+Test(router, json_without_matching_action_falls_through)
+{
+    cr_assert_eq(pb_router_match(&router, "text/json", "search"), &search);
+    cr_assert_eq(pb_router_match(&router, "text/json", NULL), &search);
+    cr_assert_eq(pb_router_match(&router, "text/json", "ECHO"), &search);
+}
+
+Test(router, glob_content_type)
+{
+    cr_assert_eq(pb_router_match(&router, "text/plain", NULL), &text);
+    cr_assert_eq(pb_router_match(&router, "text/html", "echo"), &text);
+}
+
+Test(router, exact_match_is_not_a_prefix_match)
+{
+    cr_assert_eq(pb_router_match(&router, "text/jsonx", NULL), &text);
+    cr_assert_eq(pb_router_match(&router, "text", NULL), &rest);
+}
+
+Test(router, catch_all)
+{
+    cr_assert_eq(pb_router_match(&router, "binary/custom-client-binary-type", NULL), &rest);
+    cr_assert_eq(pb_router_match(&router, "", NULL), &rest);
+}
+
+Test(router_empty, no_routes_match_nothing)
+{
+    pb_router empty;
+    pb_config config = { .routes = NULL, .n_routes = 0 };
+    cr_assert_eq(pb_router_build(&empty, &config, instances, 5), 0);
+    cr_assert_null(pb_router_match(&empty, "text/json", "echo"));
+    pb_router_free(&empty);
+}
+
+Test(router_empty, action_route_needs_an_action)
+{
+    pb_route_conf only[] = { { .action = "echo", .plugin = "echo" } };
+    pb_config config = { .routes = only, .n_routes = 1 };
+    pb_router r;
+    cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
+    cr_assert_null(pb_router_match(&r, "text/json", NULL));
+    cr_assert_null(pb_router_match(&r, "text/json", "upper"));
+    cr_assert_eq(pb_router_match(&r, "text/json", "echo"), &echo);
+    pb_router_free(&r);
+}
+
+Test(router_empty, glob_classes_and_question_mark)
+{
+    pb_route_conf only[] = {
+        { .content_type = "image/[jp]?g", .plugin = "upper" },
+        { .content_type = "*", .plugin = "rest" },
+    };
+    pb_config config = { .routes = only, .n_routes = 2 };
+    pb_router r;
+    cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
+    cr_assert_eq(pb_router_match(&r, "image/jpg", NULL), &upper);
+    cr_assert_eq(pb_router_match(&r, "image/png", NULL), &upper);
+    cr_assert_eq(pb_router_match(&r, "image/gif", NULL), &rest);
+    pb_router_free(&r);
+}
