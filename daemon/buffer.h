@@ -18,7 +18,8 @@ typedef struct pb_buf {
 
 /* Bytes not yet consumed. */
 static inline size_t pb_buf_used(const pb_buf *b) { return b->len - b->start; }
-static inline unsigned char *pb_buf_head(const pb_buf *b) { return b->data + b->start; }
+/* NULL for an empty buffer that owns no memory (no arithmetic on NULL). */
+static inline unsigned char *pb_buf_head(const pb_buf *b) { return b->data ? b->data + b->start : NULL; }
 
 /* Makes room for `extra` more bytes after len; returns 0 or -1 (ENOMEM). */
 int pb_buf_reserve(pb_buf *b, size_t extra);

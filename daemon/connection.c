@@ -30,6 +30,8 @@ struct pb_conn {
     pb_server *server;
     pb_listener *listener;
     int fd;
+    pb_framing_kind framing;    /* the listener's at accept: a reload that
+                                 * changes it must not break this stream */
     union {
         pb_frame_decoder frame;
         pb_line_decoder line;
@@ -121,7 +123,7 @@ void pb_conn_close(pb_conn *c)
     list_unlink(c);
     s->n_connections--;
     pb_shared_release_connection(s->shared, s->slot);
-    if (c->listener->framing == PB_FRAME)
+    if (c->framing == PB_FRAME)
         pb_frame_decoder_reset(&c->decoder.frame);
     pb_buf_free(&c->in);
     pb_buf_free(&c->out);
@@ -132,7 +134,7 @@ void pb_conn_close(pb_conn *c)
 
 static void send_error(pb_conn *c, pb_error_code code, const char *text)
 {
-    int rc = c->listener->framing == PB_FRAME
+    int rc = c->framing == PB_FRAME
                  ? pb_frame_encode_error(&c->out, code, text)
                  : pb_line_encode_error(&c->out, code, text);
     if (rc != 0 || pb_error_closes(code))
@@ -190,7 +192,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .content_length = msg->content_length,
         .json = (const pb_json *)content,
         .listener = c->listener->name,
-        .framing = c->listener->framing == PB_FRAME ? PB_FRAMING_FRAME
+        .framing = c->framing == PB_FRAME ? PB_FRAMING_FRAME
                                                     : PB_FRAMING_LINE,
     };
     pb_reply reply;
@@ -209,7 +211,7 @@ static pb_decode_status decode(pb_conn *c, const unsigned char *data, size_t len
                                pb_message *msg, size_t *consumed, pb_error *err)
 {
     size_t max = (size_t)limits(c)->max_message_bytes;
-    if (c->listener->framing == PB_FRAME) {
+    if (c->framing == PB_FRAME) {
         c->decoder.frame.max_message_bytes = max;
         return pb_frame_decode(&c->decoder.frame, data, len, msg, consumed,
                                NULL, err);
@@ -279,7 +281,7 @@ static void feed(pb_conn *c, const unsigned char *data, size_t len, int in_scrat
 static size_t input_room(pb_conn *c)
 {
     size_t want = PB_READ_CHUNK;
-    if (c->listener->framing == PB_FRAME && c->decoder.frame.header != NULL) {
+    if (c->framing == PB_FRAME && c->decoder.frame.header != NULL) {
         size_t total = 2 + c->decoder.frame.header_length +
                        c->decoder.frame.content_length;
         size_t have = pb_buf_used(&c->in);
@@ -431,8 +433,9 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->server = s;
     c->listener = listener;
     c->fd = fd;
+    c->framing = listener->framing;
     size_t max = (size_t)s->cycle->config->limits.max_message_bytes;
-    if (listener->framing == PB_FRAME)
+    if (c->framing == PB_FRAME)
         pb_frame_decoder_init(&c->decoder.frame, max);
     else
         pb_line_decoder_init(&c->decoder.line, max);

@@ -8,9 +8,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +25,14 @@
 
 #define LISTEN_BACKLOG 511
 
-/* What identifies the socket(s) of a listener entry. */
-static char *listener_spec(const pb_listener_conf *lc)
+/* What a listener entry binds: its sockets are kept across a reload
+ * exactly when this stays the same. */
+static char *socket_key(const pb_listener_conf *lc)
 {
-    char *spec;
-    if (asprintf(&spec, "%s|%s|%d|%s|%o|%d", lc->name,
-                 lc->address ? lc->address : "", lc->port,
-                 lc->path ? lc->path : "", (unsigned)(lc->mode + 1),
-                 (int)lc->framing) < 0)
-        return NULL;
-    return spec;
+    char *key;
+    int rc = lc->path ? asprintf(&key, "unix %s", lc->path)
+                      : asprintf(&key, "tcp %s %d", lc->address, lc->port);
+    return rc < 0 ? NULL : key;
 }
 
 static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
@@ -48,14 +48,14 @@ static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
     l->address = strdup(address);
     l->unix_path = unix_path ? strdup(unix_path) : NULL;
     l->pinned = lc->plugin ? strdup(lc->plugin) : NULL;
-    l->spec = listener_spec(lc);
-    if (l->name == NULL || l->address == NULL || l->spec == NULL ||
+    l->key = socket_key(lc);
+    if (l->name == NULL || l->address == NULL || l->key == NULL ||
         (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL)) {
         free(l->name);
         free(l->address);
         free(l->unix_path);
         free(l->pinned);
-        free(l->spec);
+        free(l->key);
         free(l);
         return NULL;
     }
@@ -79,7 +79,7 @@ static void listener_free(pb_listener *l)
     free(l->address);
     free(l->unix_path);
     free(l->pinned);
-    free(l->spec);
+    free(l->key);
     free(l);
 }
 
@@ -200,7 +200,32 @@ static int clear_stale_socket(const pb_listener_conf *lc, const struct sockaddr_
     return 0;
 }
 
-static int open_unix(pb_listener_set *set, const pb_listener_conf *lc)
+/* Started as root with a user or group to drop to: the socket belongs to
+ * them, so that its mode means what the operator wrote. */
+static int chown_socket(const pb_config *config, const pb_listener_conf *lc)
+{
+    if (geteuid() != 0 || (config->user == NULL && config->group == NULL))
+        return 0;
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    struct passwd *pw = config->user ? getpwnam(config->user) : NULL;
+    struct group *gr = config->group ? getgrnam(config->group) : NULL;
+    if (pw != NULL) {
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (gr != NULL)
+        gid = gr->gr_gid;
+    if (chown(lc->path, uid, gid) != 0) {
+        pb_log_error("cannot listen on %s (listener %s): chown: %s", lc->path,
+                     lc->name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int open_unix(pb_listener_set *set, const pb_config *config,
+                     const pb_listener_conf *lc)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     if (strlen(lc->path) >= sizeof sun.sun_path) {
@@ -233,7 +258,7 @@ static int open_unix(pb_listener_set *set, const pb_listener_conf *lc)
         return -1;
     }
     if ((lc->mode >= 0 && chmod(lc->path, (mode_t)lc->mode) != 0) ||
-        listen(fd, LISTEN_BACKLOG) != 0) {
+        chown_socket(config, lc) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         pb_log_error("cannot listen on %s (listener %s): %s", lc->path,
                      lc->name, strerror(errno));
         close(fd);
@@ -261,7 +286,7 @@ int pb_listeners_open(pb_listener_set *set, const pb_config *config)
     set->count = 0;
     for (size_t i = 0; i < config->n_listeners; i++) {
         const pb_listener_conf *lc = &config->listeners[i];
-        int rc = lc->path ? open_unix(set, lc) : open_tcp(set, lc);
+        int rc = lc->path ? open_unix(set, config, lc) : open_tcp(set, lc);
         if (rc != 0) {
             pb_listeners_close(set);
             return -1;
@@ -270,38 +295,115 @@ int pb_listeners_open(pb_listener_set *set, const pb_config *config)
     return 0;
 }
 
-void pb_listener_changes_warn(const pb_listener_set *set,
-                              const pb_config *config)
+/* Takes the settings a reload may change on an open socket. */
+static int apply_conf(pb_listener *l, const pb_listener_conf *lc)
+{
+    char *name = strdup(lc->name);
+    char *pinned = lc->plugin ? strdup(lc->plugin) : NULL;
+    if (name == NULL || (lc->plugin && pinned == NULL)) {
+        free(name);
+        free(pinned);
+        return -1;
+    }
+    free(l->name);
+    l->name = name;
+    free(l->pinned);
+    l->pinned = pinned;
+    l->framing = lc->framing;
+    if (l->unix_path != NULL && lc->mode >= 0 && l->owner == getpid() &&
+        chmod(l->unix_path, (mode_t)lc->mode) != 0)
+        pb_log_warning("listener %s: cannot change the mode of %s: %s",
+                       lc->name, l->unix_path, strerror(errno));
+    return 0;
+}
+
+static const pb_listener_conf *find_conf(const pb_config *config,
+                                         const char *key)
 {
     for (size_t i = 0; i < config->n_listeners; i++) {
-        const pb_listener_conf *lc = &config->listeners[i];
-        char *spec = listener_spec(lc);
-        int found = 0;
-        for (size_t j = 0; spec != NULL && j < set->count; j++)
-            found |= strcmp(set->items[j]->spec, spec) == 0;
-        if (!found)
-            pb_log_warning("listener %s: a new listener or a changed address, "
-                           "port, path, mode or framing takes effect on restart",
-                           lc->name);
-        free(spec);
+        char *k = socket_key(&config->listeners[i]);
+        int same = k != NULL && strcmp(k, key) == 0;
+        free(k);
+        if (same)
+            return &config->listeners[i];
     }
+    return NULL;
+}
+
+int pb_listeners_differ(const pb_listener_set *set, const pb_config *config)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (find_conf(config, set->items[i]->key) == NULL)
+            return 1;
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        char *key = socket_key(&config->listeners[i]);
+        int found = 0;
+        for (size_t j = 0; key != NULL && j < set->count; j++)
+            found |= strcmp(set->items[j]->key, key) == 0;
+        free(key);
+        if (!found)
+            return 1;
+    }
+    return 0;
 }
 
 int pb_listeners_update(pb_listener_set *set, const pb_config *config)
 {
     for (size_t i = 0; i < set->count; i++) {
-        pb_listener *l = set->items[i];
-        const char *plugin = NULL;
-        for (size_t j = 0; j < config->n_listeners; j++)
-            if (strcmp(config->listeners[j].name, l->name) == 0)
-                plugin = config->listeners[j].plugin;
-        char *copy = plugin ? strdup(plugin) : NULL;
-        if (plugin && copy == NULL)
+        const pb_listener_conf *lc = find_conf(config, set->items[i]->key);
+        if (lc != NULL && apply_conf(set->items[i], lc) != 0)
             return -1;
-        free(l->pinned);
-        l->pinned = copy;
     }
     return 0;
+}
+
+int pb_listeners_reopen(pb_listener_set *set, const pb_config *config)
+{
+    pb_listener_set next = { NULL, 0 };
+    char *kept = calloc(set->count + 1, 1);
+    if (kept == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < config->n_listeners && rc == 0; i++) {
+        const pb_listener_conf *lc = &config->listeners[i];
+        char *key = socket_key(lc);
+        if (key == NULL) {
+            rc = -1;
+            break;
+        }
+        int found = 0;
+        for (size_t j = 0; j < set->count; j++) {
+            if (!kept[j] && strcmp(set->items[j]->key, key) == 0) {
+                kept[j] = 1;
+                found = 1;
+                if (set_add(&next, set->items[j]) != 0)
+                    rc = -1;
+            }
+        }
+        free(key);
+        if (!found && rc == 0)
+            rc = lc->path ? open_unix(&next, config, lc) : open_tcp(&next, lc);
+    }
+    if (rc != 0) {
+        /* Give back the sockets that stay; close only the new ones. */
+        for (size_t i = 0; i < next.count; i++) {
+            int reused = 0;
+            for (size_t j = 0; j < set->count; j++)
+                reused |= next.items[i] == set->items[j];
+            if (!reused)
+                listener_free(next.items[i]);
+        }
+        free(next.items);
+        free(kept);
+        return -1;
+    }
+    for (size_t j = 0; j < set->count; j++)
+        if (!kept[j])
+            listener_free(set->items[j]);
+    free(kept);
+    free(set->items);
+    *set = next;
+    return pb_listeners_update(set, config);
 }
 
 void pb_listeners_stop(pb_listener_set *set)

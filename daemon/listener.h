@@ -20,8 +20,8 @@ typedef struct pb_listener {
     char *unix_path;            /* to unlink on close; NULL for TCP */
     pid_t owner;                /* the process that bound it: only it unlinks */
     pb_framing_kind framing;
-    char *spec;                 /* the config entry's socket settings, to
-                                 * notice a reload that changes them */
+    char *key;                  /* "tcp ADDRESS PORT" or "unix PATH": what
+                                 * a reload must keep open */
     char *pinned;               /* instance name every message goes to, or NULL */
     pb_instance *pinned_instance;  /* resolved against the current cycle */
     void *server;
@@ -37,15 +37,18 @@ typedef struct pb_listener_set {
  * listener) and returns -1. */
 int pb_listeners_open(pb_listener_set *set, const pb_config *config);
 
-/* Logs a warning for each listener of config that differs from the open
- * ones in address, port, path, mode or framing: those changes need a
- * restart. */
-void pb_listener_changes_warn(const pb_listener_set *set,
-                              const pb_config *config);
+/* Whether config needs other sockets than the set has open. */
+int pb_listeners_differ(const pb_listener_set *set, const pb_config *config);
 
-/* After a reload: takes each listener's `plugin` from the entry of the
- * same name in config (the only listener setting a reload changes). */
+/* After a reload: takes the settings that do not need a new socket (name,
+ * framing, plugin, and, in the process that bound it, a Unix socket's mode)
+ * from config's entry for the same socket. */
 int pb_listeners_update(pb_listener_set *set, const pb_config *config);
+
+/* Makes the set match config: sockets that stay are kept open (no accept
+ * gap), new ones are bound, removed ones closed. On failure (logged) the
+ * set is left as it was and -1 returned. */
+int pb_listeners_reopen(pb_listener_set *set, const pb_config *config);
 
 /* Stops listening: closes every socket and unlinks Unix socket files, but
  * keeps the listener objects, which open connections still point to. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "notify.h"
 #include "privileges.h"
 #include "server.h"
 #include "shared.h"
@@ -34,6 +35,7 @@
 
 typedef struct worker {
     pid_t pid;                  /* 0 when not running */
+    int slot;                   /* its counters in pb_shared */
     double started;
     double restart_at;          /* when to start it again; 0 = not scheduled */
     double backoff;
@@ -45,8 +47,11 @@ typedef struct master {
     const char *config_path;
     pb_master_hooks hooks;
     pb_shared *shared;
-    worker *workers;
+    worker *workers;            /* the current generation */
     int n_workers;
+    worker retiring[PB_MAX_WORKERS];    /* replaced, serving what they hold */
+    int n_retiring;
+    unsigned char slot_taken[PB_MAX_WORKERS];
     int stopping;
     int fatal;
     double stop_deadline;
@@ -101,21 +106,53 @@ static void run_worker(master *m, int slot)
     _exit(status);
 }
 
-static void start_worker(master *m, int slot)
+static int take_slot(master *m)
 {
-    worker *w = &m->workers[slot];
+    for (int i = 0; i < PB_MAX_WORKERS; i++)
+        if (!m->slot_taken[i]) {
+            m->slot_taken[i] = 1;
+            return i;
+        }
+    return -1;
+}
+
+static void start_worker(master *m, worker *w)
+{
     pid_t pid = fork();
     if (pid < 0) {
-        pb_log_error("cannot start worker %d: fork: %s", slot, strerror(errno));
+        pb_log_error("cannot start worker %d: fork: %s", w->slot, strerror(errno));
         w->restart_at = now() + (w->backoff = BACKOFF_MAX);
         return;
     }
     if (pid == 0)
-        run_worker(m, slot);
+        run_worker(m, w->slot);
     w->pid = pid;
     w->started = now();
     w->restart_at = 0;
-    pb_log_info("worker %d started (pid %ld)", slot, (long)pid);
+    pb_log_info("worker %d started (pid %ld)", w->slot, (long)pid);
+}
+
+/* A new set of workers, one slot each; NULL when out of memory or slots
+ * (logged). */
+static worker *new_generation(master *m, int n)
+{
+    worker *workers = calloc((size_t)n, sizeof *workers);
+    if (workers == NULL) {
+        pb_log_error("cannot start workers: out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        workers[i].slot = take_slot(m);
+        if (workers[i].slot < 0) {
+            pb_log_error("cannot start workers: more than %d running",
+                         PB_MAX_WORKERS);
+            for (int j = 0; j < i; j++)
+                m->slot_taken[workers[j].slot] = 0;
+            free(workers);
+            return NULL;
+        }
+    }
+    return workers;
 }
 
 static void describe_exit(int status, char *buf, size_t size)
@@ -128,36 +165,51 @@ static void describe_exit(int status, char *buf, size_t size)
         snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
 }
 
+static void reap_retired(master *m, pid_t pid, const char *how)
+{
+    for (int i = 0; i < m->n_retiring; i++) {
+        if (m->retiring[i].pid != pid)
+            continue;
+        pb_log_info("replaced worker %d (pid %ld) %s", m->retiring[i].slot,
+                    (long)pid, how);
+        pb_shared_reset_worker(m->shared, m->retiring[i].slot);
+        m->slot_taken[m->retiring[i].slot] = 0;
+        m->retiring[i] = m->retiring[--m->n_retiring];
+        return;
+    }
+}
+
 static void reap(master *m)
 {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        int slot = -1;
-        for (int i = 0; i < m->n_workers; i++)
-            if (m->workers[i].pid == pid)
-                slot = i;
-        if (slot < 0)
-            continue;
-        worker *w = &m->workers[slot];
-        w->pid = 0;
-        pb_shared_reset_worker(m->shared, slot);
-
         char how[96];
         describe_exit(status, how, sizeof how);
+        worker *w = NULL;
+        for (int i = 0; i < m->n_workers; i++)
+            if (m->workers[i].pid == pid)
+                w = &m->workers[i];
+        if (w == NULL) {
+            reap_retired(m, pid, how);
+            continue;
+        }
+        w->pid = 0;
+        pb_shared_reset_worker(m->shared, w->slot);
+
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (m->stopping && clean) {
-            pb_log_info("worker %d (pid %ld) stopped", slot, (long)pid);
+            pb_log_info("worker %d (pid %ld) stopped", w->slot, (long)pid);
             continue;
         }
         if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_FATAL) {
             pb_log_error("worker %d (pid %ld) could not start; stopping",
-                         slot, (long)pid);
+                         w->slot, (long)pid);
             m->fatal = 1;
             continue;
         }
         if (m->stopping) {
-            pb_log_warning("worker %d (pid %ld) %s while stopping", slot,
+            pb_log_warning("worker %d (pid %ld) %s while stopping", w->slot,
                            (long)pid, how);
             continue;
         }
@@ -168,7 +220,7 @@ static void reap(master *m)
         else
             w->backoff = 0;
         w->restart_at = t + w->backoff;
-        pb_log_error("worker %d (pid %ld) %s; restarting it%s", slot,
+        pb_log_error("worker %d (pid %ld) %s; restarting it%s", w->slot,
                      (long)pid, how, w->backoff > 0 ? " after a pause" : "");
         if (m->hooks.worker_restarted)
             m->hooks.worker_restarted();
@@ -182,20 +234,84 @@ static void signal_workers(master *m, int sig)
             kill(m->workers[i].pid, sig);
 }
 
+static void signal_retiring(master *m, int sig)
+{
+    for (int i = 0; i < m->n_retiring; i++)
+        kill(m->retiring[i].pid, sig);
+}
+
+/*
+ * The new configuration needs other sockets or another number of workers:
+ * bind what is new, start a new generation of workers on the new set, then
+ * retire the old generation. Retired workers follow the new routes for the
+ * connections they hold and exit when the last one closes, so no
+ * connection is dropped and no accept is missed.
+ */
+static int replace_generation(master *m, const pb_config *config)
+{
+    if (pb_listeners_reopen(m->listeners, config) != 0)
+        return -1;
+    int n = worker_count(config);
+    worker *workers = new_generation(m, n);
+    if (workers == NULL)
+        return -1;
+    for (int i = 0; i < m->n_workers; i++) {
+        if (m->workers[i].pid > 0 && m->n_retiring < PB_MAX_WORKERS)
+            m->retiring[m->n_retiring++] = m->workers[i];
+        else
+            m->slot_taken[m->workers[i].slot] = 0;
+    }
+    worker *old = m->workers;
+    int n_old = m->n_workers;
+    m->workers = workers;
+    m->n_workers = n;
+    for (int i = 0; i < n; i++)
+        start_worker(m, &m->workers[i]);
+    for (int i = 0; i < n_old; i++)
+        if (old[i].pid > 0)
+            kill(old[i].pid, SIGUSR2);
+    free(old);
+    pb_log_notice("listeners or worker count changed: %d new workers, "
+                  "%d retiring", n, m->n_retiring);
+    return 0;
+}
+
 static void reload(master *m)
 {
     pb_log_notice("SIGHUP received: reloading %s", m->config_path);
+    pb_notify("RELOADING=1");
     pb_cycle *cycle = m->hooks.load(m->config_path);
+    pb_notify("READY=1");
     if (cycle == NULL) {
         pb_log_error("reload failed: keeping the running configuration");
         if (m->hooks.reload_failed)
             m->hooks.reload_failed();
         return;
     }
-    pb_listener_changes_warn(m->listeners, cycle->config);
-    pb_cycle_free(m->cycle);
+    /* Workers fork from the master's cycle: swap before starting any. */
+    pb_cycle *old = m->cycle;
     m->cycle = cycle;
-    signal_workers(m, SIGHUP);
+    int rc;
+    if (pb_listeners_differ(m->listeners, cycle->config) ||
+        worker_count(cycle->config) != m->n_workers) {
+        rc = replace_generation(m, cycle->config);
+    } else {
+        rc = pb_listeners_update(m->listeners, cycle->config);
+        if (rc == 0) {
+            signal_workers(m, SIGHUP);
+            signal_retiring(m, SIGHUP);
+        }
+    }
+    if (rc != 0) {
+        m->cycle = old;
+        pb_cycle_free(cycle);
+        pb_log_error("reload failed: keeping the running configuration");
+        if (m->hooks.reload_failed)
+            m->hooks.reload_failed();
+        return;
+    }
+    pb_cycle_free(old);
+    pb_log_notice("configuration reloaded");
 }
 
 static void begin_stop(master *m, int sig)
@@ -203,15 +319,17 @@ static void begin_stop(master *m, int sig)
     if (m->stopping)
         return;
     m->stopping = 1;
+    pb_notify("STOPPING=1");
     pb_log_notice("%s received: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     /* Workers get their own shutdown_timeout; the margin lets them use it. */
     m->stop_deadline = now() + m->cycle->config->limits.shutdown_timeout + 2.0;
     signal_workers(m, SIGTERM);
+    signal_retiring(m, SIGTERM);
 }
 
 static int running(const master *m)
 {
-    int n = 0;
+    int n = m->n_retiring;
     for (int i = 0; i < m->n_workers; i++)
         n += m->workers[i].pid > 0;
     return n;
@@ -236,7 +354,7 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
 
     m.shared = pb_shared_create();
     m.n_workers = worker_count(cycle->config);
-    m.workers = calloc((size_t)m.n_workers, sizeof *m.workers);
+    m.workers = new_generation(&m, m.n_workers);
     if (m.shared == NULL || m.workers == NULL) {
         pb_log_error("cannot start: out of memory");
         pb_shared_destroy(m.shared);
@@ -249,7 +367,8 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
     if (m.hooks.ready)
         m.hooks.ready();
     for (int i = 0; i < m.n_workers; i++)
-        start_worker(&m, i);
+        start_worker(&m, &m.workers[i]);
+    pb_notify("READY=1");
 
     while (!m.stopping || running(&m) > 0) {
         double t = now(), wait = 1.0;
@@ -275,12 +394,13 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
         if (m.stopping && t > m.stop_deadline && running(&m) > 0) {
             pb_log_warning("workers did not stop in time: killing them");
             signal_workers(&m, SIGKILL);
+            signal_retiring(&m, SIGKILL);
             m.stop_deadline = t + 5.0;
         }
         for (int i = 0; i < m.n_workers && !m.stopping; i++)
             if (m.workers[i].pid == 0 && m.workers[i].restart_at > 0 &&
                 m.workers[i].restart_at <= t)
-                start_worker(&m, i);
+                start_worker(&m, &m.workers[i]);
     }
     pb_log_notice("stopped");
     free(m.workers);

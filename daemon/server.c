@@ -87,7 +87,7 @@ static void stop_accepting(pb_server *s)
 static void on_accept_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
 {
     pb_server *s = w->data;
-    if (!s->stopping)
+    if (!s->stopping && !s->retiring)
         start_accepting(s);
 }
 
@@ -107,7 +107,7 @@ static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void check_stopped(pb_server *s)
 {
-    if (s->stopping && s->n_connections == 0)
+    if ((s->stopping || s->retiring) && s->n_connections == 0)
         ev_break(s->loop, EVBREAK_ALL);
 }
 
@@ -122,7 +122,7 @@ static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-static void on_stop_check(struct ev_loop *loop, ev_check *w, int revents)
+static void on_stop_check(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     check_stopped(w->data);
 }
@@ -143,9 +143,7 @@ static void begin_stop(pb_server *s, const char *signame)
                   s->cycle->config->limits.shutdown_timeout, 0.0);
     s->shutdown_timer.data = s;
     ev_timer_start(s->loop, &s->shutdown_timer);
-    ev_check_init(&s->stop_check, on_stop_check);
-    s->stop_check.data = s;
-    ev_check_start(s->loop, &s->stop_check);
+    ev_prepare_start(s->loop, &s->stop_check);
     check_stopped(s);
 }
 
@@ -154,9 +152,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     begin_stop(w->data, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
-static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void reload(pb_server *s)
 {
-    pb_server *s = w->data;
     pb_log_debug("worker %d: reloading %s", s->slot, s->config_path);
     pb_diag diag = PB_DIAG_INIT;
     pb_cycle *cycle = pb_cycle_create(s->config_path, &diag);
@@ -181,6 +178,30 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     pb_log_info("worker %d: configuration reloaded", s->slot);
 }
 
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    reload(w->data);
+}
+
+/* A new generation of workers took over the listeners (a reload changed
+ * them): follow the new configuration for the connections this worker
+ * holds, accept no more, and leave when the last one closes. */
+static void on_retire_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    pb_server *s = w->data;
+    if (s->stopping || s->retiring)
+        return;
+    reload(s);
+    s->retiring = 1;
+    pb_log_info("worker %d: retiring, %zu connections open", s->slot,
+                s->n_connections);
+    stop_accepting(s);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    pb_listeners_stop(&s->listeners);
+    ev_prepare_start(s->loop, &s->stop_check);
+    check_stopped(s);
+}
+
 int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
                    pb_listener_set *listeners, pb_shared *shared, int slot)
 {
@@ -194,6 +215,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     s->oldest = s->newest = NULL;
     s->n_connections = 0;
     s->stopping = 0;
+    s->retiring = 0;
     s->exit_status = 0;
     s->loop = ev_default_loop(EVFLAG_AUTO);
     if (s->loop == NULL) {
@@ -211,17 +233,21 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
     ev_signal_init(&s->sig_hup, on_reload_signal, SIGHUP);
+    ev_signal_init(&s->sig_retire, on_retire_signal, SIGUSR2);
     s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    s->sig_retire.data = s;
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
     ev_signal_start(s->loop, &s->sig_hup);
+    ev_signal_start(s->loop, &s->sig_retire);
 
     ev_timer_init(&s->idle_timer, on_idle_timer, 1.0, 1.0);
     s->idle_timer.data = s;
     ev_timer_start(s->loop, &s->idle_timer);
     ev_init(&s->shutdown_timer, on_shutdown_timeout);
     ev_init(&s->accept_pause, on_accept_pause_end);
-    ev_init(&s->stop_check, on_stop_check);
+    ev_prepare_init(&s->stop_check, on_stop_check);
+    s->stop_check.data = s;
     return 0;
 }
 
@@ -241,10 +267,11 @@ void pb_server_free(pb_server *s)
         ev_timer_stop(s->loop, &s->idle_timer);
         ev_timer_stop(s->loop, &s->shutdown_timer);
         ev_timer_stop(s->loop, &s->accept_pause);
-        ev_check_stop(s->loop, &s->stop_check);
+        ev_prepare_stop(s->loop, &s->stop_check);
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
         ev_signal_stop(s->loop, &s->sig_hup);
+        ev_signal_stop(s->loop, &s->sig_retire);
     }
     pb_listeners_close(&s->listeners);
     pb_cycle_free(s->cycle);

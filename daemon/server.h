@@ -24,15 +24,17 @@ typedef struct pb_server {
     int slot;                       /* this worker's index in shared */
 
     ev_signal sig_term, sig_int, sig_hup;
+    ev_signal sig_retire;           /* SIGUSR2: a new generation took over */
     ev_timer idle_timer;            /* closes connections past idle_timeout */
     ev_timer shutdown_timer;        /* bounds a graceful stop */
     ev_timer accept_pause;          /* accepting resumes after EMFILE */
-    ev_check stop_check;            /* notices the last close while stopping */
+    ev_prepare stop_check;          /* notices the last close while stopping */
 
     /* Every connection, least recently active first. */
     pb_conn *oldest, *newest;
     size_t n_connections;
-    int stopping;
+    int stopping;                   /* SIGTERM: finishing, then exit */
+    int retiring;                   /* replaced: serve what is open, then exit */
     int exit_status;
 
     /* Where reads land when a connection has no partial message buffered,
