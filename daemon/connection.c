@@ -132,8 +132,23 @@ void pb_conn_close(pb_conn *c)
 
 /* --- Replies ---------------------------------------------------------------- */
 
+static pb_worker_stats *stats(const pb_conn *c)
+{
+    return &c->server->shared->slots[c->server->slot];
+}
+
+static void count_named(pb_named_counter *table, int index, int failed)
+{
+    if (index < 0)
+        return;
+    atomic_fetch_add_explicit(&table[index].messages, 1, memory_order_relaxed);
+    if (failed)
+        atomic_fetch_add_explicit(&table[index].errors, 1, memory_order_relaxed);
+}
+
 static void send_error(pb_conn *c, pb_error_code code, const char *text)
 {
+    atomic_fetch_add_explicit(&stats(c)->errors[code], 1, memory_order_relaxed);
     int rc = c->framing == PB_FRAME
                  ? pb_frame_encode_error(&c->out, code, text)
                  : pb_line_encode_error(&c->out, code, text);
@@ -165,9 +180,12 @@ static void handle_message(pb_conn *c, const pb_message *msg)
 
     const char *action = content ? json_action(content) : NULL;
     pb_instance *instance = c->listener->pinned_instance;
-    if (instance == NULL)
-        instance = pb_router_match(&c->server->cycle->router,
-                                   msg->content_type, action);
+    const pb_route *route = NULL;
+    if (instance == NULL) {
+        route = pb_router_match(&c->server->cycle->router, msg->content_type,
+                                action);
+        instance = route ? route->instance : NULL;
+    }
     if (instance == NULL) {
         char text[300];
         if (action)
@@ -197,11 +215,15 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     };
     pb_reply reply;
     pb_reply_init(&reply, &c->out, request.framing);
-    if (pb_instance_handle(instance, &request, &reply) != PB_OK) {
+    int failed = pb_instance_handle(instance, &request, &reply) != PB_OK;
+    if (failed) {
         pb_log_info("plugin %s failed on a message from %s: %s",
                     instance->name, c->listener->address, reply.error);
         send_error(c, PB_ERR_PLUGIN_FAILED, reply.error);
     }
+    count_named(stats(c)->instances, instance->stats_index, failed);
+    if (route != NULL)
+        count_named(stats(c)->routes, route->stats_index, failed);
     json_decref(content);
 }
 
@@ -246,6 +268,7 @@ static size_t decode_input(pb_conn *c, const unsigned char *data, size_t len)
             return len;
         }
         touch(c);
+        atomic_fetch_add_explicit(&stats(c)->messages, 1, memory_order_relaxed);
         handle_message(c, &msg);
         pb_message_clear(&msg);
         off += used;
@@ -323,6 +346,7 @@ static int read_input(pb_conn *c)
             c->read_closed = 1;
             break;
         }
+        atomic_fetch_add_explicit(&stats(c)->bytes_in, n, memory_order_relaxed);
         if (c->linger)
             continue;
         if (in_scratch) {
@@ -388,6 +412,7 @@ static void flush(pb_conn *c)
                 pb_conn_close(c);
                 return;
             }
+            atomic_fetch_add_explicit(&stats(c)->bytes_out, n, memory_order_relaxed);
             pb_buf_consume(&c->out, (size_t)n);
         }
         if (pb_buf_used(&c->out) > 0 || !c->paused || c->closing)

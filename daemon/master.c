@@ -127,6 +127,7 @@ static void start_worker(master *m, worker *w)
     if (pid == 0)
         run_worker(m, w->slot);
     w->pid = pid;
+    atomic_fetch_add(&m->shared->workers, 1);
     w->started = now();
     w->restart_at = 0;
     pb_log_info("worker %d started (pid %ld)", w->slot, (long)pid);
@@ -222,8 +223,7 @@ static void reap(master *m)
         w->restart_at = t + w->backoff;
         pb_log_error("worker %d (pid %ld) %s; restarting it%s", w->slot,
                      (long)pid, how, w->backoff > 0 ? " after a pause" : "");
-        if (m->hooks.worker_restarted)
-            m->hooks.worker_restarted();
+        atomic_fetch_add(&m->shared->worker_restarts, 1);
     }
 }
 
@@ -284,8 +284,7 @@ static void reload(master *m)
     pb_notify("READY=1");
     if (cycle == NULL) {
         pb_log_error("reload failed: keeping the running configuration");
-        if (m->hooks.reload_failed)
-            m->hooks.reload_failed();
+        atomic_fetch_add(&m->shared->failed_reloads, 1);
         return;
     }
     /* Workers fork from the master's cycle: swap before starting any. */
@@ -306,10 +305,10 @@ static void reload(master *m)
         m->cycle = old;
         pb_cycle_free(cycle);
         pb_log_error("reload failed: keeping the running configuration");
-        if (m->hooks.reload_failed)
-            m->hooks.reload_failed();
+        atomic_fetch_add(&m->shared->failed_reloads, 1);
         return;
     }
+    atomic_fetch_add(&m->shared->reloads, 1);
     pb_cycle_free(old);
     pb_log_notice("configuration reloaded");
 }

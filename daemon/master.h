@@ -16,9 +16,6 @@ typedef struct pb_master_hooks {
     void (*ready)(void);
     /* In a worker that is about to exit: release process-wide state. */
     void (*worker_exit)(void);
-    /* Optional notices, for counters. */
-    void (*reload_failed)(void);
-    void (*worker_restarted)(void);
 } pb_master_hooks;
 
 /*

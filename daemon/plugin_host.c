@@ -4,6 +4,7 @@
  * into the connection's output) and the guarded call into a plugin's handle().
  */
 #include "plugin_host.h"
+#include "shared.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -368,6 +369,20 @@ static PB_PRINTF(2, 3) void host_reply_error(pb_reply *reply,
     va_end(ap);
 }
 
+/* --- Daemon ------------------------------------------------------------ */
+
+static const pb_shared *stats_source;
+
+void pb_plugin_host_set_shared(const pb_shared *shared)
+{
+    stats_source = shared;
+}
+
+static pb_json *host_stats(void)
+{
+    return stats_source ? (pb_json *)pb_stats_snapshot(stats_source) : NULL;
+}
+
 const pb_host pb_host_services = {
     .size             = sizeof(pb_host),
     .abi_version      = PLUGBOARD_ABI_VERSION,
@@ -399,6 +414,7 @@ const pb_host pb_host_services = {
     .reply_buffer     = host_reply_buffer,
     .reply_json       = host_reply_json,
     .reply_error      = host_reply_error,
+    .stats            = host_stats,
 };
 
 void pb_reply_init(pb_reply *reply, pb_buf *out, pb_framing framing)

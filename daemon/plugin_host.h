@@ -11,6 +11,7 @@
 #include "buffer.h"
 #include "config.h"
 #include "diag.h"
+#include "shared.h"
 
 /* One configured plugin instance. */
 struct pb_instance {
@@ -22,6 +23,7 @@ struct pb_instance {
     const char *config_dir;         /* base of relative paths in settings */
     pb_diag *diag;                  /* where settings_error goes; only during create */
     int created;                    /* create() succeeded: destroy() is owed */
+    int stats_index;                /* its counters in this worker's slot, or -1 */
 };
 
 /* The reply to one request, encoded straight into the connection's output. */
@@ -36,6 +38,9 @@ struct pb_reply {
 };
 
 extern const pb_host pb_host_services;
+
+/* Where the `stats` service reads the daemon's counters. */
+void pb_plugin_host_set_shared(const pb_shared *shared);
 
 void pb_reply_init(pb_reply *reply, pb_buf *out, pb_framing framing);
 

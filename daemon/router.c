@@ -6,6 +6,7 @@
 #include "router.h"
 
 #include <fnmatch.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,14 @@ int pb_router_build(pb_router *router, const pb_config *config,
                       strpbrk(rc->content_type, "*?[") != NULL;
         route->action = rc->action;
         route->instance = find_instance(instances, n_instances, rc->plugin);
-        if (route->instance == NULL) {
+        route->stats_index = -1;
+        if (route->instance == NULL ||
+            asprintf(&route->name, "%zu: %s%s%s -> %s", i + 1,
+                     rc->content_type ? rc->content_type : "*",
+                     rc->action ? " action " : "", rc->action ? rc->action : "",
+                     rc->plugin) < 0) {
+            route->name = NULL;
+            router->n_routes = i + 1;
             pb_router_free(router);
             return -1;
         }
@@ -54,8 +62,8 @@ static int content_type_matches(const pb_route *route, const char *content_type)
     return strcmp(route->content_type, content_type) == 0;
 }
 
-pb_instance *pb_router_match(const pb_router *router,
-                             const char *content_type, const char *action)
+const pb_route *pb_router_match(const pb_router *router,
+                                const char *content_type, const char *action)
 {
     for (size_t i = 0; i < router->n_routes; i++) {
         const pb_route *route = &router->routes[i];
@@ -64,13 +72,15 @@ pb_instance *pb_router_match(const pb_router *router,
         if (route->action != NULL &&
             (action == NULL || strcmp(route->action, action) != 0))
             continue;
-        return route->instance;
+        return route;
     }
     return NULL;
 }
 
 void pb_router_free(pb_router *router)
 {
+    for (size_t i = 0; i < router->n_routes; i++)
+        free(router->routes[i].name);
     free(router->routes);
     router->routes = NULL;
     router->n_routes = 0;

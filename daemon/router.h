@@ -16,6 +16,8 @@ typedef struct pb_route {
     int glob;                   /* content_type has glob characters */
     const char *action;         /* NULL = any */
     pb_instance *instance;
+    char *name;                 /* "N: TYPE ACTION -> INSTANCE", for statistics */
+    int stats_index;            /* its counters in this worker's slot, or -1 */
 } pb_route;
 
 typedef struct pb_router {
@@ -28,10 +30,10 @@ typedef struct pb_router {
 int pb_router_build(pb_router *router, const pb_config *config,
                     pb_instance **instances, size_t n_instances);
 
-/* The instance for a message, or NULL when no route matches. action is the
+/* The route for a message, or NULL when none matches. action is the
  * string "action" member of text/json content, or NULL. */
-pb_instance *pb_router_match(const pb_router *router,
-                             const char *content_type, const char *action);
+const pb_route *pb_router_match(const pb_router *router,
+                                const char *content_type, const char *action);
 
 void pb_router_free(pb_router *router);
 

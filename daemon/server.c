@@ -17,11 +17,24 @@
 #include "connection.h"
 #include "error.h"
 #include "log.h"
+#include "plugin_host.h"
 
 /* After EMFILE/ENFILE the pending connection cannot be accepted; polling
  * the listener again at once would spin, so accepting pauses this long. */
 #define ACCEPT_PAUSE_SECONDS 0.1
 #define ACCEPTS_PER_WAKEUP 64
+
+/* Names this worker's counters for the cycle's instances and routes. */
+static void bind_stats(pb_server *s)
+{
+    pb_worker_stats *w = &s->shared->slots[s->slot];
+    for (size_t i = 0; i < s->cycle->n_instances; i++)
+        s->cycle->instances[i]->stats_index =
+            pb_stats_index(w->instances, s->cycle->instances[i]->name);
+    for (size_t i = 0; i < s->cycle->router.n_routes; i++)
+        s->cycle->router.routes[i].stats_index =
+            pb_stats_index(w->routes, s->cycle->router.routes[i].name);
+}
 
 static void resolve_pinned(pb_server *s)
 {
@@ -174,6 +187,7 @@ static void reload(pb_server *s)
     pb_cycle *old = s->cycle;
     s->cycle = cycle;
     resolve_pinned(s);
+    bind_stats(s);
     pb_cycle_free(old);
     pb_log_info("worker %d: configuration reloaded", s->slot);
 }
@@ -229,6 +243,8 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
         ev_io_init(&l->watcher, on_accept, l->fd, EV_READ);
     }
     resolve_pinned(s);
+    bind_stats(s);
+    pb_plugin_host_set_shared(shared);
 
     ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);

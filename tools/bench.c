@@ -3,7 +3,6 @@
  * over many non-blocking connections, checks every reply, and reports
  * throughput, latency percentiles and its own CPU cost per request.
  */
-#include "config.h"
 
 #include <errno.h>
 #include <ev.h>

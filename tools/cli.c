@@ -2,7 +2,6 @@
  * cli.c - plugboard-cli, the command-line client: sends one request (or, with
  * the line framing, a batch of lines) to a daemon and prints the reply.
  */
-#include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -86,6 +85,7 @@ typedef struct session {
 static const char synopsis[] =
     "Usage: " PROGRAM " [OPTIONS] HOST PORT ACTION VALUE\n"
     "       " PROGRAM " [OPTIONS] -u PATH ACTION VALUE\n"
+    "       " PROGRAM " [OPTIONS] HOST PORT stats\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --json TEXT\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --file FILE [--type TYPE] [--encoding ENC]\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --line [TEXT...]\n";
@@ -97,6 +97,8 @@ static const char help_text[] =
     "\n"
     "ACTION \"search\" sends the text/json content {\"action\": \"search\", \"value\": VALUE};\n"
     "any other ACTION sends binary/custom-client-binary-type content ACTION+VALUE.\n"
+    "\"stats\" alone sends {\"action\": \"stats\"} and prints the daemon's counters\n"
+    "as JSON (the configuration must route that action to the stats plugin).\n"
     "\n"
     "Options:\n"
     "  -u, --unix PATH        connect to a Unix-domain socket instead of HOST PORT\n"
@@ -249,6 +251,8 @@ static void parse_options(int argc, char **argv, options *o)
 
     switch (o->form) {
     case FORM_ACTION:
+        if (o->nargs == 1 && strcmp(o->args[0], "stats") == 0)
+            break;
         if (o->nargs != 2)
             usage_error("expected ACTION VALUE");
         break;
@@ -320,7 +324,12 @@ static void build_frame_request(const options *o, pb_buf *out)
 
     switch (o->form) {
     case FORM_ACTION:
-        if (strcmp(o->args[0], "search") == 0) {
+        if (o->nargs == 1) {
+            if (pb_buf_append_str(&content, "{\"action\": \"stats\"}") != 0)
+                out_of_memory();
+            type = "text/json";
+            encoding = "utf-8";
+        } else if (strcmp(o->args[0], "search") == 0) {
             build_search(o->args[1], &content);
             type = "text/json";
             encoding = "utf-8";

@@ -404,6 +404,19 @@ struct pb_host {
      */
     void (*reply_error)(pb_reply *reply, const char *format, ...)
         PB_PRINTF(2, 3);
+
+    /* --- Daemon ---------------------------------------------------------- */
+
+    /*
+     * A snapshot of the daemon's counters, summed over its workers, as a
+     * new JSON object the caller owns (NULL when out of memory): uptime,
+     * generation (1 + successful reloads), reloads, failed_reloads,
+     * worker_restarts, workers, connections {open, accepted, refused},
+     * messages, bytes {in, out}, errors {by wire error code}, plugins
+     * {by instance: messages, errors}, routes {by route: messages, errors}.
+     * The shipped `stats` plugin answers with it.
+     */
+    pb_json *(*stats)(void);
 };
 
 /* True when the daemon's host table has `member` (a later addition). */

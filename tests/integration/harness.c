@@ -3,8 +3,8 @@
  * from a config template on ephemeral ports and gives tests socket, frame and
  * line I/O with hang guards, and subprocess runs with captured output.
  */
-#include "config.h"
 
+#define PB_T_HARNESS_IMPL
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -41,6 +41,9 @@
 #define LOG_TAIL         6000
 
 static char reason[1024];
+static const char *at_file;
+static int at_line;
+static char context[512];
 
 #define MAX_TRACKED 32
 static char *temp_dirs[MAX_TRACKED];
@@ -100,6 +103,21 @@ static int wait_fd(int fd, short events, long long deadline)
 
 /* --- Failures ------------------------------------------------------------ */
 
+void pb_t_at(const char *file, int line)
+{
+    at_file = file;
+    at_line = line;
+}
+
+void pb_t_context(const char *format, ...)
+{
+    va_list ap;
+
+    va_start(ap, format);
+    vsnprintf(context, sizeof context, format, ap);
+    va_end(ap);
+}
+
 char *pb_daemon_log(const pb_daemon *d)
 {
     char *text = pb_t_read_file(d->log_path, NULL);
@@ -125,7 +143,12 @@ void pb_t_fail(const pb_daemon *d, const char *file, int line,
         len = log ? strlen(log) : 0;
         tail = !log ? "" : len > LOG_TAIL ? log + len - LOG_TAIL : log;
     }
-    cr_expect_fail("%s:%d: %s%s%s", file, line, message,
+    if (strcmp(file, __FILE__) == 0 && at_file) {
+        file = at_file;
+        line = at_line;
+    }
+    cr_expect_fail("%s:%d: %s%s%s%s%s", file, line, message,
+                   context[0] ? "\nwhile: " : "", context,
                    d ? "\n--- daemon log ---\n" : "", tail);
     free(log);
     criterion_abort_test();
@@ -664,16 +687,6 @@ static int read_exact(int fd, unsigned char *buf, size_t len, size_t *got)
         deadline = now_ms() + PB_T_TIMEOUT_MS;
     }
     return 0;
-}
-
-int pb_recv_exact(int fd, void *buf, size_t len)
-{
-    size_t got;
-    int r = read_exact(fd, buf, len, &got);
-
-    if (r == 1)
-        return failf("connection closed after %zu of %zu bytes", got, len);
-    return r;
 }
 
 void pb_reply_free(pb_reply *r)

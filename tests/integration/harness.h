@@ -119,6 +119,10 @@ void pb_t_fail(const pb_daemon *d, const char *file, int line,
 #define pb_check(d, cond, ...) \
     do { if (!(cond)) pb_t_fail((d), __FILE__, __LINE__, __VA_ARGS__); } while (0)
 
+/* What the test is doing, added to any failure message from now on
+ * (pb_t_context("%s", "") forgets it). */
+void pb_t_context(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
 /* Why the last socket helper returned -1. */
 const char *pb_t_reason(void);
 
@@ -162,7 +166,6 @@ int pb_dial_unix(const pb_daemon *d);
 
 /* 0, or -1 on error or timeout. */
 int pb_send_all(int fd, const void *data, size_t len);
-int pb_recv_exact(int fd, void *buf, size_t len);
 /* 0 with a frame, 1 on EOF before its first byte, -1 otherwise. */
 int pb_recv_frame(int fd, pb_reply *r);
 void pb_reply_free(pb_reply *r);
@@ -209,5 +212,32 @@ void pb_vectors_free(pb_exchange *v, size_t n);
 void pb_run(const char *const argv[], const char *const env[],
             const void *input, size_t input_len, pb_run_result *r);
 void pb_run_free(pb_run_result *r);
+
+
+/*
+ * The asserting helpers remember where a test called them, so that a
+ * failure names the test's line rather than the harness's.
+ */
+void pb_t_at(const char *file, int line);
+
+#ifndef PB_T_HARNESS_IMPL
+#define PB_T_AT(call) (pb_t_at(__FILE__, __LINE__), call)
+#define pb_daemon_start(...) PB_T_AT(pb_daemon_start(__VA_ARGS__))
+#define pb_daemon_launch(...) PB_T_AT(pb_daemon_launch(__VA_ARGS__))
+#define pb_daemon_stop_clean(...) PB_T_AT(pb_daemon_stop_clean(__VA_ARGS__))
+#define pb_daemon_wait_clean(...) PB_T_AT(pb_daemon_wait_clean(__VA_ARGS__))
+#define pb_daemon_signal(...) PB_T_AT(pb_daemon_signal(__VA_ARGS__))
+#define pb_dial(...) PB_T_AT(pb_dial(__VA_ARGS__))
+#define pb_dial_unix(...) PB_T_AT(pb_dial_unix(__VA_ARGS__))
+#define pb_t_send(...) PB_T_AT(pb_t_send(__VA_ARGS__))
+#define pb_t_recv_frame(...) PB_T_AT(pb_t_recv_frame(__VA_ARGS__))
+#define pb_t_expect_reply(...) PB_T_AT(pb_t_expect_reply(__VA_ARGS__))
+#define pb_t_expect_error(...) PB_T_AT(pb_t_expect_error(__VA_ARGS__))
+#define pb_t_expect_line(...) PB_T_AT(pb_t_expect_line(__VA_ARGS__))
+#define pb_t_expect_err_line(...) PB_T_AT(pb_t_expect_err_line(__VA_ARGS__))
+#define pb_t_expect_eof(...) PB_T_AT(pb_t_expect_eof(__VA_ARGS__))
+#define pb_t_expect_bytes(...) PB_T_AT(pb_t_expect_bytes(__VA_ARGS__))
+#define pb_t_check_serving(...) PB_T_AT(pb_t_check_serving(__VA_ARGS__))
+#endif
 
 #endif

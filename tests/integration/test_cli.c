@@ -3,7 +3,6 @@
  * configurations, a port already in use, and plugboard-cli's forms against
  * a running daemon.
  */
-#include "config.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>

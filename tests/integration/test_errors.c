@@ -3,7 +3,6 @@
  * daemon, with the connection kept or closed as the protocol says, and the
  * daemon still serving new connections afterwards.
  */
-#include "config.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -43,9 +42,13 @@ static void expect_bad_header(const pb_daemon *d, const char *header, size_t len
 static void expect_bad_headers(const pb_daemon *d, const char *const *headers)
 {
     for (size_t i = 0; headers[i]; i++) {
-        cr_log_info("header %s", headers[i]);
+        char *shown = pb_t_escape(headers[i], strlen(headers[i]));
+
+        pb_t_context("sending the header %s", shown ? shown : "?");
+        free(shown);
         expect_bad_header(d, headers[i], strlen(headers[i]));
     }
+    pb_t_context("%s", "");
 }
 
 static void send_frame(const pb_daemon *d, int fd, const char *type,
@@ -283,11 +286,15 @@ Test(errors, bad_json_keeps_the_connection)
     pb_daemon_start(&d, PB_T_CONF_STD);
     fd = pb_dial(&d, 0);
     for (size_t i = 0; contents[i]; i++) {
-        cr_log_info("content %s", contents[i]);
+        char *shown = pb_t_escape(contents[i], strlen(contents[i]));
+
+        pb_t_context("sending the text/json content %s", shown ? shown : "?");
+        free(shown);
         send_frame(&d, fd, "text/json", "utf-8", contents[i], strlen(contents[i]));
         pb_t_expect_error(&d, fd, "bad_json");
         expect_morpheus(&d, fd);
     }
+    pb_t_context("%s", "");
     close(fd);
     pb_t_check_serving(&d, 0);
     pb_daemon_stop_clean(&d);

@@ -3,7 +3,6 @@
  * exchanges byte for byte over TCP and a Unix socket, pipelining, large
  * messages, many connections, half-close and the shipped plugins.
  */
-#include "config.h"
 
 #include <criterion/criterion.h>
 #include <netinet/in.h>

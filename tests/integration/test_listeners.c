@@ -3,7 +3,6 @@
  * listeners pinned to a plugin, IPv6 and host-name addresses, Unix socket
  * permissions and paths, @include, and reload on SIGHUP.
  */
-#include "config.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>

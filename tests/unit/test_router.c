@@ -24,6 +24,13 @@ static pb_route_conf routes[] = {
 
 static pb_router router;
 
+static pb_instance *match(const pb_router *r, const char *content_type,
+                          const char *action)
+{
+    const pb_route *route = pb_router_match(r, content_type, action);
+    return route ? route->instance : NULL;
+}
+
 static void setup(void)
 {
     pb_config config = { .routes = routes, .n_routes = 5 };
@@ -39,33 +46,33 @@ TestSuite(router, .init = setup, .fini = teardown);
 
 Test(router, action_routes_first_match)
 {
-    cr_assert_eq(pb_router_match(&router, "text/json", "echo"), &echo);
-    cr_assert_eq(pb_router_match(&router, "text/json", "upper"), &upper);
+    cr_assert_eq(match(&router, "text/json", "echo"), &echo);
+    cr_assert_eq(match(&router, "text/json", "upper"), &upper);
 }
 
 Test(router, json_without_matching_action_falls_through)
 {
-    cr_assert_eq(pb_router_match(&router, "text/json", "search"), &search);
-    cr_assert_eq(pb_router_match(&router, "text/json", NULL), &search);
-    cr_assert_eq(pb_router_match(&router, "text/json", "ECHO"), &search);
+    cr_assert_eq(match(&router, "text/json", "search"), &search);
+    cr_assert_eq(match(&router, "text/json", NULL), &search);
+    cr_assert_eq(match(&router, "text/json", "ECHO"), &search);
 }
 
 Test(router, glob_content_type)
 {
-    cr_assert_eq(pb_router_match(&router, "text/plain", NULL), &text);
-    cr_assert_eq(pb_router_match(&router, "text/html", "echo"), &text);
+    cr_assert_eq(match(&router, "text/plain", NULL), &text);
+    cr_assert_eq(match(&router, "text/html", "echo"), &text);
 }
 
 Test(router, exact_match_is_not_a_prefix_match)
 {
-    cr_assert_eq(pb_router_match(&router, "text/jsonx", NULL), &text);
-    cr_assert_eq(pb_router_match(&router, "text", NULL), &rest);
+    cr_assert_eq(match(&router, "text/jsonx", NULL), &text);
+    cr_assert_eq(match(&router, "text", NULL), &rest);
 }
 
 Test(router, catch_all)
 {
-    cr_assert_eq(pb_router_match(&router, "binary/custom-client-binary-type", NULL), &rest);
-    cr_assert_eq(pb_router_match(&router, "", NULL), &rest);
+    cr_assert_eq(match(&router, "binary/custom-client-binary-type", NULL), &rest);
+    cr_assert_eq(match(&router, "", NULL), &rest);
 }
 
 Test(router_empty, no_routes_match_nothing)
@@ -85,8 +92,15 @@ Test(router_empty, action_route_needs_an_action)
     cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
     cr_assert_null(pb_router_match(&r, "text/json", NULL));
     cr_assert_null(pb_router_match(&r, "text/json", "upper"));
-    cr_assert_eq(pb_router_match(&r, "text/json", "echo"), &echo);
+    cr_assert_eq(match(&r, "text/json", "echo"), &echo);
     pb_router_free(&r);
+}
+
+Test(router, routes_are_named_for_statistics)
+{
+    cr_assert_str_eq(router.routes[0].name, "1: text/json action echo -> echo");
+    cr_assert_str_eq(router.routes[3].name, "4: text/* -> text");
+    cr_assert_str_eq(router.routes[4].name, "5: * -> rest");
 }
 
 Test(router_empty, glob_classes_and_question_mark)
@@ -98,8 +112,8 @@ Test(router_empty, glob_classes_and_question_mark)
     pb_config config = { .routes = only, .n_routes = 2 };
     pb_router r;
     cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
-    cr_assert_eq(pb_router_match(&r, "image/jpg", NULL), &upper);
-    cr_assert_eq(pb_router_match(&r, "image/png", NULL), &upper);
-    cr_assert_eq(pb_router_match(&r, "image/gif", NULL), &rest);
+    cr_assert_eq(match(&r, "image/jpg", NULL), &upper);
+    cr_assert_eq(match(&r, "image/png", NULL), &upper);
+    cr_assert_eq(match(&r, "image/gif", NULL), &rest);
     pb_router_free(&r);
 }
