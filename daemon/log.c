@@ -125,6 +125,36 @@ void pb_log(int level, const char *format, ...)
     va_end(ap);
 }
 
+void pb_log_limited(pb_log_limit *limit, int level, const char *format, ...)
+{
+    if (!pb_log_enabled(level))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (now - limit->window_start >= limit->interval) {
+        limit->window_start = now;
+        limit->used = 0;
+    }
+    if (limit->used >= limit->burst) {
+        limit->suppressed++;
+        return;
+    }
+    limit->used++;
+    char message[2048];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(message, sizeof message, format, ap);
+    va_end(ap);
+    if (limit->suppressed > 0) {
+        pb_log(level, "%s (%lu similar messages suppressed)", message,
+               limit->suppressed);
+        limit->suppressed = 0;
+    } else {
+        pb_log(level, "%s", message);
+    }
+}
+
 void pb_log_close(void)
 {
     if (syslog_open) {

@@ -25,6 +25,25 @@ void pb_log(int level, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 void pb_logv(int level, const char *format, va_list ap);
 
+/*
+ * A budget for a log line that a peer can trigger at will (a plugin failing
+ * on its requests, accept errors under a flood): at most `burst` lines per
+ * `interval` seconds; what is dropped is counted and reported with the
+ * next line that gets through. Give each call site its own, static.
+ */
+typedef struct pb_log_limit {
+    double interval;
+    int burst;
+    double window_start;
+    int used;
+    unsigned long suppressed;
+} pb_log_limit;
+
+#define PB_LOG_LIMIT(interval, burst) { (interval), (burst), 0.0, 0, 0 }
+
+void pb_log_limited(pb_log_limit *limit, int level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Parses "error", "warning", "notice", "info", "debug"; -1 if none. */
 int pb_log_level_parse(const char *name);
 const char *pb_log_level_name(int level);

@@ -58,14 +58,16 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                 errno == ENOMEM) {
-                pb_log_warning("cannot accept on %s: %s; pausing accepts",
+                pb_log_limited(&limit, PB_LOG_WARNING,
+                               "cannot accept on %s: %s; pausing accepts",
                                l->address, strerror(errno));
                 pause_accepting(s);
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                pb_log_warning("cannot accept on %s: %s", l->address,
-                               strerror(errno));
+                pb_log_limited(&limit, PB_LOG_WARNING, "cannot accept on %s: %s",
+                               l->address, strerror(errno));
             }
             return;
         }
