@@ -34,8 +34,10 @@ static void usage(FILE *out)
             PB_CONFIG_FILE);
 }
 
-/* Loads everything -t checks; NULL after printing every problem. */
-static pb_cycle *load(const char *path, int for_test)
+enum load_purpose { FOR_TEST, FOR_START, FOR_RELOAD };
+
+/* Loads everything -t checks; NULL after reporting every problem. */
+static pb_cycle *load(const char *path, enum load_purpose purpose)
 {
     pb_diag diag = PB_DIAG_INIT;
     pb_cycle *cycle = pb_cycle_create(path, &diag);
@@ -44,13 +46,14 @@ static pb_cycle *load(const char *path, int for_test)
         cycle = NULL;
     }
     if (cycle == NULL) {
-        if (for_test) {
+        if (purpose == FOR_TEST) {
             pb_diag_print(&diag);
             fprintf(stderr, "%s: configuration has errors\n", path);
         } else {
             for (size_t i = 0; i < diag.count; i++)
                 pb_log_error("%s", diag.lines[i]);
-            pb_log_error("%s: configuration has errors, not starting", path);
+            if (purpose == FOR_START)
+                pb_log_error("%s: configuration has errors, not starting", path);
         }
     }
     pb_diag_free(&diag);
@@ -75,7 +78,7 @@ static void cleanup_worker(void)
 
 static pb_cycle *load_for_reload(const char *path)
 {
-    return load(path, 0);
+    return load(path, FOR_RELOAD);
 }
 
 static void report_ready(void)
@@ -121,7 +124,7 @@ int main(int argc, char **argv)
     }
 
     if (test) {
-        pb_cycle *cycle = load(config_arg, 1);
+        pb_cycle *cycle = load(config_arg, FOR_TEST);
         if (cycle == NULL) {
             cleanup_process();
             return EX_CONFIG;
@@ -139,7 +142,7 @@ int main(int argc, char **argv)
         config_path[sizeof config_path - 1] = '\0';
     }
 
-    pb_cycle *cycle = load(config_path, 0);
+    pb_cycle *cycle = load(config_path, FOR_START);
     if (cycle == NULL) {
         cleanup_process();
         return EX_CONFIG;

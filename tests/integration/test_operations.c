@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -237,6 +239,41 @@ Test(operations, reload_adding_a_listener_keeps_connections_and_port)
     free(got);
     close(extra);
     close(held);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(operations, reloads_under_load_lose_no_request)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("2", LISTENER_APP, "under load"));
+    char port[16];
+    snprintf(port, sizeof port, "%d", d.port[0]);
+    pid_t bench = fork();
+    cr_assert_geq(bench, 0);
+    if (bench == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDOUT_FILENO);
+        /* Kind json: every reply must equal the first one. */
+        execl(PB_TEST_BUILDDIR "/tools/plugboard-bench", "plugboard-bench", "-q",
+              "-c", "8", "-P", "4", "-d", "3", "-k", "json", "--content",
+              "{\"action\": \"search\", \"value\": \"morpheus\"}",
+              "127.0.0.1", port, (char *)NULL);
+        _exit(127);
+    }
+    sleep_ms(500);
+    pb_daemon_signal(&d, SIGHUP);
+    sleep_ms(500);
+    pb_daemon_write_config(&d, CONF("3", LISTENER_APP, "under load"));
+    pb_daemon_signal(&d, SIGHUP);
+    sleep_ms(500);
+    pb_daemon_write_config(&d, CONF("2", LISTENER_APP, "under load")
+                               "broken = 1;\n");
+    pb_daemon_signal(&d, SIGHUP);
+    int status;
+    cr_assert_eq(waitpid(bench, &status, 0), bench);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "plugboard-bench saw failed requests across three reloads "
+              "(status %d)", status);
     pb_daemon_stop_clean(&d);
 }
 
