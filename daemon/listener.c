@@ -35,6 +35,8 @@ static char *socket_key(const pb_listener_conf *lc)
     return rc < 0 ? NULL : key;
 }
 
+static void listener_free(pb_listener *l);
+
 static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
                                  const char *address, const char *unix_path)
 {
@@ -51,12 +53,8 @@ static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
     l->key = socket_key(lc);
     if (l->name == NULL || l->address == NULL || l->key == NULL ||
         (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL)) {
-        free(l->name);
-        free(l->address);
-        free(l->unix_path);
-        free(l->pinned);
-        free(l->key);
-        free(l);
+        l->fd = -1;     /* the caller still owns the socket */
+        listener_free(l);
         return NULL;
     }
     return l;
