@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 static const char *log_ident = "plugboard";
+static int detached;
 static int log_level = PB_LOG_INFO;
 static pb_log_target log_target = PB_LOG_STDERR;
 static int syslog_open;
@@ -67,6 +68,19 @@ int pb_log_configure(pb_log_target target, int level, const char *facility)
     log_target = target;
     log_level = level;
     return 0;
+}
+
+void pb_log_apply(const pb_config *config)
+{
+    pb_log_target target = detached ? PB_LOG_SYSLOG : config->log_target;
+    if (pb_log_configure(target, config->log_level, config->log_facility) != 0)
+        pb_log_error("unknown syslog facility \"%s\": keeping the log as it was",
+                     config->log_facility);
+}
+
+void pb_log_detached(void)
+{
+    detached = 1;
 }
 
 int pb_log_enabled(int level)

@@ -18,6 +18,13 @@ void pb_log_init(const char *ident);
  * when the syslog facility name is unknown. */
 int pb_log_configure(pb_log_target target, int level, const char *facility);
 
+/* Applies a (re)loaded configuration's log settings, keeping syslog when
+ * stderr is gone (a detached daemon). */
+void pb_log_apply(const pb_config *config);
+
+/* Stderr is gone from now on: stderr targets become syslog. */
+void pb_log_detached(void);
+
 /* Whether a message at level would be written. */
 int pb_log_enabled(int level);
 

@@ -163,8 +163,8 @@ int main(int argc, char **argv)
             return EXIT_RUNTIME;
         }
         /* stderr goes to /dev/null once detached. */
-        if (config->log_target == PB_LOG_STDERR)
-            pb_log_configure(PB_LOG_SYSLOG, config->log_level, config->log_facility);
+        pb_log_detached();
+        pb_log_apply(config);
     }
 
     pb_listener_set listeners;

@@ -309,6 +309,7 @@ static void reload(master *m)
         return;
     }
     atomic_fetch_add(&m->shared->reloads, 1);
+    pb_log_apply(cycle->config);
     pb_cycle_free(old);
     pb_log_notice("configuration reloaded");
 }

@@ -75,6 +75,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                                        limits->max_connections)) {
             pb_log_debug("refusing a connection on %s: max_connections (%lld) reached",
                          l->address, limits->max_connections);
+            atomic_fetch_add_explicit(&s->shared->slots[s->slot].errors[PB_ERR_BUSY],
+                                      1, memory_order_relaxed);
             pb_conn_refuse(l, fd, PB_ERR_BUSY,
                            "too many connections, try again later");
             continue;
@@ -190,6 +192,7 @@ static void reload(pb_server *s)
     s->cycle = cycle;
     resolve_pinned(s);
     bind_stats(s);
+    pb_log_apply(cycle->config);
     pb_cycle_free(old);
     pb_log_info("worker %d: configuration reloaded", s->slot);
 }
