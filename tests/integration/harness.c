@@ -689,14 +689,14 @@ static int read_exact(int fd, unsigned char *buf, size_t len, size_t *got)
     return 0;
 }
 
-void pb_reply_free(pb_reply *r)
+void pb_t_reply_free(pb_t_reply *r)
 {
     pb_buf_free(&r->raw);
     json_decref(r->header);
     memset(r, 0, sizeof *r);
 }
 
-static int parse_header(pb_reply *r)
+static int parse_header(pb_t_reply *r)
 {
     json_error_t error;
     json_t *length;
@@ -716,7 +716,7 @@ static int parse_header(pb_reply *r)
     return 0;
 }
 
-int pb_recv_frame(int fd, pb_reply *r)
+int pb_recv_frame(int fd, pb_t_reply *r)
 {
     unsigned char *p;
     size_t got;
@@ -765,7 +765,7 @@ fail_quiet:
         failf("%s; received so far: %s", before, seen ? seen : "?");
         free(seen);
     }
-    pb_reply_free(r);
+    pb_t_reply_free(r);
     return -1;
 }
 
@@ -879,7 +879,7 @@ void pb_t_send(const pb_daemon *d, int fd, const void *data, size_t len)
     pb_check(d, pb_send_all(fd, data, len) == 0, "%s", pb_t_reason());
 }
 
-void pb_t_recv_frame(const pb_daemon *d, int fd, pb_reply *r)
+void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r)
 {
     int status = pb_recv_frame(fd, r);
 
@@ -890,7 +890,7 @@ void pb_t_recv_frame(const pb_daemon *d, int fd, pb_reply *r)
 void pb_t_expect_reply(const pb_daemon *d, int fd, const char *content_type,
                        const char *encoding, const void *content, size_t len)
 {
-    pb_reply r;
+    pb_t_reply r;
     char *shown;
 
     pb_t_recv_frame(d, fd, &r);
@@ -902,11 +902,11 @@ void pb_t_expect_reply(const pb_daemon *d, int fd, const char *content_type,
              shown ? shown : "?");
     free(shown);
     pb_t_expect_bytes(d, "reply content", r.content, r.content_length, content, len);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
 }
 
 /* The frame header the daemon must write for a reply, Python style. */
-static void expect_canonical_header(const pb_daemon *d, const pb_reply *r)
+static void expect_canonical_header(const pb_daemon *d, const pb_t_reply *r)
 {
     pb_buf want = PB_BUF_INIT;
 
@@ -919,7 +919,7 @@ static void expect_canonical_header(const pb_daemon *d, const pb_reply *r)
 
 void pb_t_expect_error(const pb_daemon *d, int fd, const char *code)
 {
-    pb_reply r;
+    pb_t_reply r;
     json_t *body, *text;
     pb_buf want = PB_BUF_INIT;
     char *shown;
@@ -948,7 +948,7 @@ void pb_t_expect_error(const pb_daemon *d, int fd, const char *code)
                       pb_buf_head(&want), pb_buf_used(&want));
     pb_buf_free(&want);
     json_decref(body);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
 }
 
 void pb_t_expect_line(const pb_daemon *d, int fd, const char *line)
@@ -1085,13 +1085,13 @@ void pb_t_check_serving(const pb_daemon *d, int port_index)
     size_t n = pb_vectors_load(&v);
     const pb_exchange *e = pb_vector(v, n, "search_morpheus");
     int fd = pb_dial(d, port_index);
-    pb_reply r;
+    pb_t_reply r;
 
     pb_t_send(d, fd, e->request, e->request_len);
     pb_t_recv_frame(d, fd, &r);
     pb_t_expect_bytes(d, "search_morpheus reply on a new connection",
                       pb_buf_head(&r.raw), pb_buf_used(&r.raw), e->reply, e->reply_len);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     close(fd);
     pb_vectors_free(v, n);
 }

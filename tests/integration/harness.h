@@ -77,7 +77,7 @@ typedef struct pb_daemon {
 } pb_daemon;
 
 /* One reply frame as received. */
-typedef struct pb_reply {
+typedef struct pb_t_reply {
     pb_buf raw;                 /* the whole frame, length prefix included */
     size_t header_length;       /* H */
     json_t *header;
@@ -85,7 +85,7 @@ typedef struct pb_reply {
     const char *content_encoding;
     const unsigned char *content;   /* inside raw */
     size_t content_length;
-} pb_reply;
+} pb_t_reply;
 
 /* One reference exchange of tests/vectors/seed-exchanges.json, the reply's
  * byteorder already made this host's. */
@@ -167,8 +167,8 @@ int pb_dial_unix(const pb_daemon *d);
 /* 0, or -1 on error or timeout. */
 int pb_send_all(int fd, const void *data, size_t len);
 /* 0 with a frame, 1 on EOF before its first byte, -1 otherwise. */
-int pb_recv_frame(int fd, pb_reply *r);
-void pb_reply_free(pb_reply *r);
+int pb_recv_frame(int fd, pb_t_reply *r);
+void pb_t_reply_free(pb_t_reply *r);
 /* A line with its \n into buf (NUL-terminated): 0, 1 on EOF before any
  * byte, -1 otherwise. */
 int pb_recv_line(int fd, char *buf, size_t cap, size_t *len);
@@ -183,7 +183,7 @@ void pb_t_raw_frame(pb_buf *out, const void *header, size_t header_len,
 
 /* Asserting conveniences that put the daemon's log in any failure. */
 void pb_t_send(const pb_daemon *d, int fd, const void *data, size_t len);
-void pb_t_recv_frame(const pb_daemon *d, int fd, pb_reply *r);
+void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r);
 /* Receives one frame and checks content-type, encoding and content. */
 void pb_t_expect_reply(const pb_daemon *d, int fd, const char *content_type,
                        const char *encoding, const void *content, size_t len);

@@ -368,7 +368,7 @@ static int dial_until_served(const pb_daemon *d, int port_index)
     for (int attempt = 0; attempt < 100; attempt++) {
         int fd = pb_dial(d, port_index);
         pb_buf b = PB_BUF_INIT;
-        pb_reply r;
+        pb_t_reply r;
         int served;
 
         pb_t_frame(&b, "text/plain", "utf-8", "anyone?", 7);
@@ -379,7 +379,7 @@ static int dial_until_served(const pb_daemon *d, int port_index)
             served = strcmp(r.content_type, "text/plain") == 0;
             if (served)
                 pb_t_expect_bytes(d, "reply", r.content, r.content_length, "anyone?", 7);
-            pb_reply_free(&r);
+            pb_t_reply_free(&r);
         }
         if (served)
             return fd;

@@ -29,14 +29,14 @@ TestSuite(exchanges, .init = pb_harness_init, .fini = pb_harness_cleanup,
 
 static void expect_raw_reply(const pb_daemon *d, int fd, const pb_exchange *e)
 {
-    pb_reply r;
+    pb_t_reply r;
     char what[128];
 
     pb_t_recv_frame(d, fd, &r);
     snprintf(what, sizeof what, "reply of exchange %s", e->name);
     pb_t_expect_bytes(d, what, pb_buf_head(&r.raw), pb_buf_used(&r.raw),
                       e->reply, e->reply_len);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
 }
 
 /* The six exchanges one after the other on one connection. */
@@ -287,7 +287,7 @@ Test(exchanges, uppercase_json_value_as_unicode)
 {
     static const char reply[] = "{\"result\": \"STRASSE \xc3\x89T\xc3\x89 \xf0\x9f\x90\xb0\"}";
     pb_daemon d;
-    pb_reply r;
+    pb_t_reply r;
     pb_buf want = PB_BUF_INIT;
     int fd;
 
@@ -299,7 +299,7 @@ Test(exchanges, uppercase_json_value_as_unicode)
     pb_t_frame(&want, "text/json", "utf-8", reply, strlen(reply));
     pb_t_expect_bytes(&d, "uppercase reply", pb_buf_head(&r.raw), pb_buf_used(&r.raw),
                       pb_buf_head(&want), pb_buf_used(&want));
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     pb_buf_free(&want);
     close(fd);
     pb_daemon_stop_clean(&d);

@@ -168,11 +168,11 @@ static int settled_fd_count(const pb_daemon *d, pid_t worker)
     size_t n = pb_vectors_load(&v);
     const pb_exchange *e = pb_vector(v, n, "search_morpheus");
     int fd = pb_dial(d, 0), count;
-    pb_reply r;
+    pb_t_reply r;
 
     pb_t_send(d, fd, e->request, e->request_len);
     pb_t_recv_frame(d, fd, &r);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     pb_vectors_free(v, n);
     count = fd_count(worker);
     close(fd);
@@ -922,7 +922,7 @@ Test(hostile, never_reading_peer_is_closed_by_idle_timeout)
 static int try_serving(const pb_daemon *d, int *fd_out)
 {
     int fd = pb_dial(d, 0);
-    pb_reply r;
+    pb_t_reply r;
     int status, served;
 
     send_frame(d, fd, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
@@ -945,7 +945,7 @@ static int try_serving(const pb_daemon *d, int *fd_out)
     } else {
         *fd_out = fd;
     }
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     return served;
 }
 

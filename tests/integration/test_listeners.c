@@ -340,7 +340,7 @@ Test(listeners, relative_paths_and_include)
 static char *probe(const pb_daemon *d, int fd)
 {
     pb_buf b = PB_BUF_INIT;
-    pb_reply r;
+    pb_t_reply r;
     char *text;
 
     pb_t_frame(&b, "text/plain", "utf-8", "probe", 5);
@@ -348,7 +348,7 @@ static char *probe(const pb_daemon *d, int fd)
     pb_buf_free(&b);
     pb_t_recv_frame(d, fd, &r);
     text = strndup((const char *)r.content, r.content_length);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     cr_assert_not_null(text);
     return text;
 }

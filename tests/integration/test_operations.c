@@ -53,14 +53,14 @@ static char *search(const pb_daemon *d, int fd, const char *value)
     pb_t_frame(&frame, "text/json", "utf-8", content, strlen(content));
     pb_t_send(d, fd, pb_buf_head(&frame), pb_buf_used(&frame));
     pb_buf_free(&frame);
-    pb_reply r;
+    pb_t_reply r;
     pb_t_recv_frame(d, fd, &r);
     json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
     const char *result = json_string_value(json_object_get(json, "result"));
     pb_check(d, result != NULL, "no result in the reply");
     char *copy = strdup(result);
     json_decref(json);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     return copy;
 }
 
@@ -80,11 +80,11 @@ static json_t *stats(const pb_daemon *d)
     pb_t_frame(&frame, "text/json", "utf-8", content, sizeof content - 1);
     pb_t_send(d, fd, pb_buf_head(&frame), pb_buf_used(&frame));
     pb_buf_free(&frame);
-    pb_reply r;
+    pb_t_reply r;
     pb_t_recv_frame(d, fd, &r);
     close(fd);
     json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     pb_check(d, json_is_object(json), "stats reply is not a JSON object");
     return json;
 }
@@ -289,16 +289,16 @@ Test(operations, sigterm_answers_everything_already_received)
     pb_t_send(&d, fd, pb_buf_head(&many), pb_buf_used(&many));
     pb_buf_free(&many);
     /* The first reply proves the requests were received. */
-    pb_reply r;
+    pb_t_reply r;
     pb_t_recv_frame(&d, fd, &r);
-    pb_reply_free(&r);
+    pb_t_reply_free(&r);
     pb_daemon_signal(&d, SIGTERM);
 
     for (int i = 1; i < 300; i++) {
         pb_t_recv_frame(&d, fd, &r);
         cr_assert(strstr((const char *)r.content, "in flight") != NULL,
                   "reply %d of 300 is not the answer", i + 1);
-        pb_reply_free(&r);
+        pb_t_reply_free(&r);
     }
     pb_t_expect_error(&d, fd, "shutting_down");
     pb_t_expect_eof(&d, fd);
