@@ -134,6 +134,20 @@ static int workers(const pb_daemon *d, pid_t *out, int cap)
     return n;
 }
 
+/* The daemon's workers once `want` of them run (the listeners accept as
+ * soon as the master bound them, before the workers are forked). */
+static int wait_workers(const pb_daemon *d, pid_t *out, int cap, int want)
+{
+    int n = 0;
+    for (int i = 0; i < 1000; i++) {
+        n = workers(d, out, cap);
+        if (n == want)
+            break;
+        sleep_ms(10);
+    }
+    return n;
+}
+
 Test(operations, reload_changes_answers_for_open_and_new_connections)
 {
     pb_daemon d;
@@ -207,8 +221,7 @@ Test(operations, reload_adding_a_listener_keeps_connections_and_port)
     int held = pb_dial(&d, 0);
     free(search(&d, held, "morpheus"));
     pid_t before[8];
-    int n_before = workers(&d, before, 8);
-    cr_expect_eq(n_before, 2);
+    cr_expect_eq(wait_workers(&d, before, 8, 2), 2);
 
     pb_daemon_write_config(&d, CONF("2", LISTENER_APP LISTENER_EXTRA, "second"));
     pb_daemon_signal(&d, SIGHUP);
@@ -324,7 +337,7 @@ Test(operations, crashed_worker_is_replaced_and_service_goes_on)
     pb_daemon d;
     pb_daemon_start(&d, CONF("2", LISTENER_APP, "still here"));
     pid_t before[8];
-    cr_assert_eq(workers(&d, before, 8), 2);
+    cr_assert_eq(wait_workers(&d, before, 8, 2), 2);
     cr_assert_eq(kill(before[0], SIGSEGV), 0);
 
     char *got = search_new(&d, 0, "morpheus");
@@ -512,10 +525,16 @@ Test(operations, workers_drop_to_the_configured_user)
     free(got);
 
     pid_t pids[8];
-    int n = workers(&d, pids, 8);
+    int n = wait_workers(&d, pids, 8, 2);
     cr_assert_eq(n, 2);
     for (int i = 0; i < n; i++) {
         long real = -1, group = -1, groups = 0;
+        /* A worker drops privileges first thing after the fork. */
+        for (int t = 0; t < 1000 && real != (long)uid; t++) {
+            status_ids(pids[i], "Uid:", &real);
+            if (real != (long)uid)
+                sleep_ms(10);
+        }
         cr_expect_eq(status_ids(pids[i], "Uid:", &real), 1);
         cr_expect_eq(real, (long)uid, "worker %d runs as nobody", (int)pids[i]);
         cr_expect_eq(status_ids(pids[i], "Gid:", &group), 1);
