@@ -452,10 +452,15 @@ static void load_top(loader *ld, const config_setting_t *root)
 
     if (get_name(ld, root, "plugin_dir", &value, NULL) == PRESENT)
         take_string(ld, &c->plugin_dir, value, 1);
-    if (get_name(ld, root, "user", &value, NULL) == PRESENT)
+    const config_setting_t *where;
+    if (get_name(ld, root, "user", &value, &where) == PRESENT) {
         take_string(ld, &c->user, value, 0);
-    if (get_name(ld, root, "group", &value, NULL) == PRESENT)
+        c->user_pos = position(ld, where);
+    }
+    if (get_name(ld, root, "group", &value, &where) == PRESENT) {
         take_string(ld, &c->group, value, 0);
+        c->group_pos = position(ld, where);
+    }
     if (get_name(ld, root, "pidfile", &value, NULL) == PRESENT)
         take_string(ld, &c->pidfile, value, 1);
     if (get_int(ld, root, "workers", 0, LLONG_MAX, &n, NULL) == PRESENT)

@@ -71,6 +71,8 @@ typedef struct pb_config {
     char *plugin_dir;       /* resolved */
     char *user;             /* NULL when not set */
     char *group;
+    pb_conf_pos user_pos;   /* where user and group were set */
+    pb_conf_pos group_pos;
     char *pidfile;          /* resolved; default "/run/plugboard/plugboard.pid" */
     long long workers;      /* default 1; 0 = one per CPU */
     int log_level;          /* pb_log_level value; default info */

@@ -278,6 +278,38 @@ static int open_unix(pb_listener_set *set, const pb_config *config,
     return 0;
 }
 
+int pb_listeners_check(const pb_config *config, pb_diag *diag)
+{
+    int rc = 0;
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        const pb_listener_conf *lc = &config->listeners[i];
+        if (lc->path != NULL) {
+            struct sockaddr_un sun;
+            if (strlen(lc->path) >= sizeof sun.sun_path) {
+                pb_diag_add(diag, lc->pos.file, lc->pos.line,
+                            "listener %s: socket path longer than %zu bytes",
+                            lc->name, sizeof sun.sun_path - 1);
+                rc = -1;
+            }
+            continue;
+        }
+        struct addrinfo hints = { 0 }, *res;
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        int gai = getaddrinfo(lc->address, NULL, &hints, &res);
+        if (gai != 0) {
+            pb_diag_add(diag, lc->pos.file, lc->pos.line,
+                        "listener %s: cannot resolve \"%s\": %s", lc->name,
+                        lc->address, gai_strerror(gai));
+            rc = -1;
+            continue;
+        }
+        freeaddrinfo(res);
+    }
+    return rc;
+}
+
 int pb_listeners_open(pb_listener_set *set, const pb_config *config)
 {
     set->items = NULL;

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "diag.h"
 #include "plugin_host.h"
 
 typedef struct pb_listener {
@@ -31,6 +32,11 @@ typedef struct pb_listener_set {
     pb_listener **items;
     size_t count;
 } pb_listener_set;
+
+/* What binding would find wrong short of binding: host names that do not
+ * resolve, Unix socket paths too long for a socket address. Adds
+ * FILE:LINE errors to diag; 0 or -1. */
+int pb_listeners_check(const pb_config *config, pb_diag *diag);
 
 /* Binds and listens on every socket the config's listeners describe. On
  * failure closes what it opened, logs what failed (naming the address and

@@ -41,7 +41,8 @@ static pb_cycle *load(const char *path, enum load_purpose purpose)
 {
     pb_diag diag = PB_DIAG_INIT;
     pb_cycle *cycle = pb_cycle_create(path, &diag);
-    if (cycle != NULL && pb_privileges_check(cycle->config, &diag) != 0) {
+    if (cycle != NULL && (pb_privileges_check(cycle->config, &diag) |
+                          pb_listeners_check(cycle->config, &diag)) != 0) {
         pb_cycle_free(cycle);
         cycle = NULL;
     }

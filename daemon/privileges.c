@@ -22,8 +22,8 @@ static int lookup(const pb_config *config, uid_t *uid, gid_t *gid,
     if (config->user != NULL) {
         struct passwd *pw = getpwnam(config->user);
         if (pw == NULL) {
-            pb_diag_add(diag, config->path, 0, "user \"%s\" does not exist",
-                        config->user);
+            pb_diag_add(diag, config->user_pos.file, config->user_pos.line,
+                        "user \"%s\" does not exist", config->user);
             rc = -1;
         } else {
             *uid = pw->pw_uid;
@@ -33,8 +33,8 @@ static int lookup(const pb_config *config, uid_t *uid, gid_t *gid,
     if (config->group != NULL) {
         struct group *gr = getgrnam(config->group);
         if (gr == NULL) {
-            pb_diag_add(diag, config->path, 0, "group \"%s\" does not exist",
-                        config->group);
+            pb_diag_add(diag, config->group_pos.file, config->group_pos.line,
+                        "group \"%s\" does not exist", config->group);
             rc = -1;
         } else {
             *gid = gr->gr_gid;

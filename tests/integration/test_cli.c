@@ -234,6 +234,23 @@ Test(cli, test_route_to_unknown_instance)
                          lines, "nope");
 }
 
+/* What only a start would otherwise find: -t checks it too. */
+Test(cli, test_catches_what_a_start_would)
+{
+    static const int lines[] = { 4, 6, 7, 0 };
+
+    expect_config_errors(PB_T_CONF_HEAD
+                         "user = \"no-such-user-here\";\n"
+                         "listeners = (\n"
+                         "  { name = \"app\"; address = \"no-such-host.invalid\"; port = @PORT0@; },\n"
+                         "  { name = \"u\"; path = \"/tmp/"
+                         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sock\"; }\n"
+                         ");\n"
+                         PB_T_CONF_PLUGINS PB_T_CONF_ROUTES,
+                         lines, NULL);
+}
+
 Test(cli, port_in_use)
 {
     struct sockaddr_in sa = { .sin_family = AF_INET };
