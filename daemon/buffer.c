@@ -1,13 +1,74 @@
 /*
  * buffer.c - growable byte buffers. Consumed bytes are reclaimed lazily, by
  * moving the live tail to the front only when room is needed, so a stream of
- * small messages costs no memmove per message.
+ * small messages costs no memmove per message. Memory released by emptied
+ * buffers is kept in a small per-process pool, so a busy connection that
+ * empties its buffers after every batch allocates nothing in steady state
+ * while an idle one still holds no memory.
  */
 #include "buffer.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The first allocation of a buffer; a reply batch or a read usually fits. */
+#define FIRST_CAP 4096
+/* Blocks kept for reuse: not larger than a read chunk, at most this many. */
+#define POOL_MAX_CAP 65536
+#define POOL_BLOCKS 16
+
+/* The daemon runs one event loop per process and the tools are single
+ * threaded, so the pool needs no lock. */
+static struct block {
+    unsigned char *data;
+    size_t cap;
+} pool[POOL_BLOCKS];
+static size_t pooled;
+
+static void release(unsigned char *data, size_t cap)
+{
+    if (PB_POOLS_ENABLED && data != NULL && cap >= FIRST_CAP
+        && cap <= POOL_MAX_CAP && pooled < POOL_BLOCKS) {
+        pool[pooled].data = data;
+        pool[pooled].cap = cap;
+        pooled++;
+        return;
+    }
+    free(data);
+}
+
+/* A fresh block of at least `need` bytes (and its capacity), from the pool
+ * when it has one. */
+static unsigned char *obtain(size_t need, size_t *cap)
+{
+    if (PB_POOLS_ENABLED && pooled > 0) {
+        struct block *top = &pool[pooled - 1];
+        if (top->cap >= need) {
+            pooled--;
+            *cap = top->cap;
+            return top->data;
+        }
+    }
+    size_t size = FIRST_CAP;
+    while (size < need) {
+        if (size > SIZE_MAX / 2) {
+            size = need;
+            break;
+        }
+        size *= 2;
+    }
+    *cap = size;
+    return malloc(size);
+}
+
+void pb_buf_pool_drain(void)
+{
+    while (pooled > 0) {
+        pooled--;
+        free(pool[pooled].data);
+    }
+}
 
 int pb_buf_reserve(pb_buf *b, size_t extra)
 {
@@ -23,25 +84,32 @@ int pb_buf_reserve(pb_buf *b, size_t extra)
     if (extra > SIZE_MAX - live)
         return -1;
     size_t need = live + extra;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) {
-        if (cap > SIZE_MAX / 2) {
-            cap = need;
-            break;
-        }
-        cap *= 2;
-    }
+    size_t cap;
     unsigned char *data;
-    if (b->start == 0) {
-        data = realloc(b->data, cap);
+    if (b->data == NULL) {
+        data = obtain(need, &cap);
         if (data == NULL)
             return -1;
     } else {
-        data = malloc(cap);
-        if (data == NULL)
-            return -1;
-        memcpy(data, b->data + b->start, live);
-        free(b->data);
+        cap = b->cap;
+        while (cap < need) {
+            if (cap > SIZE_MAX / 2) {
+                cap = need;
+                break;
+            }
+            cap *= 2;
+        }
+        if (b->start == 0) {
+            data = realloc(b->data, cap);
+            if (data == NULL)
+                return -1;
+        } else {
+            data = malloc(cap);
+            if (data == NULL)
+                return -1;
+            memcpy(data, b->data + b->start, live);
+            release(b->data, b->cap);
+        }
     }
     b->data = data;
     b->cap = cap;
@@ -101,7 +169,7 @@ void pb_buf_clear(pb_buf *b)
 
 void pb_buf_free(pb_buf *b)
 {
-    free(b->data);
+    release(b->data, b->cap);
     b->data = NULL;
     b->start = b->len = b->cap = 0;
 }

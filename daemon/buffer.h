@@ -1,6 +1,7 @@
 /*
  * buffer.h - a growable byte buffer with a read offset, used for connection
- * input and output and for encoding. An empty buffer holds no memory.
+ * input and output and for encoding. An empty buffer holds no memory; the
+ * memory of emptied buffers is recycled through a small per-process pool.
  */
 #ifndef PB_BUFFER_H
 #define PB_BUFFER_H
@@ -15,6 +16,20 @@ typedef struct pb_buf {
 } pb_buf;
 
 #define PB_BUF_INIT { NULL, 0, 0, 0 }
+
+/* Recycled memory would hide a use after release from AddressSanitizer,
+ * so the daemon's pools (of buffer memory, of connections) are off in
+ * sanitizer builds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define PB_POOLS_ENABLED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PB_POOLS_ENABLED 0
+#endif
+#endif
+#ifndef PB_POOLS_ENABLED
+#define PB_POOLS_ENABLED 1
+#endif
 
 /* Bytes not yet consumed. */
 static inline size_t pb_buf_used(const pb_buf *b) { return b->len - b->start; }
@@ -35,6 +50,9 @@ void pb_buf_consume(pb_buf *b, size_t n);
 void pb_buf_truncate(pb_buf *b, size_t len);
 /* Empties the buffer but keeps its memory for reuse. */
 void pb_buf_clear(pb_buf *b);
+/* Releases the memory: into the pool when it has room, else to free(). */
 void pb_buf_free(pb_buf *b);
+/* Frees the memory the pool keeps; at exit. */
+void pb_buf_pool_drain(void);
 
 #endif

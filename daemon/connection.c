@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "json_fast.h"
 #include "line.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -47,6 +48,33 @@ struct pb_conn {
 };
 
 static void flush(pb_conn *c);
+
+/* --- Connection objects ------------------------------------------------------ */
+
+/* Closed connections are kept for the next accept, up to this many, so that
+ * a client opening a connection per request costs no allocation. */
+#define SPARE_CONNS 64
+
+static pb_conn *spare[SPARE_CONNS];
+static size_t n_spare;
+
+static pb_conn *conn_new(void)
+{
+    if (PB_POOLS_ENABLED && n_spare > 0) {
+        pb_conn *c = spare[--n_spare];
+        memset(c, 0, sizeof *c);
+        return c;
+    }
+    return calloc(1, sizeof(pb_conn));
+}
+
+static void conn_release(pb_conn *c)
+{
+    if (PB_POOLS_ENABLED && n_spare < SPARE_CONNS)
+        spare[n_spare++] = c;
+    else
+        free(c);
+}
 
 /* --- Bookkeeping ----------------------------------------------------------- */
 
@@ -127,7 +155,7 @@ void pb_conn_close(pb_conn *c)
         pb_frame_decoder_reset(&c->decoder.frame);
     pb_buf_free(&c->in);
     pb_buf_free(&c->out);
-    free(c);
+    conn_release(c);
 }
 
 /* --- Replies ---------------------------------------------------------------- */
@@ -166,8 +194,12 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     json_t *content = NULL;
     if (strcmp(msg->content_type, "text/json") == 0) {
         json_error_t jerr;
-        content = json_loadb((const char *)msg->content, msg->content_length,
-                             JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        content = pb_json_fast_object((const char *)msg->content,
+                                      msg->content_length);
+        if (content == NULL)
+            content = json_loadb((const char *)msg->content,
+                                 msg->content_length,
+                                 JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         if (content == NULL) {
             char text[300];
             snprintf(text, sizeof text,
@@ -217,8 +249,9 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     pb_reply_init(&reply, &c->out, request.framing);
     int failed = pb_instance_handle(instance, &request, &reply) != PB_OK;
     if (failed) {
-        pb_log_info("plugin %s failed on a message from %s: %s",
-                    instance->name, c->listener->address, reply.error);
+        static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
+        pb_log_limited(&limit, PB_LOG_INFO, "plugin %s failed on a message from %s: %s",
+                       instance->name, c->listener->address, reply.error);
         send_error(c, PB_ERR_PLUGIN_FAILED, reply.error);
     }
     count_named(stats(c)->instances, instance->stats_index, failed);
@@ -413,7 +446,10 @@ static void flush(pb_conn *c)
                 return;
             }
             atomic_fetch_add_explicit(&stats(c)->bytes_out, n, memory_order_relaxed);
-            pb_buf_consume(&c->out, (size_t)n);
+            if ((size_t)n < pb_buf_used(&c->out))
+                pb_buf_consume(&c->out, (size_t)n);
+            else
+                pb_buf_clear(&c->out);
         }
         if (pb_buf_used(&c->out) > 0 || !c->paused || c->closing)
             break;
@@ -421,6 +457,10 @@ static void flush(pb_conn *c)
     }
 
     if (pb_buf_used(&c->out) == 0) {
+        /* The output memory serves the replies to input still waiting;
+         * without any, the connection is idle and holds no buffer. */
+        if (pb_buf_used(&c->in) == 0)
+            pb_buf_free(&c->out);
         if (c->closing && c->linger == NULL) {
             start_linger(c);
             return;
@@ -448,7 +488,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 
 void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
 {
-    pb_conn *c = calloc(1, sizeof *c);
+    pb_conn *c = conn_new();
     if (c == NULL) {
         pb_log_warning("out of memory for a connection on %s", listener->address);
         pb_shared_release_connection(s->shared, s->slot);

@@ -1,12 +1,14 @@
 /*
  * frame.c - the `frame` wire codec: decodes length-prefixed JSON-headed
  * frames from bytes and encodes replies and error frames, without I/O.
+ * Headers in the guide's canonical form take the strict path of
+ * frame_fast.c; all others are parsed by jansson.
  */
 #include "frame.h"
 
-#include <stdio.h>
 #include <string.h>
 
+#include "frame_fast.h"
 #include "json_dump.h"
 
 #define LENGTH_PREFIX 2
@@ -90,6 +92,37 @@ static int check_header(const json_t *header, json_int_t *content_length,
     return 0;
 }
 
+json_t *pb_frame_parse_header(const unsigned char *text, size_t length,
+                              int fast, json_int_t *content_length,
+                              pb_error *err)
+{
+    pb_fast_header fast_header;
+    if (fast && pb_frame_fast_parse(text, length, &fast_header)) {
+        json_t *header = pb_frame_fast_header(&fast_header);
+        if (header != NULL) {
+            *content_length = fast_header.content_length;
+            return header;
+        }
+    }
+
+    json_error_t jerr;
+    /* NUL is allowed in the JSON text so that optional members may carry
+     * it, as Python's json would; required strings are checked. */
+    json_t *header = json_loadb((const char *)text, length,
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (header == NULL) {
+        pb_error_set(err, PB_ERR_BAD_FRAME,
+                     "header is not valid JSON: %s at position %d",
+                     jerr.text, jerr.position);
+        return NULL;
+    }
+    if (check_header(header, content_length, err) != 0) {
+        json_decref(header);
+        return NULL;
+    }
+    return header;
+}
+
 /*
  * Parses and checks the header at data[2..2+H) and caches it in the
  * decoder; refuses a frame whose content would not fit before any of the
@@ -98,22 +131,12 @@ static int check_header(const json_t *header, json_int_t *content_length,
 static int read_header(pb_frame_decoder *d, const unsigned char *data,
                        size_t header_length, pb_error *err)
 {
-    json_error_t jerr;
     json_int_t content_length = 0;
-    /* NUL is allowed in the JSON text so that optional members may carry
-     * it, as Python's json would; required strings are checked. */
-    json_t *header = json_loadb((const char *)data + LENGTH_PREFIX,
-                                header_length,
-                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    json_t *header = pb_frame_parse_header(data + LENGTH_PREFIX, header_length,
+                                           1, &content_length, err);
 
     if (header == NULL)
-        return pb_error_set(err, PB_ERR_BAD_FRAME,
-                            "header is not valid JSON: %s at position %d",
-                            jerr.text, jerr.position);
-    if (check_header(header, &content_length, err) != 0) {
-        json_decref(header);
         return -1;
-    }
     if ((unsigned long long)content_length > d->max_message_bytes - header_length) {
         json_decref(header);
         return too_large(err, header_length + (unsigned long long)content_length,
@@ -181,24 +204,54 @@ const char *pb_host_byteorder(void)
 #endif
 }
 
+/* Appends a JSON string literal; strings that need no escaping, such as
+ * every usual content-type, are copied without the general escaper. */
+static int put_string(pb_buf *out, const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return pb_json_dump_string(out, s, n);
+    }
+    unsigned char *p = pb_buf_extend(out, n + 2);
+    if (p == NULL)
+        return -1;
+    p[0] = '"';
+    memcpy(p + 1, s, n);
+    p[n + 1] = '"';
+    return 0;
+}
+
+/* Appends n in decimal and the closing brace. */
+static int put_length(pb_buf *out, size_t n)
+{
+    char digits[24];
+    size_t at = sizeof digits;
+    digits[--at] = '}';
+    do {
+        digits[--at] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    return pb_buf_append(out, digits + at, sizeof digits - at);
+}
+
+#define PUT(out, lit) pb_buf_append((out), (lit), sizeof(lit) - 1)
+
 static int encode_header(pb_buf *out, const char *content_type,
                          const char *content_encoding, size_t content_length)
 {
-    char number[32];
     size_t prefix_at = out->len - out->start;
 
-    snprintf(number, sizeof number, "%zu}", content_length);
-    if (pb_buf_append(out, "\0\0", LENGTH_PREFIX) != 0
-        || pb_buf_append_str(out, "{\"byteorder\": ") != 0
-        || pb_json_dump_string(out, pb_host_byteorder(),
-                               strlen(pb_host_byteorder())) != 0
-        || pb_buf_append_str(out, ", \"content-type\": ") != 0
-        || pb_json_dump_string(out, content_type, strlen(content_type)) != 0
-        || pb_buf_append_str(out, ", \"content-encoding\": ") != 0
-        || pb_json_dump_string(out, content_encoding,
-                               strlen(content_encoding)) != 0
-        || pb_buf_append_str(out, ", \"content-length\": ") != 0
-        || pb_buf_append_str(out, number) != 0)
+    if (PUT(out, "\0\0") != 0
+        || PUT(out, "{\"byteorder\": ") != 0
+        || put_string(out, pb_host_byteorder()) != 0
+        || PUT(out, ", \"content-type\": ") != 0
+        || put_string(out, content_type) != 0
+        || PUT(out, ", \"content-encoding\": ") != 0
+        || put_string(out, content_encoding) != 0
+        || PUT(out, ", \"content-length\": ") != 0
+        || put_length(out, content_length) != 0)
         return -1;
 
     /* The buffer may have moved its live bytes while growing, so the

@@ -13,6 +13,7 @@
 
 #include "cycle.h"
 #include "daemonize.h"
+#include "frame_fast.h"
 #include "line.h"
 #include "listener.h"
 #include "log.h"
@@ -61,20 +62,22 @@ static pb_cycle *load(const char *path, enum load_purpose purpose)
     return cycle;
 }
 
-static void cleanup_process(void)
-{
-    pb_plugin_host_cleanup();
-    pb_line_codec_cleanup();
-    pb_pidfile_remove();
-    pb_log_close();
-}
-
-/* A worker leaves the pidfile to the master. */
+/* Process-wide state a worker releases before it exits. */
 static void cleanup_worker(void)
 {
     pb_plugin_host_cleanup();
     pb_line_codec_cleanup();
+    pb_frame_fast_cleanup();
+    pb_buf_pool_drain();
     pb_log_close();
+}
+
+/* The master, or the process that never got as far as one, also owns the
+ * pidfile. */
+static void cleanup_process(void)
+{
+    pb_pidfile_remove();
+    cleanup_worker();
 }
 
 static pb_cycle *load_for_reload(const char *path)

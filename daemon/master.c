@@ -227,17 +227,28 @@ static void reap(master *m)
     }
 }
 
+/* A worker that cannot be signalled (the master lacks CAP_KILL over a
+ * worker running as another user, say) would ignore reloads and stops:
+ * say so rather than wait in silence. */
+static void signal_worker(const worker *w, int sig)
+{
+    static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
+    if (kill(w->pid, sig) != 0 && errno != ESRCH)
+        pb_log_limited(&limit, PB_LOG_ERROR, "cannot signal worker %d (pid %ld): %s",
+                       w->slot, (long)w->pid, strerror(errno));
+}
+
 static void signal_workers(master *m, int sig)
 {
     for (int i = 0; i < m->n_workers; i++)
         if (m->workers[i].pid > 0)
-            kill(m->workers[i].pid, sig);
+            signal_worker(&m->workers[i], sig);
 }
 
 static void signal_retiring(master *m, int sig)
 {
     for (int i = 0; i < m->n_retiring; i++)
-        kill(m->retiring[i].pid, sig);
+        signal_worker(&m->retiring[i], sig);
 }
 
 /*
@@ -269,7 +280,7 @@ static int replace_generation(master *m, const pb_config *config)
         start_worker(m, &m->workers[i]);
     for (int i = 0; i < n_old; i++)
         if (old[i].pid > 0)
-            kill(old[i].pid, SIGUSR2);
+            signal_worker(&old[i], SIGUSR2);
     free(old);
     pb_log_notice("listeners or worker count changed: %d new workers, "
                   "%d retiring", n, m->n_retiring);

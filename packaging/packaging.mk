@@ -6,6 +6,7 @@
 exampledir = $(docdir)/examples/hello
 dist_example_DATA = \
 	plugins/examples/hello/hello.c \
+	plugins/examples/hello/test_hello.c \
 	plugins/examples/hello/Makefile \
 	plugins/examples/hello/README.md
 
@@ -34,6 +35,10 @@ EXTRA_DIST += \
 
 # --- Packages, built from the `make dist` tarball ----------------------------
 # The .deb, .rpm and build records end up in packaging/out/ of the build tree.
+# DEB_BUILD_OPTIONS=nocheck skips the test suite in the Debian build;
+# RPMBUILD_FLAGS passes options to rpmbuild: `--nodeps` where rpm's own
+# database knows none of the build dependencies (rpmbuild on Debian),
+# `--nocheck` to skip %check.
 PACKAGING_OUT = $(abs_top_builddir)/packaging/out
 
 deb: dist

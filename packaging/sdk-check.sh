@@ -68,15 +68,16 @@ echo "plugindir: $plugindir"
 
 # --- Build the example from a copy, with nothing but the SDK ---------------
 mkdir "$tmp/hello" || exit 99
-cp "$example/hello.c" "$example/Makefile" "$tmp/hello/" || exit 99
-(cd "$tmp/hello" && MAKEFLAGS= MFLAGS= ${MAKE:-make} CFLAGS='-O2 -Wall -Wextra -Werror' CPPFLAGS=-MD hello.so) \
-    >"$tmp/build.log" 2>&1 || fail "building the hello example"
+cp "$example/hello.c" "$example/test_hello.c" "$example/Makefile" "$tmp/hello/" || exit 99
+(cd "$tmp/hello" && MAKEFLAGS= MFLAGS= ${MAKE:-make} CFLAGS='-O2 -Wall -Wextra -Werror' CPPFLAGS=-MD check) \
+    >"$tmp/build.log" 2>&1 || fail "building and testing the hello example in-process (make check)"
 grep -q "$dest/[^ ]*/plugboard/plugin\.h" "$tmp/hello/hello.d" ||
     fail "hello.c was not compiled against the staged plugin.h: $(cat "$tmp/hello/hello.d")"
 (cd "$tmp/hello" && MAKEFLAGS= MFLAGS= ${MAKE:-make} install) >>"$tmp/build.log" 2>&1 ||
     fail "make install of the hello example"
 [ -f "$plugindir/hello.so" ] || fail "make install did not put hello.so into $plugindir"
-echo "built $tmp/hello/hello.so"
+echo "built $tmp/hello/hello.so; its in-process test:"
+sed -n 's/^/  /; /^  \(ok\|FAILED\) - /p' "$tmp/build.log"
 
 # --- Configure and start the installed daemon ------------------------------
 write_config() {

@@ -2,7 +2,7 @@
 # test-packages.sh - builds the Debian packages, lints them, installs them on
 # this machine, runs the installed daemon the way its systemd unit does, and
 # purges them again, leaving the machine as it was. Run as root from the top
-# build directory: packaging/test-packages.sh. Ends with "N passed, M failed".
+# build directory: SRCDIR/packaging/test-packages.sh. Ends with "N passed, M failed".
 
 set -u
 umask 022
@@ -71,7 +71,7 @@ fi
 ls "$out"/plugboard_*.deb "$out"/plugboard-dev_*.deb >/dev/null 2>&1
 check "both packages built" [ $? -eq 0 ]
 
-lintian --no-tag-display-limit "$out"/*.changes >"$tmp/lintian.log" 2>&1
+lintian --tag-display-limit 0 "$out"/*.changes >"$tmp/lintian.log" 2>&1
 echo "--- lintian:"
 cat "$tmp/lintian.log"
 echo "---"
@@ -98,8 +98,12 @@ check "$conf is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' plugboard | 
 check "the packaged config sets user and group" \
     sh -c "grep -q '^user = \"plugboard\";' $conf && grep -q '^group = \"plugboard\";' $conf"
 plugindir=$(pkg-config --variable=plugindir plugboard-plugin)
-check "pkg-config plugindir ($plugindir) holds the shipped plugins" \
-    sh -c "for m in echo uppercase search first10; do test -f '$plugindir/\$m.so' || exit 1; done"
+has_shipped_plugins() {
+    for module in echo uppercase search first10; do
+        [ -f "$plugindir/$module.so" ] || return 1
+    done
+}
+check "pkg-config plugindir ($plugindir) holds the shipped plugins" has_shipped_plugins
 check "no libtool archives installed" test -z "$(dpkg -L plugboard plugboard-dev | grep '\.la$')"
 check "the example plugin source ships in plugboard-dev" \
     test -f /usr/share/doc/plugboard-dev/examples/hello/hello.c

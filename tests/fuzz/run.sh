@@ -19,8 +19,8 @@ CFLAGS="-std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-reco
 
 # target | sources, relative to the top of the tree | pkg-config packages
 targets='
-fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
-fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
+fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
+fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/diag.c daemon/buffer.c daemon/error.c|libconfig jansson
 '
 

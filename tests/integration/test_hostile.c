@@ -1114,9 +1114,10 @@ Test(hostile, garbage_pipelined_after_a_good_frame)
 
     /* The line framing: a good line, then one longer than the limit. */
     fd = pb_dial(&d, 1);
-    pb_check(&d, pb_buf_append_str(&b, "good line\n") == 0
-             && pb_buf_extend(&b, MIB + 1) != NULL, "out of memory");
-    memset(pb_buf_head(&b) + 10, 'x', MIB + 1);
+    pb_check(&d, pb_buf_append_str(&b, "good line\n") == 0, "out of memory");
+    unsigned char *long_line = pb_buf_extend(&b, MIB + 1);
+    pb_check(&d, long_line != NULL, "out of memory");
+    memset(long_line, 'x', MIB + 1);
     (void)pb_send_all(fd, pb_buf_head(&b), pb_buf_used(&b));
     pb_t_expect_line(&d, fd, "good line\n");
     pb_t_expect_err_line(&d, fd, "too_large");

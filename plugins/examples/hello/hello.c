@@ -27,6 +27,12 @@ static int hello_create(const pb_host *host, pb_instance *instance,
             return PB_ERROR;
         }
     }
+    /* "greeting" is the only setting: anything more is a typo. */
+    if (host->json_size(settings) > (value != NULL ? 1u : 0u)) {
+        host->settings_error(instance, settings,
+                             "unknown setting (hello takes only \"greeting\")");
+        return PB_ERROR;
+    }
     struct hello *hello = calloc(1, sizeof *hello);
     if (hello == NULL) {
         host->settings_error(instance, NULL, "out of memory");

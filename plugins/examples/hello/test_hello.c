@@ -88,6 +88,20 @@ static size_t host_json_size(const pb_json *value)
          : json_is_array(json) ? json_array_size(json) : 0;
 }
 
+static int host_json_foreach(const pb_json *object,
+                             int (*fn)(const char *key, const pb_json *value, void *arg),
+                             void *arg)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(as_json(object), key, value) {
+        int rc = fn(key, (const pb_json *)value, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static pb_json *host_json_new_object(void)
 {
     return (pb_json *)json_object();
@@ -128,8 +142,8 @@ static void host_reply_error(pb_reply *reply, const char *format, ...)
     va_end(ap);
 }
 
-/* Only the services hello uses; a plugin calling another one would crash
- * the test, which is the failure wanted. */
+/* The services hello uses, and json_foreach for checking setting names; a
+ * plugin calling another one crashes the test, which is the failure wanted. */
 static const pb_host host = {
     .size            = sizeof(pb_host),
     .abi_version     = PLUGBOARD_ABI_VERSION,
@@ -139,6 +153,7 @@ static const pb_host host = {
     .json_get        = host_json_get,
     .json_string     = host_json_string,
     .json_size       = host_json_size,
+    .json_foreach    = host_json_foreach,
     .json_new_object = host_json_new_object,
     .json_new_string = host_json_new_string,
     .json_set        = host_json_set,

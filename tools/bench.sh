@@ -1,0 +1,407 @@
+#!/bin/bash
+# bench.sh - runs plugboard's fixed benchmark matrix side by side with
+# redis-server PING and the guide's Python server, measures the memory of
+# idle connections, and writes the results into docs/benchmarks.md.
+#
+# Usage: tools/bench.sh [OPTIONS]
+#   -q, --quick          1 s per cell instead of 3 (about a minute in all)
+#   -d, --duration SEC   seconds per cell
+#   -o, --out FILE       where to write (default SRCDIR/docs/benchmarks.md);
+#                        only the part between the bench markers is replaced
+#       --before DAEMON  also run a short before/after comparison against
+#                        another build of the daemon binary
+#       --no-redis, --no-python, --no-memory   skip those parts
+# Environment: BUILDDIR (default .) holds daemon/plugboard,
+# tools/plugboard-bench and plugins/.libs. Needs taskset, python3 and, for
+# the comparison, redis-server and redis-benchmark (Debian: redis-server,
+# redis-tools). Not part of make check: the numbers are recorded, not judged.
+set -eu
+
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
+DAEMON=$BUILDDIR/daemon/plugboard
+BENCH=$BUILDDIR/tools/plugboard-bench
+PLUGINS=$BUILDDIR/plugins/.libs
+OUT=$SRCDIR/docs/benchmarks.md
+DURATION=3
+BEFORE=
+DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1
+IDLE_CONNECTIONS=10000
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    -q|--quick) DURATION=1 ;;
+    -d|--duration) DURATION=$2; shift ;;
+    -o|--out) OUT=$2; shift ;;
+    --before) BEFORE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift ;;
+    --no-redis) DO_REDIS=0 ;;
+    --no-python) DO_PYTHON=0 ;;
+    --no-memory) DO_MEMORY=0 ;;
+    -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+for f in "$DAEMON" "$BENCH"; do
+    [ -x "$f" ] || { echo "bench.sh: $f not built (set BUILDDIR)" >&2; exit 2; }
+done
+if [ "$DO_REDIS" = 1 ] && ! command -v redis-server >/dev/null; then
+    echo "bench.sh: redis-server not found; skipping redis (apt-get install redis-server redis-tools)" >&2
+    DO_REDIS=0
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/plugboard-bench.XXXXXX")
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+PIDS=
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Idle connections and deep pipelines need descriptors.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# The servers and the load generator never share a core.
+NCPU=$(nproc)
+BENCH_CPU=$((NCPU - 1))
+SERVER_CPU=0
+if [ "$NCPU" -ge 3 ]; then SERVER_CPUS_2=0,1; else SERVER_CPUS_2=0; fi
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    for _ in $(seq 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench.sh: nothing listens on port $1" >&2
+    return 1
+}
+
+# utime + stime, in clock ticks, of a process and its children.
+cpu_ticks() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        [ -r "/proc/$p/stat" ] || continue
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
+SERVER_PID=
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# start_daemon BINARY WORKERS CPUS
+start_daemon() {
+    PORT=$(free_port)
+    cat >"$WORK/plugboard.conf" <<EOF
+plugin_dir = "$PLUGINS";
+workers = $2;
+log = { level = "warning"; target = "stderr"; };
+limits = { max_connections = 20000; max_message_bytes = 2097152;
+           idle_timeout = 0.0; max_pending_output = 4194304; };
+listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; } );
+plugins = (
+  { name = "echo"; module = "echo"; },
+  { name = "search"; module = "search";
+    settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰"),
+                             ("ring", "In the caves beneath the Misty Mountains. 💍"),
+                             ("🐶", "🐾 Playing ball! 🏐") ); }; },
+  { name = "first10"; module = "first10"; }
+);
+routes = (
+  { content_type = "text/json"; plugin = "search"; },
+  { content_type = "text/plain"; plugin = "echo"; },
+  { plugin = "first10"; }
+);
+EOF
+    taskset -c "$3" "$1" -f -c "$WORK/plugboard.conf" 2>>"$WORK/daemon.log" &
+    SERVER_PID=$!
+    PIDS="$PIDS $SERVER_PID"
+    wait_port "$PORT"
+}
+
+# record SERVER WORKERS KIND SIZE CONNS PIPELINE NEWCONN RPS MBIN MBOUT P50 P99 ERRORS CPU_US
+record() {
+    (IFS=$'\t'; echo "$*") >>"$RESULTS"
+    printf '  %-10s w%s %-7s %8s c=%-5s P=%-3s %-8s %12s req/s  server %s us/req\n' \
+        "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "${14}"
+}
+
+# pb SERVER_LABEL WORKERS KIND SIZE CONNS PIPELINE NEWCONN
+pb() {
+    local flags="-k $3 -c $5 -P $6"
+    [ "$3" = search ] || flags="$flags -s $4"
+    [ "$7" = new-conn ] && flags="$flags --new-conn"
+    local before after json
+    before=$(cpu_ticks "$SERVER_PID")
+    # shellcheck disable=SC2086
+    json=$(timeout $((DURATION + 60)) taskset -c "$BENCH_CPU" "$BENCH" -q --json \
+               -d "$DURATION" $flags 127.0.0.1 "$PORT" 2>>"$WORK/bench.log") || true
+    after=$(cpu_ticks "$SERVER_PID")
+    echo "$json" >>"$WORK/bench.json"
+    [ -n "$json" ] || { echo "bench.sh: no report for $*" >&2; return 0; }
+    local fields
+    fields=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
+cpu = ticks / hz * 1e6 / r["requests"] if r["requests"] else 0
+print(r["rps"], r["mb_per_s_in"], r["mb_per_s_out"], r["latency_us"]["p50"],
+      r["latency_us"]["p99"], r["errors"] + r["connect_errors"], "%.2f" % cpu)
+' "$json" $((after - before)) "$TICKS")
+    # shellcheck disable=SC2086
+    record "$1" "$2" "$3" "$4" "$5" "$6" "$7" $fields
+}
+
+# redis CONNS PIPELINE KEEPALIVE(1|0)
+redis() {
+    local n=20000 csv before after rps
+    [ "$3" = 0 ] && n=5000
+    # A first short run sizes the measured one to about DURATION seconds.
+    rps=$(taskset -c "$BENCH_CPU" redis-benchmark -h 127.0.0.1 -p "$PORT" -c "$1" -P "$2" \
+              -k "$3" -n "$n" -t ping_mbulk --csv 2>/dev/null | awk -F'"' '/PING/ { print int($4) }')
+    n=$(( ${rps:-10000} * DURATION ))
+    [ "$n" -ge "$1" ] || n=$1
+    before=$(cpu_ticks "$SERVER_PID")
+    csv=$(timeout $((DURATION * 5 + 60)) taskset -c "$BENCH_CPU" redis-benchmark -h 127.0.0.1 \
+              -p "$PORT" -c "$1" -P "$2" -k "$3" -n "$n" -t ping_mbulk --csv 2>/dev/null | grep PING)
+    after=$(cpu_ticks "$SERVER_PID")
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    local f
+    f=$(echo "$csv" | python3 -c '
+import csv, sys
+row = next(csv.reader(sys.stdin)); n = int(sys.argv[1]); ticks = int(sys.argv[2]); hz = int(sys.argv[3])
+print(row[1], "-", "-", float(row[4]) * 1000, float(row[6]) * 1000, 0, "%.2f" % (ticks / hz * 1e6 / n))
+' "$n" $((after - before)) "$TICKS")
+    local mode=keep
+    [ "$3" = 0 ] && mode=new-conn
+    # shellcheck disable=SC2086
+    record redis 1 ping - "$1" "$2" "$mode" $f
+}
+
+# Resident memory of the worker for IDLE_CONNECTIONS idle connections.
+memory() {
+    local worker rss0 rss1 holder
+    worker=$(pgrep -P "$SERVER_PID" | head -1)
+    rss0=$(awk '/VmRSS/ { print $2 }' "/proc/$worker/status")
+    mkfifo "$WORK/hold"
+    python3 -c '
+import socket, sys
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(int(sys.argv[2]))]
+print("ready", flush=True)
+open(sys.argv[3]).read()
+' "$PORT" "$IDLE_CONNECTIONS" "$WORK/hold" >"$WORK/holder.out" &
+    holder=$!
+    for _ in $(seq 600); do grep -q ready "$WORK/holder.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    rss1=$(awk '/VmRSS/ { print $2 }' "/proc/$worker/status")
+    echo done >"$WORK/hold"
+    wait "$holder" || true
+    local per=$(( (rss1 - rss0) * 1024 / IDLE_CONNECTIONS ))
+    echo "  $IDLE_CONNECTIONS idle connections: worker RSS $rss0 kB -> $rss1 kB, $per bytes each"
+    printf 'memory\t%s\t%s\t%s\t%s\n' "$IDLE_CONNECTIONS" "$rss0" "$rss1" "$per" >"$WORK/memory.tsv"
+}
+
+echo "bench.sh: $DURATION s per cell; server on CPU $SERVER_CPU (2 workers: $SERVER_CPUS_2), load on CPU $BENCH_CPU"
+
+echo "plugboard, 1 worker"
+start_daemon "$DAEMON" 1 "$SERVER_CPU"
+# First, while the worker's heap is fresh: no freed memory to hide growth.
+if [ "$DO_MEMORY" = 1 ]; then memory; fi
+for kind in search "binary 64" "binary 4k" "echo 64" "echo 4k"; do
+    set -- $kind
+    for p in 1 16; do pb plugboard 1 "$1" "${2:--}" 50 "$p" keep; done
+done
+for kind in "binary 1M" "echo 64k" "echo 1M"; do
+    set -- $kind
+    for p in 1 16; do pb plugboard 1 "$1" "$2" 1 "$p" keep; done
+done
+for c in 1 1000; do
+    for p in 1 16; do pb plugboard 1 search - "$c" "$p" keep; done
+done
+pb plugboard 1 search - 50 1 new-conn
+pb plugboard 1 binary 64 50 1 new-conn
+stop_server
+
+echo "plugboard, 2 workers"
+start_daemon "$DAEMON" 2 "$SERVER_CPUS_2"
+for c in 1 50 1000; do
+    for p in 1 16; do pb plugboard 2 search - "$c" "$p" keep; done
+done
+pb plugboard 2 search - 50 1 new-conn
+stop_server
+
+if [ "$DO_REDIS" = 1 ]; then
+    echo "redis-server PING"
+    PORT=$(free_port)
+    taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.1 --port "$PORT" --save '' \
+        --appendonly no --daemonize no --maxclients 10000 >"$WORK/redis.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS="$PIDS $SERVER_PID"
+    wait_port "$PORT"
+    for c in 1 50 1000; do
+        for p in 1 16; do redis "$c" "$p" 1; done
+    done
+    redis 50 1 0
+    stop_server
+fi
+
+if [ "$DO_PYTHON" = 1 ]; then
+    echo "the guide's Python server"
+    PORT=$(free_port)
+    taskset -c "$SERVER_CPU" python3 "$SRCDIR/tools/bench-guide-server.py" -q 127.0.0.1 "$PORT" \
+        >"$WORK/python.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS="$PIDS $SERVER_PID"
+    wait_port "$PORT"
+    pb python 1 search - 1 1 new-conn
+    pb python 1 search - 50 1 new-conn
+    pb python 1 binary 64 50 1 new-conn
+    stop_server
+fi
+
+if [ -n "$BEFORE" ]; then
+    echo "before/after: $BEFORE against $DAEMON"
+    for round in 1 2; do
+        for build in before after; do
+            bin=$DAEMON
+            [ "$build" = before ] && bin=$BEFORE
+            start_daemon "$bin" 1 "$SERVER_CPU"
+            pb "$build" 1 search - 50 16 keep
+            pb "$build" 1 search - 50 1 keep
+            pb "$build" 1 search - 1 1 keep
+            pb "$build" 1 echo 4k 50 1 keep
+            pb "$build" 1 echo 64k 1 16 keep
+            pb "$build" 1 search - 50 1 new-conn
+            stop_server
+        done
+    done
+fi
+
+python3 - "$RESULTS" "$WORK/memory.tsv" "$OUT" "$DURATION" "$BEFORE" "$SERVER_CPU" \
+    "$SERVER_CPUS_2" "$BENCH_CPU" <<'EOF'
+import os, platform, re, subprocess, sys
+results, memory, out, duration, before, cpu1, cpu2, cpub = sys.argv[1:]
+rows = [l.rstrip("\n").split("\t") for l in open(results) if l.strip()]
+cols = "server workers kind size conns pipeline mode rps mbin mbout p50 p99 errors cpu".split()
+rows = [dict(zip(cols, r)) for r in rows]
+
+def find(server, kind, conns, pipeline, mode, workers="1", size=None):
+    hits = [r for r in rows if r["server"] == server and r["kind"] == kind
+            and r["conns"] == str(conns) and r["pipeline"] == str(pipeline)
+            and r["mode"] == mode and r["workers"] == workers
+            and (size is None or r["size"] == size)]
+    return hits
+
+def best_rps(hits):
+    return max(float(r["rps"]) for r in hits) if hits else None
+
+def fmt(x, digits=0):
+    try:
+        return f"{float(x):,.{digits}f}"
+    except ValueError:
+        return x
+
+model = "unknown"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+lines = []
+w = lines.append
+w(f"Measured on {os.cpu_count()} CPUs ({model}), Linux {platform.release()}, "
+  f"{duration} s per cell. Servers ran on CPU {cpu1} (plugboard with 2 workers: "
+  f"CPUs {cpu2}), the load generators on CPU {cpub} (`taskset`). "
+  "Server CPU is utime + stime of all the server's processes "
+  "(/proc/PID/stat) during the cell, divided by the requests answered.")
+w("")
+w("| server | workers | kind | size | conns | pipeline | mode | requests/s | MB/s in | MB/s out | p50 us | p99 us | errors | server CPU us/req |")
+w("|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    if r["server"] in ("before", "after"):
+        continue
+    w(f"| {r['server']} | {r['workers']} | {r['kind']} | {r['size']} | {r['conns']} | "
+      f"{r['pipeline']} | {r['mode']} | {fmt(r['rps'])} | {fmt(r['mbin'], 1)} | "
+      f"{fmt(r['mbout'], 1)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {r['errors']} | {r['cpu']} |")
+w("")
+
+if os.path.exists(memory):
+    _, n, rss0, rss1, per = open(memory).read().split()
+    w(f"Idle connections: {n} connections raised the worker's RSS from {rss0} kB "
+      f"to {rss1} kB: **{per} bytes per connection**.")
+    w("")
+
+w("Targets, as ratios within this run:")
+w("")
+w("| target | measured | met |")
+w("|---|---|---|")
+def ratio(label, a, b, want):
+    if a is None or b is None or b == 0:
+        w(f"| {label} | not measured | - |")
+        return
+    q = a / b
+    w(f"| {label} | {a:,.0f} / {b:,.0f} = {q:.2f}x | {'yes' if q >= want else 'no'} |")
+ratio("search 50 conns P=16 >= 1.0x redis PING -P 16",
+      best_rps(find("plugboard", "search", 50, 16, "keep")),
+      best_rps(find("redis", "ping", 50, 16, "keep")), 1.0)
+ratio("search 50 conns P=1 >= 1.0x redis PING -P 1",
+      best_rps(find("plugboard", "search", 50, 1, "keep")),
+      best_rps(find("redis", "ping", 50, 1, "keep")), 1.0)
+ratio("new connection per request >= 1.5x the guide's Python server (search, 50 conns)",
+      best_rps(find("plugboard", "search", 50, 1, "new-conn")),
+      best_rps(find("python", "search", 50, 1, "new-conn")), 1.5)
+echo = find("plugboard", "echo", 1, 16, "keep", size="64k")
+if echo:
+    mb = min(float(echo[0]["mbin"]), float(echo[0]["mbout"]))
+    w(f"| echo 64 KiB >= 1 GB/s each way (1 conn, P=16) | {mb:,.0f} MB/s in, "
+      f"{float(echo[0]['mbout']):,.0f} MB/s out | {'yes' if mb >= 1000 else 'no'} |")
+if os.path.exists(memory):
+    per = int(open(memory).read().split()[4])
+    w(f"| 10 000 idle connections <= 1 KiB RSS each | {per} bytes | {'yes' if per <= 1024 else 'no'} |")
+w("")
+
+pairs = [r for r in rows if r["server"] in ("before", "after")]
+if pairs:
+    w(f"Before/after (`--before {os.path.basename(before)}`), 1 worker, two alternating rounds, "
+      "best round shown:")
+    w("")
+    w("| kind | size | conns | pipeline | mode | before req/s | after req/s | ratio | before CPU us/req | after CPU us/req |")
+    w("|---|---|---|---|---|---:|---:|---:|---:|---:|")
+    seen = []
+    for r in pairs:
+        key = (r["kind"], r["size"], r["conns"], r["pipeline"], r["mode"])
+        if key in seen:
+            continue
+        seen.append(key)
+        def pick(server):
+            hits = [x for x in pairs if x["server"] == server and
+                    (x["kind"], x["size"], x["conns"], x["pipeline"], x["mode"]) == key]
+            return max(hits, key=lambda x: float(x["rps"])) if hits else None
+        b, a = pick("before"), pick("after")
+        if b is None or a is None:
+            continue
+        w(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {fmt(b['rps'])} | "
+          f"{fmt(a['rps'])} | {float(a['rps']) / max(float(b['rps']), 1):.2f}x | {b['cpu']} | {a['cpu']} |")
+    w("")
+
+block = "<!-- bench:begin -->\n" + "\n".join(lines) + "\n<!-- bench:end -->"
+text = open(out).read() if os.path.exists(out) else ""
+if "<!-- bench:begin -->" in text and "<!-- bench:end -->" in text:
+    text = re.sub(r"<!-- bench:begin -->.*<!-- bench:end -->", lambda m: block, text, flags=re.S)
+else:
+    text = "# Benchmarks\n\n" + block + "\n"
+open(out, "w").write(text)
+print(f"bench.sh: results written to {out}")
+EOF
