@@ -383,6 +383,21 @@ static pb_json *host_stats(void)
     return stats_source ? (pb_json *)pb_stats_snapshot(stats_source) : NULL;
 }
 
+static char *host_json_encode(const pb_json *value, size_t *length)
+{
+    pb_buf out = PB_BUF_INIT;
+    if (value == NULL || pb_json_dump(&out, cj(value)) != 0 ||
+        pb_buf_append_byte(&out, '\0') != 0) {
+        pb_buf_free(&out);
+        return NULL;
+    }
+    if (length != NULL)
+        *length = pb_buf_used(&out) - 1;
+    /* The buffer's memory is one malloc'd block starting at data: the
+     * caller's free() releases it. */
+    return (char *)out.data;
+}
+
 const pb_host pb_host_services = {
     .size             = sizeof(pb_host),
     .abi_version      = PLUGBOARD_ABI_VERSION,
@@ -415,6 +430,7 @@ const pb_host pb_host_services = {
     .reply_json       = host_reply_json,
     .reply_error      = host_reply_error,
     .stats            = host_stats,
+    .json_encode      = host_json_encode,
 };
 
 void pb_reply_init(pb_reply *reply, pb_buf *out, pb_framing framing)

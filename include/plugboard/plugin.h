@@ -423,6 +423,17 @@ struct pb_host {
      * The shipped `stats` plugin answers with it.
      */
     pb_json *(*stats)(void);
+
+    /*
+     * Writes value as JSON exactly as reply_json would (Python's
+     * json.dumps(value, ensure_ascii=False)) into a new NUL-terminated
+     * buffer that the caller releases with free(); its length in *length
+     * when length is not NULL. NULL when out of memory (or for NaN or
+     * infinity). For a plugin that answers with the same JSON again and
+     * again: encode it once in create() and answer with reply_bytes, as the
+     * shipped search plugin does.
+     */
+    char *(*json_encode)(const pb_json *value, size_t *length);
 };
 
 /* True when the daemon's host table has `member` (a later addition). */

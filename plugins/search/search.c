@@ -22,7 +22,8 @@
 struct entry {
     char *key;              /* NULL marks an empty slot */
     size_t key_length;
-    char *answer;
+    char *answer;           /* the answer text, then (see encode_replies)
+                             * the whole reply {"result": ANSWER} */
     size_t answer_length;
 };
 
@@ -247,9 +248,41 @@ static void load_data_file(struct loader *loader, const pb_json *setting)
     host->json_free(data);
 }
 
+/* The answers never change, so each is encoded as its whole reply once
+ * here, and a hit costs handle() one copy instead of building, writing and
+ * freeing a JSON object. */
+static int encode_replies(const pb_host *host, struct table *table)
+{
+    for (size_t i = 0; i < table->capacity; i++) {
+        struct entry *entry = &table->slots[i];
+        if (entry->key == NULL)
+            continue;
+        pb_json *reply = host->json_new_object();
+        if (host->json_set(reply, "result", host->json_new_string(
+                entry->answer, entry->answer_length)) != PB_OK) {
+            host->json_free(reply);
+            return -1;
+        }
+        size_t length;
+        char *bytes = host->json_encode(reply, &length);
+        host->json_free(reply);
+        if (bytes == NULL)
+            return -1;
+        free(entry->answer);
+        entry->answer = bytes;
+        entry->answer_length = length;
+    }
+    return 0;
+}
+
 static int search_create(const pb_host *host, pb_instance *instance,
                          const pb_json *settings, void **state)
 {
+    if (!PB_HOST_HAS(host, json_encode)) {
+        host->settings_error(instance, NULL,
+                             "this daemon is too old for this search module");
+        return PB_ERROR;
+    }
     struct table *table = calloc(1, sizeof *table);
     if (table == NULL) {
         host->settings_error(instance, NULL, "out of memory");
@@ -264,6 +297,10 @@ static int search_create(const pb_host *host, pb_instance *instance,
     const pb_json *data_file = host->json_get(settings, "data_file");
     if (data_file != NULL)
         load_data_file(&loader, data_file);
+    if (loader.errors == 0 && encode_replies(host, table) != 0) {
+        host->settings_error(instance, NULL, "out of memory");
+        loader.errors++;
+    }
     if (loader.errors > 0) {
         table_free(table);
         return PB_ERROR;
@@ -476,7 +513,8 @@ static int search_handle(void *state, const pb_request *request,
         const struct entry *entry = key != NULL
                                     ? table_get(table, key, key_length) : NULL;
         if (entry != NULL)
-            return reply_result(host, reply, entry->answer, entry->answer_length);
+            return host->reply_bytes(reply, "text/json", "utf-8",
+                                     entry->answer, entry->answer_length);
         ok = text_str(&text, "No match for \"")
              && add_python(host, &text, value)
              && text_str(&text, "\".");

@@ -346,6 +346,20 @@ Test(host, reply_json_is_written_like_python)
     pb_test_reply_free(&r);
 }
 
+Test(host, json_encode_writes_like_reply_json)
+{
+    json_t *v = json_loads("{\"é\": [1, 2.5, \"a\\\"b\"], \"t\": true}", 0, NULL);
+    cr_assert_not_null(v);
+    size_t length = 0;
+    char *bytes = host->json_encode(PJ(v), &length);
+    cr_assert_not_null(bytes);
+    cr_assert_str_eq(bytes, "{\"é\": [1, 2.5, \"a\\\"b\"], \"t\": true}");
+    cr_assert_eq(length, strlen(bytes));
+    free(bytes);
+    cr_assert_null(host->json_encode(NULL, &length));
+    json_decref(v);
+}
+
 Test(host, reply_json_on_a_line)
 {
     pb_test_reply r;
