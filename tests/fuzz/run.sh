@@ -22,17 +22,29 @@ targets='
 fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/diag.c daemon/buffer.c daemon/error.c|libconfig jansson
+fuzz_plugin_echo|tests/fuzz/fuzz_plugin.c plugins/echo/echo.c PLUGIN_HOST|libconfig jansson
+fuzz_plugin_uppercase|tests/fuzz/fuzz_plugin.c plugins/uppercase/uppercase.c PLUGIN_HOST -lunistring|libconfig jansson
+fuzz_plugin_search|tests/fuzz/fuzz_plugin.c plugins/search/search.c PLUGIN_HOST|libconfig jansson
+fuzz_plugin_first10|tests/fuzz/fuzz_plugin.c plugins/first10/first10.c PLUGIN_HOST|libconfig jansson
 '
+
+# What a plugin handler needs of the daemon: the host services and the
+# instance start-up, with what they call.
+plugin_host="daemon/plugin_host.c daemon/plugin_loader.c daemon/config.c
+  daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c daemon/json_dump.c
+  daemon/frame.c daemon/frame_fast.c daemon/line.c daemon/shared.c"
 
 cd "$top"
 
 while IFS='|' read -r target sources packages; do
     [ -n "$target" ] || continue
-    if [ ! -f "tests/fuzz/$target.c" ]; then
-        echo "fuzz $target: skipped, tests/fuzz/$target.c does not exist"
+    main=${sources%% *}
+    if [ ! -f "$main" ]; then
+        echo "fuzz $target: skipped, $main does not exist"
         rm -f "$build/$target"
         continue
     fi
+    sources=$(printf '%s' "$sources" | sed "s|PLUGIN_HOST|$(echo $plugin_host)|")
     # shellcheck disable=SC2046,SC2086  # the lists are meant to split into words
     if ! $CC $CFLAGS -I include -I daemon $(pkg-config --cflags $packages) \
             $sources $(pkg-config --libs $packages) -o "$build/$target"; then
@@ -54,8 +66,10 @@ while IFS='|' read -r target sources packages; do
     artifacts="$build/artifacts/$target"
     rm -rf "$corpus" "$artifacts"
     mkdir -p "$corpus" "$artifacts"
-    if [ -d "tests/fuzz/corpus/${target#fuzz_}" ]; then
-        cp -R "tests/fuzz/corpus/${target#fuzz_}/." "$corpus/"
+    seeds=tests/fuzz/corpus/${target#fuzz_}
+    case $target in fuzz_plugin_*) seeds=tests/fuzz/corpus/plugin ;; esac
+    if [ -d "$seeds" ]; then
+        cp -R "$seeds/." "$corpus/"
     fi
     log="$build/$target.log"
     status=0
