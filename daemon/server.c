@@ -6,6 +6,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "buffer.h"
 #include "connection.h"
 #include "error.h"
 #include "log.h"
@@ -119,7 +121,18 @@ static void pause_accepting(pb_server *s)
 
 static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    pb_conn_expire_idle(w->data);
+    pb_server *s = w->data;
+    pb_conn_expire_idle(s);
+    /* A burst (a flood of peers, deep pipelines of large messages) leaves
+     * freed memory that the allocator keeps; once the worker has nothing
+     * open, hand it back to the system rather than sit on the peak. */
+    if (s->n_connections == 0 && !s->trimmed) {
+        pb_buf_pool_drain();
+        malloc_trim(0);
+        s->trimmed = 1;
+    } else if (s->n_connections > 0) {
+        s->trimmed = 0;
+    }
 }
 
 static void check_stopped(pb_server *s)
@@ -235,6 +248,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     s->n_connections = 0;
     s->stopping = 0;
     s->retiring = 0;
+    s->trimmed = 0;
     s->exit_status = 0;
     s->loop = ev_default_loop(EVFLAG_AUTO);
     if (s->loop == NULL) {

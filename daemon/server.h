@@ -35,6 +35,7 @@ typedef struct pb_server {
     size_t n_connections;
     int stopping;                   /* SIGTERM: finishing, then exit */
     int retiring;                   /* replaced: serve what is open, then exit */
+    int trimmed;                    /* memory handed back since the last close */
     int exit_status;
 
     /* Where reads land when a connection has no partial message buffered,

@@ -286,11 +286,14 @@ FDS_IDLE=$(fd_count "$WORKER")
 WARMUP=$(( DURATION / 6 > 5 ? DURATION / 6 : 5 ))
 run_phase "$WARMUP"
 settle "$FDS_IDLE"
+# A worker with nothing open hands freed memory back within a second.
+sleep 2
 RSS_START=$(rss_kib "$WORKER")
 FDS_START=$(fd_count "$WORKER")
 
 run_phase "$DURATION"
 settle "$FDS_START"
+sleep 2
 RSS_END=$(rss_kib "$WORKER")
 FDS_END=$(fd_count "$WORKER")
 
