@@ -50,7 +50,9 @@ check() {   # check NAME COMMAND...
 free_port() {
     local port
     for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 20000))
+        # Below Linux's ephemeral range (32768 up), where no client socket of
+        # another test can be holding the port when the daemon binds it.
+        port=$((10000 + RANDOM % 20000))
         ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "$port"; return; }
     done
     echo "haproxy.sh: no free port" >&2

@@ -55,7 +55,9 @@ trap 'exit 2' INT TERM
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        # Below Linux's ephemeral range (32768 up), where no client socket of
+        # another test can be holding the port when the daemon binds it.
+        port=$((10000 + RANDOM % 20000))
         if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
             echo "$port"
             return
