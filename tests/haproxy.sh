@@ -9,6 +9,7 @@
 #
 # Usage: BUILDDIR=path/to/build tests/haproxy.sh    (default BUILDDIR: .)
 set -u
+. "$(dirname "$0")/lib.sh"
 
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
 DAEMON=$BUILDDIR/daemon/plugboard
@@ -47,17 +48,6 @@ check() {   # check NAME COMMAND...
     fi
 }
 
-free_port() {
-    local port
-    for _ in $(seq 50); do
-        # Below Linux's ephemeral range (32768 up), where no client socket of
-        # another test can be holding the port when the daemon binds it.
-        port=$((10000 + RANDOM % 20000))
-        ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "$port"; return; }
-    done
-    echo "haproxy.sh: no free port" >&2
-    exit 2
-}
 
 wait_port() {
     for _ in $(seq 100); do

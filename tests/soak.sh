@@ -8,6 +8,7 @@
 # Exit status: 0 pass, 1 a check failed, 2 usage or setup error.
 
 set -u
+. "$(dirname "$0")/lib.sh"
 
 DURATION=${1:-60}
 BUILD=${PB_BUILD:-$(pwd)}
@@ -50,20 +51,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 2' INT TERM
 
-# A loopback port nothing answers on right now; the daemon's bind decides
-# for sure, and a start that fails with status 1 is retried on other ports.
-free_port() {
-    local port
-    while :; do
-        # Below Linux's ephemeral range (32768 up), where no client socket of
-        # another test can be holding the port when the daemon binds it.
-        port=$((10000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
 
 write_config() {
     cat >"$WORK/plugboard.conf" <<EOF
@@ -93,9 +80,6 @@ routes = (
 EOF
 }
 
-listening() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 start_daemon() {
     local attempt i

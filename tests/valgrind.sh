@@ -10,6 +10,7 @@
 # Exit status: 0 clean, 1 a check failed, 2 usage or setup error.
 
 set -u
+. "$(dirname "$0")/lib.sh"
 
 BUILD=${PB_BUILD:-$(pwd)}
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,22 +50,7 @@ trap 'exit 2' INT TERM
 FAIL=0
 fail() { echo "valgrind: FAIL: $*"; FAIL=1; }
 
-free_port() {
-    local port
-    while :; do
-        # Below Linux's ephemeral range (32768 up), where no client socket of
-        # another test can be holding the port when the daemon binds it.
-        port=$((10000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
 
-listening() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
 
 # max_connections is small so that `busy` is cheap to provoke.
 MAX_CONNECTIONS=4

@@ -879,6 +879,23 @@ void pb_t_send(const pb_daemon *d, int fd, const void *data, size_t len)
     pb_check(d, pb_send_all(fd, data, len) == 0, "%s", pb_t_reason());
 }
 
+void pb_t_send_frame(const pb_daemon *d, int fd, const char *content_type,
+                     const char *encoding, const void *content, size_t len)
+{
+    pb_buf b = PB_BUF_INIT;
+
+    pb_t_frame(&b, content_type, encoding, content, len);
+    pb_t_send(d, fd, pb_buf_head(&b), pb_buf_used(&b));
+    pb_buf_free(&b);
+}
+
+void pb_t_expect_morpheus(const pb_daemon *d, int fd)
+{
+    pb_t_send_frame(d, fd, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
+    pb_t_expect_reply(d, fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY,
+                      strlen(PB_T_MORPHEUS_REPLY));
+}
+
 void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r)
 {
     int status = pb_recv_frame(fd, r);

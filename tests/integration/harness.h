@@ -181,9 +181,18 @@ void pb_t_frame(pb_buf *out, const char *content_type, const char *encoding,
 void pb_t_raw_frame(pb_buf *out, const void *header, size_t header_len,
                     const void *content, size_t len);
 
+/* The guide's search for morpheus, and its answer's content. */
+#define PB_T_MORPHEUS "{\"action\": \"search\", \"value\": \"morpheus\"}"
+#define PB_T_MORPHEUS_REPLY "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"
+
 /* Asserting conveniences that put the daemon's log in any failure. */
 void pb_t_send(const pb_daemon *d, int fd, const void *data, size_t len);
 void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r);
+/* Sends one frame carrying content. */
+void pb_t_send_frame(const pb_daemon *d, int fd, const char *content_type,
+                     const char *encoding, const void *content, size_t len);
+/* Sends the search for morpheus over fd and expects its answer. */
+void pb_t_expect_morpheus(const pb_daemon *d, int fd);
 /* Receives one frame and checks content-type, encoding and content. */
 void pb_t_expect_reply(const pb_daemon *d, int fd, const char *content_type,
                        const char *encoding, const void *content, size_t len);

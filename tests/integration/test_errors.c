@@ -21,8 +21,6 @@
 TestSuite(errors, .init = pb_harness_init, .fini = pb_harness_cleanup,
           .timeout = 180);
 
-#define MORPHEUS "{\"action\": \"search\", \"value\": \"morpheus\"}"
-#define MORPHEUS_REPLY "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"
 
 /* Sends only a length prefix and header (no content, so that nothing is
  * left unread when the daemon closes) and expects bad_frame, then EOF. */
@@ -51,21 +49,7 @@ static void expect_bad_headers(const pb_daemon *d, const char *const *headers)
     pb_t_context("%s", "");
 }
 
-static void send_frame(const pb_daemon *d, int fd, const char *type,
-                       const char *encoding, const void *content, size_t len)
-{
-    pb_buf b = PB_BUF_INIT;
 
-    pb_t_frame(&b, type, encoding, content, len);
-    pb_t_send(d, fd, pb_buf_head(&b), pb_buf_used(&b));
-    pb_buf_free(&b);
-}
-
-static void expect_morpheus(const pb_daemon *d, int fd)
-{
-    send_frame(d, fd, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
-    pb_t_expect_reply(d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
-}
 
 Test(errors, bad_frame_header_length_zero)
 {
@@ -290,9 +274,9 @@ Test(errors, bad_json_keeps_the_connection)
 
         pb_t_context("sending the text/json content %s", shown ? shown : "?");
         free(shown);
-        send_frame(&d, fd, "text/json", "utf-8", contents[i], strlen(contents[i]));
+        pb_t_send_frame(&d, fd, "text/json", "utf-8", contents[i], strlen(contents[i]));
         pb_t_expect_error(&d, fd, "bad_json");
-        expect_morpheus(&d, fd);
+        pb_t_expect_morpheus(&d, fd);
     }
     pb_t_context("%s", "");
     close(fd);
@@ -309,12 +293,12 @@ Test(errors, bad_json_pipelined_keeps_order)
     pb_daemon_start(&d, PB_T_CONF_STD);
     pb_t_frame(&b, "text/plain", "utf-8", "before", 6);
     pb_t_frame(&b, "text/json", "utf-8", "{oops", 5);
-    pb_t_frame(&b, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
     fd = pb_dial(&d, 0);
     pb_t_send(&d, fd, pb_buf_head(&b), pb_buf_used(&b));
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "before", 6);
     pb_t_expect_error(&d, fd, "bad_json");
-    pb_t_expect_reply(&d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
+    pb_t_expect_reply(&d, fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY, strlen(PB_T_MORPHEUS_REPLY));
     close(fd);
     pb_buf_free(&b);
     pb_daemon_stop_clean(&d);
@@ -330,12 +314,12 @@ Test(errors, no_route_keeps_the_connection)
                     "routes = ( { content_type = \"text/json\"; plugin = \"search\"; },\n"
                     "           { content_type = \"image/*\"; plugin = \"first10\"; } );\n");
     fd = pb_dial(&d, 0);
-    send_frame(&d, fd, "binary/custom-client-binary-type", "binary", "binary\xf0\x9f\x98\x83", 10);
+    pb_t_send_frame(&d, fd, "binary/custom-client-binary-type", "binary", "binary\xf0\x9f\x98\x83", 10);
     pb_t_expect_error(&d, fd, "no_route");
-    expect_morpheus(&d, fd);
-    send_frame(&d, fd, "text/plain", "utf-8", "hello", 5);
+    pb_t_expect_morpheus(&d, fd);
+    pb_t_send_frame(&d, fd, "text/plain", "utf-8", "hello", 5);
     pb_t_expect_error(&d, fd, "no_route");
-    send_frame(&d, fd, "image/png", "binary", "PNG", 3);
+    pb_t_send_frame(&d, fd, "image/png", "binary", "PNG", 3);
     pb_t_expect_reply(&d, fd, "binary/custom-server-binary-type", "binary",
                       "First 10 bytes of request: PNG", 30);
     close(fd);
@@ -352,9 +336,9 @@ Test(errors, plugin_failed_keeps_the_connection)
                     "listeners = ( { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; },\n"
                     "              { address = \"127.0.0.1\"; port = @PORT1@; framing = \"frame\"; plugin = \"upper\"; } );\n");
     fd = pb_dial(&d, 1);
-    send_frame(&d, fd, "text/plain", "utf-8", "ok \xff\xfe", 5);
+    pb_t_send_frame(&d, fd, "text/plain", "utf-8", "ok \xff\xfe", 5);
     pb_t_expect_error(&d, fd, "plugin_failed");
-    send_frame(&d, fd, "text/plain", "utf-8", "still ok", 8);
+    pb_t_send_frame(&d, fd, "text/plain", "utf-8", "still ok", 8);
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "STILL OK", 8);
     close(fd);
     pb_t_check_serving(&d, 0);
@@ -404,8 +388,8 @@ Test(errors, busy_over_max_connections)
     pb_t_expect_eof(&d, c);
     close(c);
     /* The two accepted connections are unaffected. */
-    expect_morpheus(&d, a);
-    expect_morpheus(&d, b);
+    pb_t_expect_morpheus(&d, a);
+    pb_t_expect_morpheus(&d, b);
     close(a);
     fd = dial_until_served(&d, 0);
     close(fd);
@@ -442,12 +426,12 @@ Test(errors, shutting_down_on_sigterm)
 
     pb_daemon_start(&d, PB_T_CONF_STD);
     frame_fd = pb_dial(&d, 0);
-    expect_morpheus(&d, frame_fd);
+    pb_t_expect_morpheus(&d, frame_fd);
     line_fd = pb_dial(&d, 1);
     pb_t_send(&d, line_fd, "hi\n", 3);
     pb_t_expect_line(&d, line_fd, "hi\n");
     unix_fd = pb_dial_unix(&d);
-    expect_morpheus(&d, unix_fd);
+    pb_t_expect_morpheus(&d, unix_fd);
     pb_daemon_signal(&d, SIGTERM);
     pb_t_expect_error(&d, frame_fd, "shutting_down");
     pb_t_expect_eof(&d, frame_fd);
@@ -471,13 +455,13 @@ Test(errors, shutting_down_answers_received_messages_first)
     pb_daemon_start(&d, PB_T_CONF_STD);
     pb_t_frame(&b, "text/plain", "utf-8", "first", 5);
     pb_t_frame(&b, "text/plain", "utf-8", "second", 6);
-    pb_t_frame(&b, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
     fd = pb_dial(&d, 0);
     pb_t_send(&d, fd, pb_buf_head(&b), pb_buf_used(&b));
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "first", 5);
     pb_daemon_signal(&d, SIGTERM);
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "second", 6);
-    pb_t_expect_reply(&d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
+    pb_t_expect_reply(&d, fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY, strlen(PB_T_MORPHEUS_REPLY));
     pb_t_expect_error(&d, fd, "shutting_down");
     pb_t_expect_eof(&d, fd);
     close(fd);

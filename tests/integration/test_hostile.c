@@ -26,8 +26,6 @@
 TestSuite(hostile, .init = pb_harness_init, .fini = pb_harness_cleanup,
           .timeout = 300);
 
-#define MORPHEUS "{\"action\": \"search\", \"value\": \"morpheus\"}"
-#define MORPHEUS_REPLY "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"
 
 /* The BRIEF's configuration with one worker and the given limits. */
 #define CONF_LIMITS(limits) \
@@ -227,21 +225,7 @@ static void random_bytes(uint64_t *state, unsigned char *out, size_t len)
         out[i] = (unsigned char)(next_random(state) >> 56);
 }
 
-static void send_frame(const pb_daemon *d, int fd, const char *type,
-                       const char *encoding, const void *content, size_t len)
-{
-    pb_buf b = PB_BUF_INIT;
 
-    pb_t_frame(&b, type, encoding, content, len);
-    pb_t_send(d, fd, pb_buf_head(&b), pb_buf_used(&b));
-    pb_buf_free(&b);
-}
-
-static void expect_morpheus(const pb_daemon *d, int fd)
-{
-    send_frame(d, fd, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
-    pb_t_expect_reply(d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
-}
 
 /* Content of the echo request number `seq`: its number, then a letter
  * that changes with it, so that a reply out of order or cut short shows. */
@@ -454,7 +438,7 @@ Test(hostile, too_large_from_the_header_alone)
     pb_check(&d, content != NULL, "out of memory");
     fill_content(content, 4096 - header_length, 1);
     fd = pb_dial(&d, 0);
-    send_frame(&d, fd, "text/plain", "utf-8", content, 4096 - header_length);
+    pb_t_send_frame(&d, fd, "text/plain", "utf-8", content, 4096 - header_length);
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", content, 4096 - header_length);
     close(fd);
     free(content);
@@ -627,7 +611,7 @@ Test(hostile, slowloris_is_closed_by_idle_timeout)
     for (int i = 0; i < SLOW_CONNS; i++) {
         fds[i] = pb_dial(&d, 0);
         if (i % 2)
-            expect_morpheus(&d, fds[i]);
+            pb_t_expect_morpheus(&d, fds[i]);
         sent[i] = 0;
     }
     start = now_ms();
@@ -814,7 +798,7 @@ static void echo_warm_up(const pb_daemon *d)
 
     for (unsigned i = 0; i < 32; i++) {
         fill_content(content, sizeof content, i);
-        send_frame(d, fd, "text/plain", "utf-8", content, sizeof content);
+        pb_t_send_frame(d, fd, "text/plain", "utf-8", content, sizeof content);
     }
     for (unsigned i = 0; i < 32; i++) {
         fill_content(content, sizeof content, i);
@@ -879,7 +863,7 @@ Test(hostile, never_reading_peer_is_paused_with_bounded_memory)
              "the daemon closed the paused peer after %u of %u replies",
              p.replies, p.frames);
     pb_check(&d, pb_buf_used(&p.in) == 0, "bytes after the last reply");
-    expect_morpheus(&d, p.fd);
+    pb_t_expect_morpheus(&d, p.fd);
     stuck_free(&p);
     expect_survived(&d, worker);
     pb_daemon_stop_clean(&d);
@@ -925,15 +909,15 @@ static int try_serving(const pb_daemon *d, int *fd_out)
     pb_t_reply r;
     int status, served;
 
-    send_frame(d, fd, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
+    pb_t_send_frame(d, fd, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
     status = pb_recv_frame(fd, &r);
     if (status == 1) {
         close(fd);
         return 0;
     }
     pb_check(d, status == 0, "%s", pb_t_reason());
-    served = r.content_length == strlen(MORPHEUS_REPLY)
-        && memcmp(r.content, MORPHEUS_REPLY, r.content_length) == 0;
+    served = r.content_length == strlen(PB_T_MORPHEUS_REPLY)
+        && memcmp(r.content, PB_T_MORPHEUS_REPLY, r.content_length) == 0;
     if (!served) {
         json_t *body = json_loadb((const char *)r.content, r.content_length, 0, NULL);
         const char *code = json_string_value(json_object_get(body, "code"));
@@ -962,7 +946,7 @@ Test(hostile, flood_past_max_connections)
     /* One exchange first: the daemon has then seen the harness's readiness
      * probes close, so they hold no slot. */
     fds[0] = pb_dial(&d, 0);
-    expect_morpheus(&d, fds[0]);
+    pb_t_expect_morpheus(&d, fds[0]);
     for (int i = 1; i < FLOOD_CONNS; i++)
         fds[i] = pb_dial(&d, 0);
     for (int i = FLOOD_MAX; i < FLOOD_CONNS; i++) {
@@ -971,7 +955,7 @@ Test(hostile, flood_past_max_connections)
         close(fds[i]);
     }
     for (int i = 0; i < FLOOD_MAX; i++)
-        expect_morpheus(&d, fds[i]);
+        pb_t_expect_morpheus(&d, fds[i]);
     for (int i = 0; i < FLOOD_MAX; i++)
         close(fds[i]);
 
@@ -1067,10 +1051,10 @@ static void good_then_garbage(const pb_daemon *d, const void *garbage, size_t le
     pb_buf b = PB_BUF_INIT;
     int fd = pb_dial(d, 0);
 
-    pb_t_frame(&b, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
     pb_check(d, pb_buf_append(&b, garbage, len) == 0, "out of memory");
     pb_t_send(d, fd, pb_buf_head(&b), pb_buf_used(&b));
-    pb_t_expect_reply(d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
+    pb_t_expect_reply(d, fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY, strlen(PB_T_MORPHEUS_REPLY));
     pb_t_expect_error(d, fd, code);
     pb_t_expect_eof(d, fd);
     close(fd);
@@ -1101,11 +1085,11 @@ Test(hostile, garbage_pipelined_after_a_good_frame)
 
     /* Two good frames, the second one's reply queued behind the first. */
     fd = pb_dial(&d, 0);
-    pb_t_frame(&b, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
     pb_t_frame(&b, "text/plain", "utf-8", "second", 6);
     pb_check(&d, pb_buf_append(&b, "\0\x04null", 6) == 0, "out of memory");
     pb_t_send(&d, fd, pb_buf_head(&b), pb_buf_used(&b));
-    pb_t_expect_reply(&d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
+    pb_t_expect_reply(&d, fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY, strlen(PB_T_MORPHEUS_REPLY));
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "second", 6);
     pb_t_expect_error(&d, fd, "bad_frame");
     pb_t_expect_eof(&d, fd);

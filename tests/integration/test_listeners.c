@@ -27,18 +27,7 @@ TestSuite(listeners, .init = pb_harness_init, .fini = pb_harness_cleanup,
     "  { address = \"127.0.0.1\"; port = @" port "@; framing = \"" framing "\";" extra " }\n"
 #define BASE PB_T_CONF_HEAD PB_T_CONF_PLUGINS PB_T_CONF_ROUTES
 
-#define MORPHEUS "{\"action\": \"search\", \"value\": \"morpheus\"}"
-#define MORPHEUS_REPLY "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"
 
-static void expect_morpheus(const pb_daemon *d, int fd)
-{
-    pb_buf b = PB_BUF_INIT;
-
-    pb_t_frame(&b, "text/json", "utf-8", MORPHEUS, strlen(MORPHEUS));
-    pb_t_send(d, fd, pb_buf_head(&b), pb_buf_used(&b));
-    pb_t_expect_reply(d, fd, "text/json", "utf-8", MORPHEUS_REPLY, strlen(MORPHEUS_REPLY));
-    pb_buf_free(&b);
-}
 
 static void send_str(const pb_daemon *d, int fd, const char *s)
 {
@@ -229,7 +218,7 @@ Test(listeners, ipv6_loopback)
         "  { address = \"::1\"; port = @PORT1@; framing = \"line\"; plugin = \"echo\"; }\n"));
     fd = pb_connect_tcp("::1", d.port[0]);
     pb_check(&d, fd >= 0, "%s", pb_t_reason());
-    expect_morpheus(&d, fd);
+    pb_t_expect_morpheus(&d, fd);
     close(fd);
     fd = pb_connect_tcp("::1", d.port[1]);
     pb_check(&d, fd >= 0, "%s", pb_t_reason());
@@ -265,7 +254,7 @@ Test(listeners, localhost_binds_every_address)
         fd = pb_connect_tcp(host, d.port[0]);
         pb_check(&d, fd >= 0, "localhost resolves to %s, not listened on: %s",
                  host, pb_t_reason());
-        expect_morpheus(&d, fd);
+        pb_t_expect_morpheus(&d, fd);
         close(fd);
         n++;
     }
@@ -290,7 +279,7 @@ static void expect_unix_mode(const char *mode_text, mode_t mode)
     pb_check(&d, (st.st_mode & 07777) == mode, "socket mode is %04o, configured %s",
              (unsigned)(st.st_mode & 07777), mode_text);
     fd = pb_dial_unix(&d);
-    expect_morpheus(&d, fd);
+    pb_t_expect_morpheus(&d, fd);
     close(fd);
     pb_daemon_stop_clean(&d);
 }
@@ -325,7 +314,7 @@ Test(listeners, relative_paths_and_include)
                     strlen(PB_T_CONF_PLUGINS PB_T_CONF_ROUTES));
     pb_daemon_launch(&d, RELATIVE_CONF);
     fd = pb_dial(&d, 0);
-    expect_morpheus(&d, fd);
+    pb_t_expect_morpheus(&d, fd);
     close(fd);
     snprintf(path, sizeof path, "%s/relative.sock", d.dir);
     fd = pb_connect_unix(path);
