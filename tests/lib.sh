@@ -22,3 +22,27 @@ free_port() {
     echo "no free port" >&2
     exit 2
 }
+
+# The plugins and routes of the shipped configuration (etc/plugboard.conf),
+# for the configs the scripts write; $1 is the plugin directory.
+shipped_plugins_and_routes() {
+    cat <<EOF
+plugin_dir = "$1";
+plugins = (
+  { name = "echo";    module = "echo"; },
+  { name = "upper";   module = "uppercase"; },
+  { name = "search";  module = "search";
+    settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰"),
+                             ("ring", "In the caves beneath the Misty Mountains. 💍"),
+                             ("🐶", "🐾 Playing ball! 🏐") ); }; },
+  { name = "first10"; module = "first10"; }
+);
+routes = (
+  { content_type = "text/json"; action = "echo";  plugin = "echo"; },
+  { content_type = "text/json"; action = "upper"; plugin = "upper"; },
+  { content_type = "text/json"; plugin = "search"; },
+  { content_type = "text/plain"; plugin = "echo"; },
+  { plugin = "first10"; }
+);
+EOF
+}

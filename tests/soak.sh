@@ -54,7 +54,6 @@ trap 'exit 2' INT TERM
 
 write_config() {
     cat >"$WORK/plugboard.conf" <<EOF
-plugin_dir = "$PLUGINS";
 pidfile = "$WORK/plugboard.pid";
 workers = 1;
 log = { level = "info"; target = "stderr"; };
@@ -63,21 +62,8 @@ listeners = (
   { name = "app";    address = "$HOST"; port = $FRAME_PORT; framing = "frame"; },
   { name = "telnet"; address = "$HOST"; port = $LINE_PORT; framing = "line"; plugin = "echo"; }
 );
-plugins = (
-  { name = "echo";    module = "echo"; },
-  { name = "upper";   module = "uppercase"; },
-  { name = "search";  module = "search";
-    settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰") ); }; },
-  { name = "first10"; module = "first10"; }
-);
-routes = (
-  { content_type = "text/json"; action = "echo";  plugin = "echo"; },
-  { content_type = "text/json"; action = "upper"; plugin = "upper"; },
-  { content_type = "text/json"; plugin = "search"; },
-  { content_type = "text/plain"; plugin = "echo"; },
-  { plugin = "first10"; }
-);
 EOF
+    shipped_plugins_and_routes "$PLUGINS" >>"$WORK/plugboard.conf"
 }
 
 

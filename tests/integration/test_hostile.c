@@ -382,21 +382,6 @@ Test(hostile, every_malformed_header_gets_bad_frame_and_close)
     pb_daemon_stop_clean(&d);
 }
 
-Test(hostile, header_length_zero_gets_bad_frame_and_close)
-{
-    pb_daemon d;
-    int fd;
-
-    pb_daemon_start(&d, CONF_LIMITS(""));
-    fd = pb_dial(&d, 0);
-    pb_t_send(&d, fd, "\0\0", 2);
-    pb_t_expect_error(&d, fd, "bad_frame");
-    pb_t_expect_eof(&d, fd);
-    close(fd);
-    pb_t_check_serving(&d, 0);
-    pb_daemon_stop_clean(&d);
-}
-
 /* Sends a header announcing `content_length` bytes but none of them. */
 static void expect_too_large(const pb_daemon *d, unsigned long long content_length)
 {
