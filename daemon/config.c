@@ -933,8 +933,68 @@ static int init_config(pb_config *c, const char *path, const char *plugin_dir,
     return 0;
 }
 
+int pb_config_read(const char *path, char **text, size_t *len, pb_diag *diag)
+{
+    *text = NULL;
+    *len = 0;
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        pb_diag_add(diag, path, 0, "cannot open: %s", strerror(errno));
+        return -1;
+    }
+    size_t cap = 0;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        if (*len + n + 1 > cap) {
+            cap = (*len + n + 1) * 2;
+            char *grown = realloc(*text, cap);
+            if (!grown) {
+                pb_diag_add(diag, path, 0, "out of memory");
+                goto fail;
+            }
+            *text = grown;
+        }
+        memcpy(*text + *len, chunk, n);
+        *len += n;
+    }
+    if (ferror(fp)) {
+        pb_diag_add(diag, path, 0, "cannot read: %s", strerror(errno));
+        goto fail;
+    }
+    fclose(fp);
+    if (!*text && !(*text = malloc(1))) {
+        pb_diag_add(diag, path, 0, "out of memory");
+        return -1;
+    }
+    (*text)[*len] = '\0';
+    return 0;
+
+fail:
+    fclose(fp);
+    free(*text);
+    *text = NULL;
+    *len = 0;
+    return -1;
+}
+
 int pb_config_load(const char *path, const char *default_plugin_dir,
                    pb_config **out, pb_diag *diag)
+{
+    char *text;
+    size_t len;
+    if (pb_config_read(path, &text, &len, diag) != 0) {
+        *out = NULL;
+        return -1;
+    }
+    int rc = pb_config_parse(path, text, len, default_plugin_dir, out, diag);
+    free(text);
+    return rc;
+}
+
+int pb_config_parse(const char *path, const char *text, size_t len,
+                    const char *default_plugin_dir, pb_config **out,
+                    pb_diag *diag)
 {
     *out = NULL;
     char *dir = directory_of(path);
@@ -942,9 +1002,10 @@ int pb_config_load(const char *path, const char *default_plugin_dir,
         pb_diag_add(diag, path, 0, "out of memory");
         return -1;
     }
-    FILE *fp = fopen(path, "r");
+    /* libconfig reads streams; the text itself stays the caller's. */
+    FILE *fp = fmemopen((void *)text, len, "r");
     if (!fp) {
-        pb_diag_add(diag, path, 0, "cannot open: %s", strerror(errno));
+        pb_diag_add(diag, path, 0, "cannot read: %s", strerror(errno));
         free(dir);
         return -1;
     }

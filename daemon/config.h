@@ -92,6 +92,22 @@ typedef struct pb_config {
 } pb_config;
 
 /*
+ * Reads the whole file at path into *text (NUL-terminated, malloc'd; *len
+ * bytes without the NUL), so that one reading can be checked once and then
+ * applied everywhere. 0, or -1 with the reason in diag.
+ */
+int pb_config_read(const char *path, char **text, size_t *len, pb_diag *diag);
+
+/*
+ * Validates text as the contents of the file at path: path names it in
+ * messages and is the base of relative paths and @include. Otherwise as
+ * pb_config_load().
+ */
+int pb_config_parse(const char *path, const char *text, size_t len,
+                    const char *default_plugin_dir, pb_config **out,
+                    pb_diag *diag);
+
+/*
  * Reads and validates the file at path. default_plugin_dir is used when the
  * file sets no plugin_dir. On success returns 0 and *out; otherwise returns
  * -1 with every problem added to diag (each "FILE:LINE: message").

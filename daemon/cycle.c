@@ -18,12 +18,30 @@ const char *pb_default_plugin_dir(void)
 
 pb_cycle *pb_cycle_create(const char *path, pb_diag *diag)
 {
+    char *text;
+    size_t len;
+    if (pb_config_read(path, &text, &len, diag) != 0)
+        return NULL;
+    pb_cycle *cycle = pb_cycle_parse(path, text, len, diag);
+    free(text);
+    return cycle;
+}
+
+pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
+                         pb_diag *diag)
+{
     pb_cycle *cycle = calloc(1, sizeof *cycle);
-    if (cycle == NULL) {
+    if (cycle == NULL || (cycle->text = malloc(len + 1)) == NULL) {
+        free(cycle);
         pb_diag_add(diag, path, 0, "out of memory");
         return NULL;
     }
-    if (pb_config_load(path, pb_default_plugin_dir(), &cycle->config, diag) != 0) {
+    memcpy(cycle->text, text, len);
+    cycle->text[len] = '\0';
+    cycle->text_len = len;
+    if (pb_config_parse(path, cycle->text, len, pb_default_plugin_dir(),
+                        &cycle->config, diag) != 0) {
+        free(cycle->text);
         free(cycle);
         return NULL;
     }
@@ -79,5 +97,6 @@ void pb_cycle_free(pb_cycle *cycle)
         pb_instance_destroy(cycle->instances[i - 1]);
     free(cycle->instances);
     pb_config_free(cycle->config);
+    free(cycle->text);
     free(cycle);
 }

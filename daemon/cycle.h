@@ -17,6 +17,10 @@ typedef struct pb_cycle {
     pb_instance **instances;
     size_t n_instances;
     pb_router router;
+    /* The file as it was read: what a reload hands to every worker, so that
+     * all of them apply the very text the master checked. */
+    char *text;
+    size_t text_len;
 } pb_cycle;
 
 /* The plugin directory used when the config names none:
@@ -26,6 +30,11 @@ const char *pb_default_plugin_dir(void);
 /* Loads the file, creates every plugin instance and resolves the routes.
  * NULL with every problem in diag. */
 pb_cycle *pb_cycle_create(const char *path, pb_diag *diag);
+
+/* The same from text read from path earlier (copied); path names the file
+ * in messages and is the base of relative paths. */
+pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
+                         pb_diag *diag);
 
 /* The instance called name, or NULL. */
 pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name);

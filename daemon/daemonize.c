@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -122,4 +123,38 @@ void pb_pidfile_remove(void)
     pidfile_fd = -1;
     free(pidfile_path);
     pidfile_path = NULL;
+}
+
+void pb_pidfile_release(void)
+{
+    if (pidfile_fd >= 0)
+        close(pidfile_fd);
+    pidfile_fd = -1;
+    free(pidfile_path);
+    pidfile_path = NULL;
+}
+
+void pb_close_inherited(void)
+{
+    /* Descriptors above the limit are not the program's: valgrind keeps its
+     * own there. */
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max <= 0)
+        max = 1024;
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL) {
+        for (long fd = STDERR_FILENO + 1; fd < max; fd++)
+            close((int)fd);
+        return;
+    }
+    int own = dirfd(dir);
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        char *end;
+        long fd = strtol(entry->d_name, &end, 10);
+        if (*end == '\0' && end != entry->d_name && fd > STDERR_FILENO &&
+            fd < max && fd != own)
+            close((int)fd);
+    }
+    closedir(dir);
 }

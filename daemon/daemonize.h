@@ -22,4 +22,13 @@ int pb_pidfile_create(const char *path);
 /* Removes the pidfile created above, if any. */
 void pb_pidfile_remove(void);
 
+/* In a worker: closes the pidfile inherited from the master without
+ * removing it, so that a worker running as another user cannot write
+ * another pid into it, and the lock goes with the master alone. */
+void pb_pidfile_release(void);
+
+/* Closes every descriptor above stderr: whatever the program that started
+ * the daemon left open is not the daemon's to hold, nor its workers'. */
+void pb_close_inherited(void);
+
 #endif

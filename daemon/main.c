@@ -139,6 +139,8 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    pb_close_inherited();
+
     /* Reloads read the file again after the daemon left its directory. */
     char config_path[PATH_MAX];
     if (realpath(config_arg, config_path) == NULL) {

@@ -2,10 +2,13 @@
  * master.c - the master process. It owns what outlives a worker: the
  * listening sockets, the checked configuration, the pidfile. It starts the
  * workers, restarts one that dies (backing off when one dies young, so a
- * plugin that crashes at start cannot spin the CPU), checks a new
- * configuration before telling the workers to reload, and stops them
- * gracefully. It serves no connection itself, so a crash in a plugin never
- * reaches it.
+ * plugin that crashes at start cannot spin the CPU), reads and checks a new
+ * configuration once per reload, hands that same text to every worker and
+ * reports the reload done only when all of them serve it, and stops them
+ * gracefully. It serves no connection itself, so a plugin that crashes
+ * while handling a message never reaches it; plugin instances are still
+ * created here (at start and to check a reload), so a plugin whose create()
+ * crashes takes the master down with it.
  */
 #include "master.h"
 
@@ -18,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "daemonize.h"
 #include "log.h"
 #include "notify.h"
 #include "privileges.h"
@@ -33,9 +38,15 @@
 #define BACKOFF_FIRST 0.1
 #define BACKOFF_MAX 10.0
 
+/* How long a worker may take to apply a reload (creating its plugin
+ * instances) before the master replaces it. */
+#define APPLY_SECONDS 30.0
+
 typedef struct worker {
     pid_t pid;                  /* 0 when not running */
     int slot;                   /* its counters in pb_shared */
+    int control;                /* the master's end of its command channel */
+    int replaced;               /* stopped because it could not apply a reload */
     double started;
     double restart_at;          /* when to start it again; 0 = not scheduled */
     double backoff;
@@ -43,6 +54,7 @@ typedef struct worker {
 
 typedef struct master {
     pb_cycle *cycle;
+    unsigned long serial;       /* of cycle: what workers report serving */
     pb_listener_set *listeners;
     const char *config_path;
     pb_master_hooks hooks;
@@ -55,6 +67,9 @@ typedef struct master {
     int stopping;
     int fatal;
     double stop_deadline;
+    int applying;               /* a reload waits for workers to serve it */
+    double apply_deadline;
+    int reload_again;           /* SIGHUP while applying: reload after it */
     sigset_t signals;
 } master;
 
@@ -81,13 +96,32 @@ static int worker_count(const pb_config *config)
     return (int)n;
 }
 
+/* What a worker must not hold: the other workers' command channels. */
+static void close_channels(master *m, int keep)
+{
+    for (int i = 0; i < m->n_workers; i++)
+        if (m->workers[i].control >= 0 && m->workers[i].control != keep)
+            close(m->workers[i].control);
+    for (int i = 0; i < m->n_retiring; i++)
+        if (m->retiring[i].control >= 0 && m->retiring[i].control != keep)
+            close(m->retiring[i].control);
+}
+
 /* The worker's whole life, in the child process. Never returns. */
-static void run_worker(master *m, int slot)
+static void run_worker(master *m, int slot, int control)
 {
     /* Die with the master rather than serve on unsupervised. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
         _exit(0);
+    /* Only the master reloads, and the user signals mean nothing to a
+     * worker: a signal sent to the whole process group must not make a
+     * worker read the file on its own, nor kill it. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    close_channels(m, -1);
+    pb_pidfile_release();
 
     if (pb_privileges_drop(m->cycle->config) != 0)
         _exit(WORKER_FATAL);
@@ -95,9 +129,10 @@ static void run_worker(master *m, int slot)
     static pb_server server;
     int status = 1;
     if (pb_server_init(&server, m->cycle, m->config_path, m->listeners,
-                       m->shared, slot) == 0) {
+                       control, m->shared, slot) == 0) {
         sigprocmask(SIG_UNBLOCK, &m->signals, NULL);
-        status = pb_server_run(&server);
+        pb_server_run(&server);
+        status = 0;
     }
     pb_server_free(&server);
     free(m->workers);
@@ -116,17 +151,43 @@ static int take_slot(master *m)
     return -1;
 }
 
+static void close_channel(worker *w)
+{
+    if (w->control >= 0)
+        close(w->control);
+    w->control = -1;
+}
+
 static void start_worker(master *m, worker *w)
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        pb_log_error("cannot start worker %d: fork: %s", w->slot, strerror(errno));
+    int channel[2];
+    if (pb_control_pair(channel) != 0) {
+        pb_log_error("cannot start worker %d: socketpair: %s", w->slot,
+                     strerror(errno));
         w->restart_at = now() + (w->backoff = BACKOFF_MAX);
         return;
     }
-    if (pid == 0)
-        run_worker(m, w->slot);
+    /* Forked from the current cycle, it serves it from the start. */
+    pb_worker_config *c = &m->shared->configs[w->slot];
+    atomic_store(&c->prepared, m->serial);
+    atomic_store(&c->serving, m->serial);
+    atomic_store(&c->failed, 0);
+    pid_t pid = fork();
+    if (pid < 0) {
+        pb_log_error("cannot start worker %d: fork: %s", w->slot, strerror(errno));
+        close(channel[0]);
+        close(channel[1]);
+        w->restart_at = now() + (w->backoff = BACKOFF_MAX);
+        return;
+    }
+    if (pid == 0) {
+        close(channel[0]);
+        run_worker(m, w->slot, channel[1]);
+    }
+    close(channel[1]);
+    w->control = channel[0];
     w->pid = pid;
+    w->replaced = 0;
     atomic_fetch_add(&m->shared->workers, 1);
     w->started = now();
     w->restart_at = 0;
@@ -143,6 +204,7 @@ static worker *new_generation(master *m, int n)
         return NULL;
     }
     for (int i = 0; i < n; i++) {
+        workers[i].control = -1;
         workers[i].slot = take_slot(m);
         if (workers[i].slot < 0) {
             pb_log_error("cannot start workers: more than %d running",
@@ -173,6 +235,7 @@ static void reap_retired(master *m, pid_t pid, const char *how)
             continue;
         pb_log_info("replaced worker %d (pid %ld) %s", m->retiring[i].slot,
                     (long)pid, how);
+        close_channel(&m->retiring[i]);
         pb_shared_reset_worker(m->shared, m->retiring[i].slot);
         m->slot_taken[m->retiring[i].slot] = 0;
         m->retiring[i] = m->retiring[--m->n_retiring];
@@ -196,6 +259,7 @@ static void reap(master *m)
             continue;
         }
         w->pid = 0;
+        close_channel(w);
         pb_shared_reset_worker(m->shared, w->slot);
 
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -212,6 +276,12 @@ static void reap(master *m)
         if (m->stopping) {
             pb_log_warning("worker %d (pid %ld) %s while stopping", w->slot,
                            (long)pid, how);
+            continue;
+        }
+        if (w->replaced) {
+            pb_log_notice("worker %d (pid %ld) %s; starting it on the new "
+                          "configuration", w->slot, (long)pid, how);
+            w->restart_at = now();
             continue;
         }
         double t = now();
@@ -251,78 +321,173 @@ static void signal_retiring(master *m, int sig)
         signal_worker(&m->retiring[i], sig);
 }
 
+/* Sends a worker m->cycle to prepare. */
+static int send_prepare(master *m, const worker *w)
+{
+    if (pb_control_send_prepare(w->control, m->serial, m->cycle->text,
+                                m->cycle->text_len) == 0)
+        return 0;
+    pb_log_error("cannot send the new configuration to worker %d (pid %ld): %s",
+                 w->slot, (long)w->pid, strerror(errno));
+    return -1;
+}
+
 /*
  * The new configuration needs other sockets or another number of workers:
- * bind what is new, start a new generation of workers on the new set, then
- * retire the old generation. Retired workers follow the new routes for the
- * connections they hold and exit when the last one closes, so no
+ * take slots for a new generation, bind what is new, start the new workers
+ * on the new set, then retire the old ones. Nothing changes until every
+ * step that can fail has succeeded. Retired workers apply the new routes
+ * for the connections they hold and exit when the last one closes, so no
  * connection is dropped and no accept is missed.
  */
 static int replace_generation(master *m, const pb_config *config)
 {
-    if (pb_listeners_reopen(m->listeners, config) != 0)
-        return -1;
     int n = worker_count(config);
     worker *workers = new_generation(m, n);
     if (workers == NULL)
         return -1;
-    for (int i = 0; i < m->n_workers; i++) {
-        if (m->workers[i].pid > 0 && m->n_retiring < PB_MAX_WORKERS)
-            m->retiring[m->n_retiring++] = m->workers[i];
-        else
-            m->slot_taken[m->workers[i].slot] = 0;
+    if (pb_listeners_reopen(m->listeners, config) != 0) {
+        for (int i = 0; i < n; i++)
+            m->slot_taken[workers[i].slot] = 0;
+        free(workers);
+        return -1;
     }
     worker *old = m->workers;
     int n_old = m->n_workers;
     m->workers = workers;
     m->n_workers = n;
+    for (int i = 0; i < n_old; i++) {
+        if (old[i].pid > 0) {
+            pb_control_send_retire(old[i].control);
+            m->retiring[m->n_retiring++] = old[i];
+        } else {
+            m->slot_taken[old[i].slot] = 0;
+        }
+    }
+    free(old);
     for (int i = 0; i < n; i++)
         start_worker(m, &m->workers[i]);
-    for (int i = 0; i < n_old; i++)
-        if (old[i].pid > 0)
-            signal_worker(&old[i], SIGUSR2);
-    free(old);
     pb_log_notice("listeners or worker count changed: %d new workers, "
                   "%d retiring", n, m->n_retiring);
     return 0;
 }
 
+/* A worker that could not apply the reload: a new worker takes its place
+ * from the master's cycle, and it retires with the connections it holds.
+ * Without a free slot it stops gracefully and restarts in its own. */
+static void replace_worker(master *m, worker *w)
+{
+    int slot = take_slot(m);
+    if (slot < 0) {
+        pb_log_error("worker %d (pid %ld) does not serve the new configuration: "
+                     "stopping it to restart it", w->slot, (long)w->pid);
+        w->replaced = 1;
+        signal_worker(w, SIGTERM);
+        return;
+    }
+    pb_log_error("worker %d (pid %ld) does not serve the new configuration: "
+                 "worker %d replaces it", w->slot, (long)w->pid, slot);
+    pb_control_send_retire(w->control);
+    m->retiring[m->n_retiring++] = *w;
+    *w = (worker){ .slot = slot, .control = -1 };
+    start_worker(m, w);
+}
+
+static void follow_reload(master *m);
+
+static void reload_failed(master *m)
+{
+    pb_log_error("reload failed: keeping the running configuration");
+    atomic_fetch_add(&m->shared->failed_reloads, 1);
+    pb_notify("READY=1");
+}
+
 static void reload(master *m)
 {
+    if (m->applying) {
+        pb_log_notice("SIGHUP received while workers apply the last reload: "
+                      "reloading again after it");
+        m->reload_again = 1;
+        return;
+    }
     pb_log_notice("SIGHUP received: reloading %s", m->config_path);
     pb_notify("RELOADING=1");
     pb_cycle *cycle = m->hooks.load(m->config_path);
-    pb_notify("READY=1");
     if (cycle == NULL) {
-        pb_log_error("reload failed: keeping the running configuration");
-        atomic_fetch_add(&m->shared->failed_reloads, 1);
+        reload_failed(m);
         return;
     }
     /* Workers fork from the master's cycle: swap before starting any. */
     pb_cycle *old = m->cycle;
+    unsigned long old_serial = m->serial;
     m->cycle = cycle;
+    m->serial++;
     int rc;
     if (pb_listeners_differ(m->listeners, cycle->config) ||
-        worker_count(cycle->config) != m->n_workers) {
+        worker_count(cycle->config) != m->n_workers)
         rc = replace_generation(m, cycle->config);
-    } else {
+    else
         rc = pb_listeners_update(m->listeners, cycle->config);
-        if (rc == 0) {
-            signal_workers(m, SIGHUP);
-            signal_retiring(m, SIGHUP);
-        }
-    }
     if (rc != 0) {
         m->cycle = old;
+        m->serial = old_serial;
         pb_cycle_free(cycle);
-        pb_log_error("reload failed: keeping the running configuration");
-        atomic_fetch_add(&m->shared->failed_reloads, 1);
+        reload_failed(m);
         return;
     }
-    atomic_fetch_add(&m->shared->reloads, 1);
     pb_log_apply(cycle->config);
     pb_cycle_free(old);
-    pb_log_notice("configuration reloaded");
+    for (int i = 0; i < m->n_workers; i++) {
+        worker *w = &m->workers[i];
+        if (w->pid > 0 && atomic_load(&m->shared->configs[w->slot].prepared) != m->serial
+            && send_prepare(m, w) != 0)
+            replace_worker(m, w);
+    }
+    /* Retiring workers follow too, for the connections they hold; they
+     * are leaving, so the reload does not wait for them. */
+    for (int i = 0; i < m->n_retiring; i++)
+        if (atomic_load(&m->shared->configs[m->retiring[i].slot].prepared) != m->serial)
+            send_prepare(m, &m->retiring[i]);
+    m->applying = 1;
+    m->apply_deadline = now() + APPLY_SECONDS;
+    follow_reload(m);
+}
+
+/* While a reload is applied: replaces the workers that failed to prepare
+ * it or are too slow, and once every worker is prepared, counts the reload
+ * and tells them all to switch, so that none serves the new configuration
+ * before the reload is reported done. */
+static void follow_reload(master *m)
+{
+    if (!m->applying)
+        return;
+    int waiting = 0;
+    double t = now();
+    for (int i = 0; i < m->n_workers; i++) {
+        worker *w = &m->workers[i];
+        const pb_worker_config *c = &m->shared->configs[w->slot];
+        if (w->pid <= 0 || w->replaced || atomic_load(&c->prepared) == m->serial)
+            continue;
+        if (atomic_load(&c->failed) == m->serial || t > m->apply_deadline)
+            replace_worker(m, w);
+        else
+            waiting++;
+    }
+    if (waiting > 0)
+        return;
+    m->applying = 0;
+    atomic_fetch_add(&m->shared->reloads, 1);
+    pb_log_notice("configuration reloaded: %d workers serve it", m->n_workers);
+    for (int i = 0; i < m->n_workers; i++)
+        if (m->workers[i].pid > 0 && !m->workers[i].replaced)
+            pb_control_send_commit(m->workers[i].control, m->serial);
+    for (int i = 0; i < m->n_retiring; i++)
+        pb_control_send_commit(m->retiring[i].control, m->serial);
+    pb_notify("READY=1");
+    if (m->reload_again && !m->stopping) {
+        m->reload_again = 0;
+        reload(m);
+    }
 }
 
 static void begin_stop(master *m, int sig)
@@ -351,6 +516,7 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
 {
     master m = {
         .cycle = cycle,
+        .serial = 1,
         .listeners = listeners,
         .config_path = config_path,
         .hooks = *hooks,
@@ -360,6 +526,8 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
     sigaddset(&m.signals, SIGHUP);
     sigaddset(&m.signals, SIGTERM);
     sigaddset(&m.signals, SIGINT);
+    sigaddset(&m.signals, SIGUSR1);
+    sigaddset(&m.signals, SIGUSR2);
     sigprocmask(SIG_BLOCK, &m.signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -382,7 +550,7 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
     pb_notify("READY=1");
 
     while (!m.stopping || running(&m) > 0) {
-        double t = now(), wait = 1.0;
+        double t = now(), wait = m.applying ? 0.01 : 1.0;
         for (int i = 0; i < m.n_workers && !m.stopping; i++)
             if (m.workers[i].pid == 0 && m.workers[i].restart_at > 0 &&
                 m.workers[i].restart_at - t < wait)
@@ -397,7 +565,12 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
             reload(&m);
         else if (sig == SIGTERM || sig == SIGINT)
             begin_stop(&m, sig);
+        else if (sig == SIGUSR1 || sig == SIGUSR2)
+            pb_log_info("%s received: ignored (there is no log file to reopen)",
+                        sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
         reap(&m);
+        if (!m.stopping)
+            follow_reload(&m);
         if (m.fatal)
             begin_stop(&m, SIGTERM);
 

@@ -1,7 +1,8 @@
 /*
- * server.c - the event loop of one process: accepting on the listeners
- * (and refusing past max_connections), the idle sweep, reload on SIGHUP
- * and the graceful stop on SIGTERM/SIGINT.
+ * server.c - the event loop of one worker: accepting on the listeners
+ * (and refusing past max_connections), the idle sweep, the master's
+ * commands (apply a configuration, retire) and the graceful stop on
+ * SIGTERM/SIGINT.
  */
 #include "server.h"
 
@@ -17,6 +18,7 @@
 
 #include "buffer.h"
 #include "connection.h"
+#include "control.h"
 #include "error.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -182,48 +184,56 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     begin_stop(w->data, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
-static void reload(pb_server *s)
+/* Builds the configuration the master checked, from the text it sent, and
+ * keeps it until the master says every worker has one: the outcome goes to
+ * the master through shared memory, and a worker that fails is replaced. */
+static void prepare(pb_server *s, unsigned long serial, const char *text,
+                    size_t len)
 {
-    pb_log_debug("worker %d: reloading %s", s->slot, s->config_path);
+    pb_worker_config *mine = &s->shared->configs[s->slot];
+    pb_cycle_free(s->prepared);
+    s->prepared = NULL;
     pb_diag diag = PB_DIAG_INIT;
-    pb_cycle *cycle = pb_cycle_create(s->config_path, &diag);
+    pb_cycle *cycle = pb_cycle_parse(s->config_path, text, len, &diag);
+    for (size_t i = 0; i < diag.count; i++)
+        pb_log_error("%s", diag.lines[i]);
+    pb_diag_free(&diag);
     if (cycle == NULL) {
-        for (size_t i = 0; i < diag.count; i++)
-            pb_log_error("%s", diag.lines[i]);
-        pb_log_error("worker %d: reload failed, keeping the running configuration",
-                     s->slot);
-        pb_diag_free(&diag);
+        pb_log_error("worker %d: cannot apply the new configuration; "
+                     "keeping the running one", s->slot);
+        atomic_store(&mine->failed, serial);
         return;
     }
-    pb_diag_free(&diag);
-    if (pb_listeners_update(&s->listeners, cycle->config) != 0) {
-        pb_log_error("reload failed: out of memory");
-        pb_cycle_free(cycle);
+    s->prepared = cycle;
+    s->prepared_serial = serial;
+    atomic_store(&mine->prepared, serial);
+}
+
+static void commit(pb_server *s, unsigned long serial)
+{
+    if (s->prepared == NULL || s->prepared_serial != serial)
+        return;
+    if (pb_listeners_update(&s->listeners, s->prepared->config) != 0) {
+        pb_log_error("worker %d: out of memory applying the configuration", s->slot);
         return;
     }
     pb_cycle *old = s->cycle;
-    s->cycle = cycle;
+    s->cycle = s->prepared;
+    s->prepared = NULL;
     resolve_pinned(s);
     bind_stats(s);
-    pb_log_apply(cycle->config);
+    pb_log_apply(s->cycle->config);
     pb_cycle_free(old);
-    pb_log_info("worker %d: configuration reloaded", s->slot);
+    atomic_store(&s->shared->configs[s->slot].serving, serial);
+    pb_log_info("worker %d: serving the new configuration", s->slot);
 }
 
-static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+/* A new generation of workers took over the listeners: accept no more,
+ * serve what is open, and leave when the last connection closes. */
+static void retire(pb_server *s)
 {
-    reload(w->data);
-}
-
-/* A new generation of workers took over the listeners (a reload changed
- * them): follow the new configuration for the connections this worker
- * holds, accept no more, and leave when the last one closes. */
-static void on_retire_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    pb_server *s = w->data;
     if (s->stopping || s->retiring)
         return;
-    reload(s);
     s->retiring = 1;
     pb_log_info("worker %d: retiring, %zu connections open", s->slot,
                 s->n_connections);
@@ -234,10 +244,37 @@ static void on_retire_signal(struct ev_loop *loop, ev_signal *w, int revents)
     check_stopped(s);
 }
 
+static void on_control(struct ev_loop *loop, ev_io *w, int revents)
+{
+    pb_server *s = w->data;
+    pb_control_command command;
+    unsigned long serial = 0;
+    char *text = NULL;
+    size_t len = 0;
+    int got;
+    while ((got = pb_control_receive(w->fd, &command, &serial, &text, &len)) > 0) {
+        if (command == PB_CONTROL_PREPARE)
+            prepare(s, serial, text, len);
+        else if (command == PB_CONTROL_COMMIT)
+            commit(s, serial);
+        else if (command == PB_CONTROL_RETIRE)
+            retire(s);
+        free(text);
+        text = NULL;
+    }
+    if (got < 0) {
+        /* The master is gone (the parent-death signal stops this worker)
+         * or sent what cannot be read: stop listening to it. */
+        ev_io_stop(loop, w);
+    }
+}
+
 int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
-                   pb_listener_set *listeners, pb_shared *shared, int slot)
+                   pb_listener_set *listeners, int control_fd,
+                   pb_shared *shared, int slot)
 {
     s->cycle = cycle;
+    s->prepared = NULL;
     s->config_path = config_path;
     s->listeners = *listeners;
     listeners->items = NULL;
@@ -249,7 +286,8 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     s->stopping = 0;
     s->retiring = 0;
     s->trimmed = 0;
-    s->exit_status = 0;
+    ev_io_init(&s->control, on_control, control_fd, EV_READ);
+    s->control.data = s;
     s->loop = ev_default_loop(EVFLAG_AUTO);
     if (s->loop == NULL) {
         pb_log_error("cannot initialise the event loop");
@@ -267,14 +305,10 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
 
     ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
-    ev_signal_init(&s->sig_hup, on_reload_signal, SIGHUP);
-    ev_signal_init(&s->sig_retire, on_retire_signal, SIGUSR2);
-    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
-    s->sig_retire.data = s;
+    s->sig_term.data = s->sig_int.data = s;
     ev_signal_start(s->loop, &s->sig_term);
     ev_signal_start(s->loop, &s->sig_int);
-    ev_signal_start(s->loop, &s->sig_hup);
-    ev_signal_start(s->loop, &s->sig_retire);
+    ev_io_start(s->loop, &s->control);
 
     ev_timer_init(&s->idle_timer, on_idle_timer, 1.0, 1.0);
     s->idle_timer.data = s;
@@ -286,12 +320,11 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     return 0;
 }
 
-int pb_server_run(pb_server *s)
+void pb_server_run(pb_server *s)
 {
     start_accepting(s);
     ev_run(s->loop, 0);
     pb_log_info("worker %d: stopped", s->slot);
-    return s->exit_status;
 }
 
 void pb_server_free(pb_server *s)
@@ -305,12 +338,16 @@ void pb_server_free(pb_server *s)
         ev_prepare_stop(s->loop, &s->stop_check);
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
-        ev_signal_stop(s->loop, &s->sig_hup);
-        ev_signal_stop(s->loop, &s->sig_retire);
+        ev_io_stop(s->loop, &s->control);
     }
+    if (s->control.fd >= 0)
+        close(s->control.fd);
+    s->control.fd = -1;
     pb_listeners_close(&s->listeners);
     pb_cycle_free(s->cycle);
     s->cycle = NULL;
+    pb_cycle_free(s->prepared);
+    s->prepared = NULL;
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);
     s->loop = NULL;

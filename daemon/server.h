@@ -1,6 +1,6 @@
 /*
- * server.h - one process's event loop: its listeners, its connections, the
- * current configuration cycle, signals and timers.
+ * server.h - one worker's event loop: its listeners, its connections, the
+ * current configuration cycle, the master's commands, signals and timers.
  */
 #ifndef PB_SERVER_H
 #define PB_SERVER_H
@@ -18,13 +18,15 @@ typedef struct pb_conn pb_conn;
 typedef struct pb_server {
     struct ev_loop *loop;
     pb_cycle *cycle;                /* current configuration; owned */
-    const char *config_path;        /* for reloads */
+    pb_cycle *prepared;             /* the next one, until the master commits it */
+    unsigned long prepared_serial;
+    const char *config_path;        /* names the file in messages */
     pb_listener_set listeners;       /* inherited from the master; owned */
     pb_shared *shared;              /* daemon-wide counters */
     int slot;                       /* this worker's index in shared */
 
-    ev_signal sig_term, sig_int, sig_hup;
-    ev_signal sig_retire;           /* SIGUSR2: a new generation took over */
+    ev_signal sig_term, sig_int;
+    ev_io control;                  /* commands from the master */
     ev_timer idle_timer;            /* closes connections past idle_timeout */
     ev_timer shutdown_timer;        /* bounds a graceful stop */
     ev_timer accept_pause;          /* accepting resumes after EMFILE */
@@ -36,20 +38,22 @@ typedef struct pb_server {
     int stopping;                   /* SIGTERM: finishing, then exit */
     int retiring;                   /* replaced: serve what is open, then exit */
     int trimmed;                    /* memory handed back since the last close */
-    int exit_status;
 
     /* Where reads land when a connection has no partial message buffered,
      * so that an idle connection owns no input buffer. */
     unsigned char scratch[PB_READ_CHUNK];
 } pb_server;
 
-/* Prepares a worker's loop over listeners opened by the master. Takes
- * ownership of cycle and of the listener set. -1 (logged) on failure. */
+/* Prepares a worker's loop over listeners opened by the master, taking
+ * commands on control_fd. Takes ownership of cycle, of the listener set and
+ * of control_fd. -1 (logged) on failure. */
 int pb_server_init(pb_server *server, pb_cycle *cycle, const char *config_path,
-                   pb_listener_set *listeners, pb_shared *shared, int slot);
+                   pb_listener_set *listeners, int control_fd,
+                   pb_shared *shared, int slot);
 
-/* Runs until SIGTERM/SIGINT and a graceful stop; returns the exit status. */
-int pb_server_run(pb_server *server);
+/* Runs until SIGTERM/SIGINT and a graceful stop, or until retired and the
+ * last connection closed. */
+void pb_server_run(pb_server *server);
 
 /* Frees everything: connections, listeners, the cycle and the loop. */
 void pb_server_free(pb_server *server);

@@ -40,6 +40,17 @@ typedef struct pb_worker_stats {
     pb_named_counter routes[PB_STATS_NAMES];
 } pb_worker_stats;
 
+/* Where a worker is in a reload, by the master's serial number of each
+ * configuration: the master sets both `prepared` and `serving` when it forks
+ * the worker; the worker sets `prepared` once it has built the new cycle (or
+ * `failed` when it cannot) and `serving` when told to switch, which the
+ * master does only once every worker is prepared. */
+typedef struct pb_worker_config {
+    atomic_ulong prepared;
+    atomic_ulong failed;
+    atomic_ulong serving;
+} pb_worker_config;
+
 typedef struct pb_shared {
     atomic_long connections;        /* all workers together */
     double started;                 /* wall clock at start, for uptime */
@@ -50,6 +61,7 @@ typedef struct pb_shared {
     /* One slot per worker, and one more that keeps the counts of workers
      * that are gone, so totals never go backwards. */
     pb_worker_stats slots[PB_MAX_WORKERS + 1];
+    pb_worker_config configs[PB_MAX_WORKERS];
 } pb_shared;
 
 #define PB_ARCHIVE_SLOT PB_MAX_WORKERS

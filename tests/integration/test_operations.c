@@ -5,6 +5,7 @@
  * pidfile, dropping privileges, and reading the statistics.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -546,4 +547,238 @@ Test(operations, workers_drop_to_the_configured_user)
     status_ids(d.pid, "Uid:", &master_uid);
     cr_expect_eq(master_uid, 0, "the master keeps root to reload");
     pb_daemon_stop_clean(&d);
+}
+
+/* Whether the master process is still there and not a zombie. */
+static int master_alive(const pb_daemon *d)
+{
+    int status;
+    return waitpid(d->pid, &status, WNOHANG) == 0;
+}
+
+static long long wait_stat(const pb_daemon *d, const char *key, long long want)
+{
+    long long got = -1;
+    for (int i = 0; i < 1000 && got != want; i++) {
+        json_t *s = stats(d);
+        got = stat_at(s, key, NULL);
+        json_decref(s);
+        if (got != want)
+            sleep_ms(20);
+    }
+    return got;
+}
+
+Test(operations, user_signals_leave_master_and_workers_serving)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("2", LISTENER_APP, "still here"));
+    pid_t before[8];
+    cr_assert_eq(wait_workers(&d, before, 8, 2), 2);
+
+    pb_daemon_signal(&d, SIGUSR1);
+    pb_daemon_signal(&d, SIGUSR2);
+    for (int i = 0; i < 2; i++) {
+        kill(before[i], SIGUSR1);
+        kill(before[i], SIGUSR2);
+    }
+    /* The default action of either signal ends a process at once; give it
+     * the time it needs to be seen. */
+    sleep_ms(200);
+    cr_assert(master_alive(&d), "the master survives SIGUSR1 and SIGUSR2");
+    char *got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "still here");
+    free(got);
+    pid_t after[8];
+    cr_expect_eq(workers(&d, after, 8), 2);
+    for (int i = 0; i < 2; i++)
+        cr_expect(after[0] == before[i] || after[1] == before[i],
+                  "worker %d was not replaced", (int)before[i]);
+    json_t *s = stats(&d);
+    cr_expect_eq(stat_at(s, "worker_restarts", NULL), 0);
+    json_decref(s);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(operations, reload_that_cannot_start_workers_binds_nothing)
+{
+    /* 65 workers and 65 more for the new generation do not fit in the
+     * worker slots: the reload fails, and must leave no trace. */
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("65", LISTENER_APP, "kept"));
+    pb_daemon_write_config(&d, CONF("65", LISTENER_APP LISTENER_EXTRA, "never"));
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(wait_stat(&d, "failed_reloads", 1), 1);
+
+    int extra = pb_connect_tcp("127.0.0.1", d.port[1]);
+    cr_expect_lt(extra, 0, "the new listener's port was left bound");
+    if (extra >= 0)
+        close(extra);
+    char *got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "kept");
+    free(got);
+    json_t *s = stats(&d);
+    cr_expect_eq(stat_at(s, "reloads", NULL), 0);
+    json_decref(s);
+    pb_daemon_stop_clean(&d);
+}
+
+#define AS_NOBODY "user = \"nobody\"; group = \"nogroup\";\n"
+
+/* Starts d on template with workers dropping to nobody: the test's
+ * directory must then be readable by them. */
+static void start_as_nobody(pb_daemon *d, const char *template)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root to drop privileges");
+    if (getpwnam("nobody") == NULL || getgrnam("nogroup") == NULL)
+        cr_skip_test("no nobody:nogroup on this system");
+    pb_daemon_prepare(d, template);
+    chmod(d->dir, 0755);
+    pb_daemon_launch(d, template);
+}
+
+Test(operations, reload_reaches_every_worker_even_when_they_cannot_read_the_file)
+{
+    pb_daemon d;
+    start_as_nobody(&d, CONF("2", LISTENER_APP, "before") AS_NOBODY);
+    chmod(d.config_path, 0600);
+    int held[6];
+    for (int i = 0; i < 6; i++) {
+        held[i] = pb_dial(&d, 0);
+        char *got = search(&d, held[i], "morpheus");
+        cr_expect_str_eq(got, "before");
+        free(got);
+    }
+
+    pb_daemon_write_config(&d, CONF("2", LISTENER_APP, "after") AS_NOBODY);
+    chmod(d.config_path, 0600);
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(wait_stat(&d, "reloads", 1), 1);
+
+    /* Reported done means done: every worker, for every connection. */
+    for (int i = 0; i < 6; i++) {
+        char *got = search(&d, held[i], "morpheus");
+        cr_expect_str_eq(got, "after", "held connection %d", i);
+        free(got);
+        close(held[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        char *got = search_new(&d, 0, "morpheus");
+        cr_expect_str_eq(got, "after", "new connection %d", i);
+        free(got);
+    }
+    char *log = pb_daemon_log(&d);
+    cr_expect(strstr(log, "configuration reloaded") != NULL, "%s", log);
+    free(log);
+    pb_daemon_stop_clean(&d);
+}
+
+#define PLUGINS_DATA_FILE \
+    "plugins = (\n" \
+    "  { name = \"search\"; module = \"search\"; settings = { data_file = \"secret.json\"; }; },\n" \
+    "  { name = \"stats\"; module = \"stats\"; }\n" \
+    ");\n" \
+    "routes = (\n" \
+    "  { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
+    "  { content_type = \"text/json\"; plugin = \"search\"; }\n" \
+    ");\n"
+
+Test(operations, worker_that_cannot_apply_a_reload_is_replaced)
+{
+    pb_daemon d;
+    start_as_nobody(&d, CONF("2", LISTENER_APP, "before") AS_NOBODY);
+    int held = pb_dial(&d, 0);
+    free(search(&d, held, "morpheus"));
+
+    /* The master, as root, can read the data file; the workers cannot. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/secret.json", d.dir);
+    static const char data[] = "{\"morpheus\": \"after\"}";
+    pb_t_write_file(path, data, sizeof data - 1);
+    chmod(path, 0600);
+    pb_daemon_write_config(&d, PB_T_CONF_HEAD "workers = 2;\n"
+                               "listeners = (\n" LISTENER_APP ");\n"
+                               PLUGINS_DATA_FILE AS_NOBODY);
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(wait_stat(&d, "reloads", 1), 1);
+
+    for (int i = 0; i < 6; i++) {
+        char *got = search_new(&d, 0, "morpheus");
+        cr_expect_str_eq(got, "after", "new connection %d", i);
+        free(got);
+    }
+    /* The connection the replaced worker holds is not dropped. */
+    char *got = search(&d, held, "morpheus");
+    free(got);
+    char *log = pb_daemon_log(&d);
+    cr_expect(strstr(log, "does not serve the new configuration") != NULL, "%s", log);
+    free(log);
+    close(held);
+    pb_daemon_stop_clean(&d);
+}
+
+/* Whether process pid has a descriptor open on path. */
+static int holds(pid_t pid, const char *path)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *fds = opendir(dir);
+    cr_assert_not_null(fds, "cannot list %s", dir);
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(fds)) != NULL) {
+        char link[320], target[512];
+        snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        found |= strcmp(target, path) == 0;
+    }
+    closedir(fds);
+    return found;
+}
+
+Test(operations, workers_hold_neither_the_pidfile_nor_inherited_descriptors)
+{
+    pb_daemon d;
+    pb_daemon_prepare(&d, CONF("2", LISTENER_APP, "detached"));
+    char pidfile[256], stray[256];
+    snprintf(pidfile, sizeof pidfile, "%s/plugboard.pid", d.dir);
+    snprintf(stray, sizeof stray, "%s/stray", d.dir);
+    /* A descriptor the starting program leaves open, as a shell might. */
+    int leaked = open(stray, O_RDWR | O_CREAT, 0600);
+    cr_assert_geq(leaked, 0);
+    int status = start_detached(&d);
+    close(leaked);
+    cr_assert_eq(status, 0);
+    pid_t master = read_pidfile(&d);
+    cr_assert_gt(master, 0);
+    char *got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "detached");
+    free(got);
+
+    pb_daemon probe = d;
+    probe.pid = master;
+    pid_t pids[8];
+    cr_assert_eq(wait_workers(&probe, pids, 8, 2), 2);
+    cr_expect(holds(master, pidfile), "the master holds its pidfile");
+    cr_expect(!holds(master, stray), "the master closed what it inherited");
+    for (int i = 0; i < 2; i++) {
+        /* Its event loop exists once the worker has set itself up. */
+        for (int t = 0; t < 1000 && !holds(pids[i], "anon_inode:[eventpoll]"); t++)
+            sleep_ms(10);
+        cr_expect(!holds(pids[i], pidfile), "worker %d holds the pidfile", (int)pids[i]);
+        cr_expect(!holds(pids[i], stray), "worker %d holds an inherited descriptor",
+                  (int)pids[i]);
+    }
+    cr_assert_eq(kill(master, SIGTERM), 0);
+    int gone = 0;
+    for (int i = 0; i < 1500 && !gone; i++) {
+        gone = kill(master, 0) != 0;
+        if (!gone)
+            sleep_ms(10);
+    }
+    cr_expect(gone, "the daemon stops");
 }
