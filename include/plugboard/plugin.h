@@ -21,15 +21,52 @@
  * Plugboard, so a module built once keeps loading into every daemon that
  * speaks its ABI version.
  *
+ * WHERE AND WHEN THE ENTRY POINTS RUN
+ *
+ * handle() runs only in worker processes, on a worker's event-loop thread,
+ * after the worker has dropped to the configured user. create() and
+ * destroy() run in more places:
+ *
+ *   plugboard -t   creates every instance and destroys it again, in the
+ *                  command's own process, as whoever runs it.
+ *   start          the master process creates every instance before it
+ *                  detaches, binds the listeners or starts a worker: as
+ *                  root when started as root. Each worker is a fork() of the
+ *                  master and starts with a copy of those instances;
+ *                  create() does not run in it. A worker that died is
+ *                  replaced by a new fork of the master's instances.
+ *   reload         on SIGHUP the master creates the new configuration's
+ *                  instances first, as at start, to check it. If that
+ *                  succeeds, each running worker reads the file again and
+ *                  creates its own instances, on its event-loop thread and
+ *                  as the worker's user; workers started for the new
+ *                  configuration (when the listeners or the number of
+ *                  workers changed) fork from the master's new instances
+ *                  instead. Old instances are destroyed once the new ones
+ *                  exist, in the master and in each worker.
+ *   exit           the master and each worker destroy what they hold.
+ *
+ * So create() may run several times for the same settings, in different
+ * processes, as root in the master and as the worker's user in a worker (a
+ * data file must be readable by that user, not by root alone); the
+ * instances of the master and of `plugboard -t` never see a request.
+ * What it builds in memory reaches the workers by fork(); a thread it
+ * starts does not, and a descriptor it opens is shared by every worker
+ * that inherits it. destroy() runs in every process that holds a copy of
+ * an instance, so it should release that copy's memory and not undo
+ * anything outside the process that the other copies still rely on.
+ *
  * THREADING AND BLOCKING
  *
- * Every entry point runs on the event-loop thread of a worker process.
  * handle() must not block (no sleeping, no synchronous network or disk I/O
- * per message): while it runs, no other connection of that worker is served.
- * Do slow work in create() (reading a data file) or not at all. A worker may
- * hold several instances of the same module, so keep state in the instance,
- * not in globals. A plugin that crashes takes its worker process down with
- * every connection the worker held; the master starts a new worker.
+ * per message): while it runs, no other connection of that worker is
+ * served. Do slow work in create() (reading a data file) or not at all;
+ * on a reload create() runs on each worker's loop thread too, so that
+ * worker's connections wait for it. A worker may hold several instances of
+ * the same module, and a reload creates the new ones before the old ones
+ * are destroyed, so keep state in the instance, not in globals. A plugin
+ * that crashes takes its worker process down with every connection the
+ * worker held; the master starts a new worker.
  *
  * MEMORY
  *
@@ -56,7 +93,8 @@
  *
  * and install it into `pkg-config --variable=plugindir plugboard-plugin`,
  * or name it by absolute path in the config. As root the daemon refuses a
- * plugin file that is writable by group or others.
+ * plugin file, or a directory holding one, that is writable by its group
+ * or by others.
  *
  * A COMPLETE EXAMPLE
  *
@@ -143,8 +181,9 @@
  *                 settings = { greeting = "Good morning"; }; } );
  *   routes  = ( { content_type = "text/json"; action = "hello"; plugin = "hello"; } );
  *
- * The shipped plugins (echo, uppercase, search, first10) are written to be
- * read as further examples.
+ * The five shipped plugins (echo, uppercase, search, first10 and stats) are
+ * written to be read as further examples; stats shows testing for a newer
+ * host service with PB_HOST_HAS().
  */
 #ifndef PLUGBOARD_PLUGIN_H
 #define PLUGBOARD_PLUGIN_H
@@ -420,6 +459,8 @@ struct pb_host {
      * worker_restarts, workers, connections {open, accepted, refused},
      * messages, bytes {in, out}, errors {by wire error code}, plugins
      * {by instance: messages, errors}, routes {by route: messages, errors}.
+     * Call it from handle(): from create() it returns NULL when create()
+     * runs in the master or in `plugboard -t`, which hold no counters.
      * The shipped `stats` plugin answers with it.
      */
     pb_json *(*stats)(void);
@@ -458,7 +499,10 @@ typedef struct pb_plugin {
      * config gives none; never NULL). Store whatever handle() needs in
      * *state. On a bad setting call host->settings_error() and return
      * PB_ERROR; the daemon then refuses the whole configuration (at start,
-     * on `plugboard -t`, or on reload, which keeps the old one running).
+     * on `plugboard -t`, or on reload, which keeps the old one running; a
+     * worker whose own create() fails on reload logs why and keeps its old
+     * instances). See WHERE AND WHEN THE ENTRY POINTS RUN above for the
+     * processes and users it runs as.
      * Reject settings you do not know: an operator's typo should not pass.
      * May be NULL for a plugin that takes no settings (the daemon then
      * rejects any setting given to it) and keeps no state.
@@ -474,9 +518,11 @@ typedef struct pb_plugin {
      */
     int (*handle)(void *state, const pb_request *request, pb_reply *reply);
 
-    /* Frees an instance's state. May be NULL. Called once per successful
-     * create(), when the instance is no longer used (at exit or after a
-     * reload that dropped or replaced it). */
+    /* Frees an instance's state. May be NULL. Called in each process that
+     * holds the instance, the one whose create() made it and every worker
+     * that inherited a copy by fork(), when that process no longer uses it
+     * (at exit, after a reload that dropped or replaced it, and right away
+     * in `plugboard -t`). */
     void (*destroy)(void *state);
 } pb_plugin;
 

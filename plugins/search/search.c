@@ -3,8 +3,8 @@
  * answered with {"result": ANSWER}, the answers coming from the `entries`
  * setting and an optional JSON `data_file` merged over them. Shows checking
  * settings (every mistake reported at its own FILE:LINE), reading a data
- * file in create() so that handle() never blocks, per-instance state, and
- * reply_json.
+ * file in create() so that handle() never blocks, per-instance state,
+ * reply_json, and json_encode for replies written once in create().
  *
  *   settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰") );
  *                data_file = "search.json"; };    # {"key": "answer", ...}
@@ -350,110 +350,16 @@ static int text_str(struct text *text, const char *s)
     return text_add(text, s, strlen(s));
 }
 
-/* A float as Python's repr() writes it: the fewest digits that read back
- * as the same number, positional from 1e-4 up to 1e16, else exponential. */
-static int add_real(struct text *text, double number)
-{
-    char buf[64];
-    int digits;
-    for (digits = 1; digits < 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*e", digits - 1, number);
-        if (strtod(buf, NULL) == number)
-            break;
-    }
-    snprintf(buf, sizeof buf, "%.*e", digits - 1, number);
-    int exponent = atoi(strchr(buf, 'e') + 1);
-    if (exponent >= -4 && exponent < 16) {
-        int decimals = digits - 1 - exponent;
-        snprintf(buf, sizeof buf, "%.*f", decimals > 1 ? decimals : 1, number);
-    }
-    return text_str(text, buf);
-}
-
-static int add_integer(struct text *text, long long number)
-{
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", number);
-    return text_str(text, buf);
-}
-
-/* A JSON string literal as Python's json.dumps(ensure_ascii=False) writes
- * it: only quotes, backslashes and control characters escaped. */
-static int add_json_string(struct text *text, const char *s, size_t length)
-{
-    int ok = text_add(text, "\"", 1);
-    for (size_t i = 0; ok && i < length; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char escape[8];
-        switch (c) {
-        case '"':  ok = text_add(text, "\\\"", 2); break;
-        case '\\': ok = text_add(text, "\\\\", 2); break;
-        case '\n': ok = text_add(text, "\\n", 2); break;
-        case '\r': ok = text_add(text, "\\r", 2); break;
-        case '\t': ok = text_add(text, "\\t", 2); break;
-        case '\b': ok = text_add(text, "\\b", 2); break;
-        case '\f': ok = text_add(text, "\\f", 2); break;
-        default:
-            if (c < 0x20) {
-                snprintf(escape, sizeof escape, "\\u%04x", c);
-                ok = text_str(text, escape);
-            } else {
-                ok = text_add(text, (const char *)&s[i], 1);
-            }
-        }
-    }
-    return ok && text_add(text, "\"", 1);
-}
-
-static int add_json(const pb_host *host, struct text *text, const pb_json *value);
-
-struct member_writer {
-    const pb_host *host;
-    struct text *text;
-    int first;
-};
-
-static int add_member(const char *key, const pb_json *value, void *arg)
-{
-    struct member_writer *writer = arg;
-    int ok = (writer->first || text_str(writer->text, ", "))
-             && add_json_string(writer->text, key, strlen(key))
-             && text_str(writer->text, ": ")
-             && add_json(writer->host, writer->text, value);
-    writer->first = 0;
-    return !ok;
-}
-
-/* JSON text in json.dumps's style, for arrays and objects in an answer. */
+/* Appends a value as JSON text. The host's writer is the one every reply
+ * goes through, so a float here reads exactly as Python's repr() and as
+ * the same float would in a reply. */
 static int add_json(const pb_host *host, struct text *text, const pb_json *value)
 {
     size_t length;
-    const char *s;
-    switch (host->json_type(value)) {
-    case PB_JSON_OBJECT: {
-        struct member_writer writer = { host, text, 1 };
-        return text_str(text, "{")
-               && host->json_foreach(value, add_member, &writer) == 0
-               && text_str(text, "}");
-    }
-    case PB_JSON_ARRAY: {
-        int ok = text_str(text, "[");
-        for (size_t i = 0; ok && i < host->json_size(value); i++)
-            ok = (i == 0 || text_str(text, ", "))
-                 && add_json(host, text, host->json_at(value, i));
-        return ok && text_str(text, "]");
-    }
-    case PB_JSON_STRING:
-        s = host->json_string(value, &length);
-        return add_json_string(text, s, length);
-    case PB_JSON_INTEGER: return add_integer(text, host->json_integer(value));
-    case PB_JSON_REAL:    return add_real(text, host->json_number(value));
-    case PB_JSON_TRUE:    return text_str(text, "true");
-    case PB_JSON_FALSE:   return text_str(text, "false");
-    case PB_JSON_NULL:
-    case PB_JSON_INVALID: return text_str(text, "null");
-    }
-    return 0;
+    char *json = host->json_encode(value, &length);
+    int ok = json != NULL && text_add(text, json, length);
+    free(json);
+    return ok;
 }
 
 /* A request value as the guide's f-strings show it: strings as they are,

@@ -1,11 +1,11 @@
 /*
  * uppercase - answers with its input in capitals. text/json content with a
- * string "value" gets {"result": "<VALUE>"}; any other content comes back
- * uppercased with the same content-type and encoding. The content-encoding
- * decides how: utf-8 as Unicode (straße -> STRASSE, é -> É, via
- * libunistring), anything else as ASCII letters only. Shows reading the
- * parsed JSON of a request, reply_json, reply_buffer, and failing a request
- * with reply_error.
+ * string "value" gets {"result": "<VALUE>"}, and text/json without one
+ * fails; any other content comes back uppercased with the same content-type
+ * and encoding. The content-encoding decides how: utf-8 as Unicode
+ * (straße -> STRASSE, é -> É, via libunistring), anything else as ASCII
+ * letters only. Shows reading the parsed JSON of a request, reply_json,
+ * reply_buffer, and failing a request with reply_error.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -101,12 +101,20 @@ static int uppercase_handle(void *state, const pb_request *request,
 {
     (void)state;
     const pb_host *host = request->host;
-    /* request->json is NULL unless the content-type is text/json. */
-    size_t length;
-    const char *value = host->json_string(host->json_get(request->json, "value"),
-                                          &length);
-    if (value != NULL)
+    /* request->json is set exactly when the content-type is text/json. */
+    if (request->json != NULL) {
+        size_t length;
+        const char *value = host->json_string(
+            host->json_get(request->json, "value"), &length);
+        /* Uppercasing the JSON text instead would break it (true becomes
+         * TRUE, \u00e9 becomes \U00E9) under a text/json label. */
+        if (value == NULL) {
+            host->reply_error(reply, "uppercase needs text/json content "
+                                     "holding an object with a string \"value\"");
+            return PB_ERROR;
+        }
         return reply_json_value(request, reply, value, length);
+    }
     if (is_utf8_encoding(request->content_encoding))
         return reply_unicode(request, reply);
     return reply_ascii(request, reply);

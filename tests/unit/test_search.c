@@ -100,6 +100,29 @@ Test(search, floats_are_shown_as_python_shows_them)
               "{\"result\": \"Error: invalid action \\\"1.7976931348623157e+308\\\".\"}");
 }
 
+/* Powers of two have a closer neighbour below than above, so a shorter
+ * text than the correctly rounded one can read back as the same float;
+ * Python's repr() takes it. The texts are Python's. */
+Test(search, powers_of_two_are_shown_as_python_shows_them)
+{
+    static const char *const floats[] = {
+        "7.678447687145631e-239", "5.960464477539063e-08", "5.684341886080802e-14",
+        "-6.189700196426902e+26", "7.120236347223045e-307", "6.386688990511104e+293",
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
+        char request[128], expected[128];
+        snprintf(request, sizeof request, "{\"action\": %s}", floats[i]);
+        snprintf(expected, sizeof expected,
+                 "{\"result\": \"Error: invalid action \\\"%s\\\".\"}", floats[i]);
+        ask_guide(request, expected);
+        snprintf(request, sizeof request,
+                 "{\"action\": \"search\", \"value\": [%s]}", floats[i]);
+        snprintf(expected, sizeof expected,
+                 "{\"result\": \"No match for \\\"[%s]\\\".\"}", floats[i]);
+        ask_guide(request, expected);
+    }
+}
+
 Test(search, arrays_and_objects_are_shown_as_json)
 {
     ask_guide("{\"action\": [\"a\", 1, [], {}]}",

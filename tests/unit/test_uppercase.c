@@ -1,9 +1,11 @@
 /*
- * test_uppercase.c - the uppercase plugin: {"result": ...} for a JSON value,
+ * test_uppercase.c - the uppercase plugin: {"result": ...} for a JSON value
+ * and a failure for JSON without one (never invalid JSON),
  * Unicode uppercasing for utf-8 content (growing, non-Latin, emoji, invalid
  * bytes), ASCII-only uppercasing for every other encoding, settings.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "plugin_harness.h"
@@ -69,11 +71,77 @@ Test(uppercase, json_value_escapes_survive)
                "{\"result\": \"A\\\"B\\\\C\\nD\\u0000E\"}");
 }
 
-Test(uppercase, json_without_a_string_value_is_uppercased_as_text)
+static const char no_value[] =
+    "uppercase needs text/json content holding an object with a string \"value\"";
+
+/* text/json without a string "value", in every shape JSON allows. */
+static const char *const valueless[] = {
+    "true", "false", "null", "\"\\u00e9\"", "\"value\"", "0", "-1.5e300",
+    "[]", "[\"stra\\u00dfe\"]", "[{\"value\": \"x\"}]", "{}",
+    "{\"action\": \"upper\"}", "{\"Value\": \"x\"}", "{\"VALUE\": \"x\"}",
+    "{\"value\": 5}", "{\"value\": 2.5}", "{\"value\": true}",
+    "{\"value\": null}", "{\"value\": [\"x\"]}", "{\"value\": {\"value\": \"x\"}}",
+};
+
+Test(uppercase, json_without_a_string_value_fails)
 {
-    check_json("{\"action\": \"upper\", \"value\": 5}",
-               "{\"ACTION\": \"UPPER\", \"VALUE\": 5}");
-    check_json("[\"straße\"]", "[\"STRASSE\"]");
+    pb_test_plugin *t = uppercase();
+    for (size_t i = 0; i < sizeof valueless / sizeof *valueless; i++) {
+        pb_test_reply r;
+        cr_assert_eq(pb_test_handle_str(t, "text/json", "utf-8", valueless[i], &r),
+                     PB_ERROR, "%s got \"%s\"", valueless[i], (char *)r.content);
+        cr_assert_str_eq(r.error, no_value, "%s", valueless[i]);
+        pb_test_reply_free(&r);
+    }
+    pb_test_plugin_free(t);
+}
+
+/* Whatever text/json comes in, what goes out labelled text/json is JSON
+ * (an object whose "result" is a string) or else a failure. */
+static void check_json_or_failure(pb_test_plugin *t, const char *request)
+{
+    pb_test_reply r;
+    if (pb_test_handle_str(t, "text/json", "utf-8", request, &r) == PB_OK) {
+        cr_assert_str_eq(r.content_type, "text/json");
+        json_error_t error;
+        json_t *reply = json_loadb((const char *)r.content, r.content_length,
+                                   JSON_DECODE_ANY, &error);
+        cr_assert_not_null(reply, "%s got \"%s\": %s", request,
+                           (char *)r.content, error.text);
+        cr_assert(json_is_string(json_object_get(reply, "result")),
+                  "%s got \"%s\"", request, (char *)r.content);
+        json_decref(reply);
+    } else {
+        cr_assert_str_eq(r.error, no_value, "%s", request);
+    }
+    pb_test_reply_free(&r);
+}
+
+Test(uppercase, every_json_reply_is_json)
+{
+    static const char *const with_value[] = {
+        "{\"value\": \"\\u00e9\"}", "{\"value\": \"true\"}", "{\"value\": \"\"}",
+        "{\"value\": \"\\\\u00e9 \\\" \\u0001\"}", "{\"value\": \"x\", \"other\": true}",
+        "{\"value\": 1, \"value\": \"x\"}",
+    };
+    pb_test_plugin *t = uppercase();
+    for (size_t i = 0; i < sizeof valueless / sizeof *valueless; i++)
+        check_json_or_failure(t, valueless[i]);
+    for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
+        check_json_or_failure(t, with_value[i]);
+    pb_test_plugin_free(t);
+}
+
+Test(uppercase, json_value_that_looks_like_json)
+{
+    check_json("{\"value\": \"true \\\\u00e9\"}", "{\"result\": \"TRUE \\\\U00E9\"}");
+}
+
+/* Only text/json is read as JSON: JSON-looking text of another type is
+ * text like any other. */
+Test(uppercase, json_text_of_another_type_is_uppercased)
+{
+    check_text("utf-8", "{\"value\": 5, \"x\": true}", "{\"VALUE\": 5, \"X\": TRUE}");
 }
 
 Test(uppercase, utf8_text)
