@@ -35,15 +35,19 @@
  *                  master and starts with a copy of those instances;
  *                  create() does not run in it. A worker that died is
  *                  replaced by a new fork of the master's instances.
- *   reload         on SIGHUP the master creates the new configuration's
- *                  instances first, as at start, to check it. If that
- *                  succeeds, each running worker reads the file again and
- *                  creates its own instances, on its event-loop thread and
- *                  as the worker's user; workers started for the new
- *                  configuration (when the listeners or the number of
- *                  workers changed) fork from the master's new instances
- *                  instead. Old instances are destroyed once the new ones
- *                  exist, in the master and in each worker.
+ *   reload         on SIGHUP the master reads the file once and creates
+ *                  the new configuration's instances, as at start, to
+ *                  check it. If that succeeds, each running worker creates
+ *                  its own instances from the text the master read (it
+ *                  does not open the file), on its event-loop thread and as
+ *                  the worker's user; once every worker has, they all
+ *                  switch together. A worker whose create() fails is
+ *                  replaced by a fork of the master's new instances.
+ *                  Workers started for the new configuration (when the
+ *                  listeners or the number of workers changed) fork from
+ *                  the master's new instances too. Old instances are
+ *                  destroyed once the new ones serve, in the master and in
+ *                  each worker.
  *   exit           the master and each worker destroy what they hold.
  *
  * So create() may run several times for the same settings, in different
@@ -500,8 +504,8 @@ typedef struct pb_plugin {
      * *state. On a bad setting call host->settings_error() and return
      * PB_ERROR; the daemon then refuses the whole configuration (at start,
      * on `plugboard -t`, or on reload, which keeps the old one running; a
-     * worker whose own create() fails on reload logs why and keeps its old
-     * instances). See WHERE AND WHEN THE ENTRY POINTS RUN above for the
+     * worker whose own create() fails on reload logs why and is replaced
+     * by a fork of the master's new instances). See WHERE AND WHEN THE ENTRY POINTS RUN above for the
      * processes and users it runs as.
      * Reject settings you do not know: an operator's typo should not pass.
      * May be NULL for a plugin that takes no settings (the daemon then
