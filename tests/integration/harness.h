@@ -63,7 +63,7 @@
     "  { name = \"local\";  path = \"@SOCK@\"; mode = \"0660\"; framing = \"frame\"; }\n" \
     ");\n"
 
-/* The BRIEF's configuration, on test ports. */
+/* The bundled configuration, on test ports. */
 #define PB_T_CONF_STD \
     PB_T_CONF_HEAD PB_T_CONF_LISTENERS PB_T_CONF_PLUGINS PB_T_CONF_ROUTES
 

@@ -27,7 +27,7 @@ TestSuite(hostile, .init = pb_harness_init, .fini = pb_harness_cleanup,
           .timeout = 300);
 
 
-/* The BRIEF's configuration with one worker and the given limits. */
+/* The bundled configuration with one worker and the given limits. */
 #define CONF_LIMITS(limits) \
     PB_T_CONF_HEAD "workers = 1;\nlimits = { " limits " };\n" \
     PB_T_CONF_LISTENERS PB_T_CONF_PLUGINS PB_T_CONF_ROUTES
