@@ -1,14 +1,16 @@
 /*
  * test_plugin_loader.c - loading modules: the shipped plugins load and
  * answer; a missing file, a non-plugin, another ABI, settings given to a
- * module that takes none, and (as root) a module writable by others are
- * each refused with a message naming the config line and the file.
+ * module that takes none, and (as root) a module that anyone but root could
+ * change, through the file or any directory above it, are each refused with
+ * a message naming the config line and the offending path.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -174,4 +176,139 @@ Test(plugin_loader, world_writable_module_refused_as_root)
     expect_refused(&conf, "writable by its group");
     unlink(path);
     rmdir(dir);
+}
+
+/* --- As root: who could change the module ---------------------------------- */
+
+#define NOBODY 65534
+
+/* A root-owned 0755 directory under /tmp (root's, sticky) for a tree of
+ * directories and modules; tree_free() removes it. */
+static void tree_new(char *base, size_t cap)
+{
+    if (geteuid() != 0)
+        cr_skip_test("the permission checks apply when running as root");
+    cr_assert_lt(snprintf(base, cap, "/tmp/pb-tree-XXXXXX"), (int)cap);
+    cr_assert_not_null(mkdtemp(base));
+    cr_assert_eq(chmod(base, 0755), 0);
+}
+
+static void tree_free(const char *base)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* base/rel, as a directory with this owner and mode. */
+static void tree_dir(const char *base, const char *rel, uid_t owner, mode_t mode)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", base, rel);
+    cr_assert_eq(mkdir(path, 0700), 0, "mkdir %s", path);
+    cr_assert_eq(chown(path, owner, 0), 0);
+    cr_assert_eq(chmod(path, mode), 0);
+}
+
+/* base/rel, as a copy of the shipped echo module with this owner; its path
+ * into out. */
+static void tree_echo(const char *base, const char *rel, uid_t owner,
+                      char *out, size_t cap)
+{
+    cr_assert_lt(snprintf(out, cap, "%s/%s", base, rel), (int)cap);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp '%s/echo.so' '%s'", PB_TEST_PLUGIN_DIR, out);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(chown(out, owner, 0), 0);
+    cr_assert_eq(chmod(out, 0755), 0);
+}
+
+static void expect_loads(const char *path)
+{
+    pb_plugin_conf conf = conf_for("e", "echo", path);
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *instance = pb_instance_create(&conf, "/tmp", &diag);
+    cr_expect_not_null(instance, "%s should load: %s", path,
+                       diag.count ? diag.lines[0] : "");
+    pb_instance_destroy(instance);
+    pb_diag_free(&diag);
+    json_decref(conf.settings);
+}
+
+/* Refused, the message naming the offending path and why. */
+static void expect_refused_for(const char *path, const char *offender,
+                               const char *why)
+{
+    char fragment[512];
+    snprintf(fragment, sizeof fragment, "%s %s", offender, why);
+    pb_plugin_conf conf = conf_for("e", "echo", path);
+    expect_refused(&conf, fragment);
+}
+
+Test(plugin_loader, module_owned_by_another_user_refused_as_root)
+{
+    char base[64], module[256];
+    tree_new(base, sizeof base);
+    tree_echo(base, "echo.so", NOBODY, module, sizeof module);
+    expect_refused_for(module, module, "is owned by uid 65534");
+    tree_free(base);
+}
+
+Test(plugin_loader, directory_owned_by_another_user_refused_as_root)
+{
+    char base[64], module[256], dir[128];
+    tree_new(base, sizeof base);
+    tree_dir(base, "lib", NOBODY, 0755);
+    tree_echo(base, "lib/echo.so", 0, module, sizeof module);
+    snprintf(dir, sizeof dir, "%s/lib", base);
+    expect_refused_for(module, dir, "is owned by uid 65534");
+    tree_free(base);
+}
+
+Test(plugin_loader, writable_directory_higher_up_refused_as_root)
+{
+    char base[64], module[256], dir[128];
+    tree_new(base, sizeof base);
+    tree_dir(base, "opt", 0, 0775);
+    tree_dir(base, "opt/lib", 0, 0755);
+    tree_echo(base, "opt/lib/echo.so", 0, module, sizeof module);
+    snprintf(dir, sizeof dir, "%s/opt", base);
+    expect_refused_for(module, dir, "is writable by its group");
+    tree_free(base);
+}
+
+/* Others may create files in a sticky directory but not replace root's. */
+Test(plugin_loader, sticky_directory_of_root_accepted_as_root)
+{
+    char base[64], module[256], dir[128];
+    tree_new(base, sizeof base);
+    tree_dir(base, "tmp", 0, 01777);
+    tree_echo(base, "tmp/echo.so", 0, module, sizeof module);
+    expect_loads(module);
+
+    tree_dir(base, "theirs", NOBODY, 01777);
+    tree_echo(base, "theirs/echo.so", 0, module, sizeof module);
+    snprintf(dir, sizeof dir, "%s/theirs", base);
+    expect_refused_for(module, dir, "is owned by uid 65534");
+    tree_free(base);
+}
+
+/* What counts is the file the link leads to and the directories above it,
+ * not where the link lies. */
+Test(plugin_loader, symlink_judged_by_its_target_as_root)
+{
+    char base[64], good[256], bad[256], link[256];
+    tree_new(base, sizeof base);
+    tree_dir(base, "good", 0, 0755);
+    tree_echo(base, "good/echo.so", 0, good, sizeof good);
+    tree_dir(base, "links", NOBODY, 0777);
+    snprintf(link, sizeof link, "%s/links/echo.so", base);
+    cr_assert_eq(symlink(good, link), 0);
+    expect_loads(link);
+
+    tree_echo(base, "good/theirs.so", NOBODY, bad, sizeof bad);
+    snprintf(link, sizeof link, "%s/good/link.so", base);
+    cr_assert_eq(symlink(bad, link), 0);
+    expect_refused_for(link, bad, "is owned by uid 65534");
+    tree_free(base);
 }
