@@ -50,8 +50,7 @@ pb_cycle *pb_cycle_create(const char *path, pb_diag *diag)
     }
     if (failed)
         goto fail;
-    if (pb_router_build(&cycle->router, config, cycle->instances,
-                        cycle->n_instances) != 0) {
+    if (pb_router_build(&cycle->router, cycle) != 0) {
         pb_diag_add(diag, path, 0, "out of memory");
         goto fail;
     }
