@@ -1,5 +1,6 @@
 /*
- * daemonize.h - detaching from the terminal, and the pidfile.
+ * daemonize.h - detaching from the terminal, the pidfile, and the runtime
+ * directory that holds it.
  */
 #ifndef PB_DAEMONIZE_H
 #define PB_DAEMONIZE_H
@@ -21,5 +22,11 @@ int pb_pidfile_create(const char *path);
 
 /* Removes the pidfile created above, if any. */
 void pb_pidfile_remove(void);
+
+/* Creates the directory path lies in (one level, mode 0755) unless it
+ * exists: the daemon's runtime directory, such as /run/plugboard on a tmpfs,
+ * which holds its pidfile and Unix sockets and is empty after a boot.
+ * 0, or -1 with errno set. */
+int pb_runtime_dir_create(const char *path);
 
 #endif
