@@ -95,34 +95,31 @@ static void expect_refusals(const pb_daemon *d, const char *output)
     }
 }
 
-Test(plugin_perms, test_names_each_unsafe_module)
+/* Runs plugboard with flag on the unsafe modules: exit 78, every refusal
+ * reported. */
+static void expect_unsafe_refused(const char *flag)
 {
     pb_daemon d;
     pb_run_result r;
 
     skip_unless_root();
     prepare_unsafe(&d);
-    const char *argv[] = { PB_T_DAEMON_BIN, "-t", "-c", d.config_path, NULL };
+    const char *argv[] = { PB_T_DAEMON_BIN, flag, "-c", d.config_path, NULL };
     pb_run(argv, NULL, NULL, 0, &r);
-    pb_check(&d, r.status == 78, "plugboard -t exited %d, wanted 78 (EX_CONFIG):\n%s",
-             r.status, r.err);
+    pb_check(&d, r.status == 78, "plugboard %s exited %d, wanted 78 (EX_CONFIG):\n%s",
+             flag, r.status, r.err);
     expect_refusals(&d, r.err);
     pb_run_free(&r);
 }
 
+Test(plugin_perms, test_names_each_unsafe_module)
+{
+    expect_unsafe_refused("-t");
+}
+
 Test(plugin_perms, start_refuses_unsafe_modules)
 {
-    pb_daemon d;
-    pb_run_result r;
-
-    skip_unless_root();
-    prepare_unsafe(&d);
-    const char *argv[] = { PB_T_DAEMON_BIN, "-f", "-c", d.config_path, NULL };
-    pb_run(argv, NULL, NULL, 0, &r);
-    pb_check(&d, r.status == 78, "plugboard exited %d, wanted 78 (EX_CONFIG):\n%s",
-             r.status, r.err);
-    expect_refusals(&d, r.err);
-    pb_run_free(&r);
+    expect_unsafe_refused("-f");
 }
 
 /* A sticky directory of root's, like /tmp, and a link from a directory
