@@ -182,26 +182,31 @@ Test(plugin_loader, world_writable_module_refused_as_root)
 
 #define NOBODY 65534
 
-/* A root-owned 0755 directory under /tmp (root's, sticky) for a tree of
- * directories and modules; tree_free() removes it. */
-static void tree_new(char *base, size_t cap)
+/* A root-owned 0755 directory under /tmp (root's, sticky) for the test's
+ * tree of directories and modules, made by tree_new() before the test and
+ * removed by tree_free() after it, passed or failed. */
+static char base[64];
+
+static void tree_new(void)
 {
     if (geteuid() != 0)
         cr_skip_test("the permission checks apply when running as root");
-    cr_assert_lt(snprintf(base, cap, "/tmp/pb-tree-XXXXXX"), (int)cap);
+    strcpy(base, "/tmp/pb-tree-XXXXXX");
     cr_assert_not_null(mkdtemp(base));
     cr_assert_eq(chmod(base, 0755), 0);
 }
 
-static void tree_free(const char *base)
+static void tree_free(void)
 {
-    char cmd[300];
+    if (base[0] == '\0')
+        return;
+    char cmd[100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    cr_assert_eq(system(cmd), 0);
+    cr_expect_eq(system(cmd), 0);
 }
 
 /* base/rel, as a directory with this owner and mode. */
-static void tree_dir(const char *base, const char *rel, uid_t owner, mode_t mode)
+static void tree_dir(const char *rel, uid_t owner, mode_t mode)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", base, rel);
@@ -212,8 +217,7 @@ static void tree_dir(const char *base, const char *rel, uid_t owner, mode_t mode
 
 /* base/rel, as a copy of the shipped echo module with this owner; its path
  * into out. */
-static void tree_echo(const char *base, const char *rel, uid_t owner,
-                      char *out, size_t cap)
+static void tree_echo(const char *rel, uid_t owner, char *out, size_t cap)
 {
     cr_assert_lt(snprintf(out, cap, "%s/%s", base, rel), (int)cap);
     char cmd[600];
@@ -235,9 +239,9 @@ static void expect_loads(const char *path)
     json_decref(conf.settings);
 }
 
-/* Refused, the message naming the offending path (base/rel) and why. */
-static void expect_refused_for(const char *path, const char *base,
-                               const char *rel, const char *why)
+/* Refused, the message naming the offending path (in the tree) and why. */
+static void expect_refused_for(const char *path, const char *rel,
+                               const char *why)
 {
     char fragment[512];
     snprintf(fragment, sizeof fragment, "%s/%s %s", base, rel, why);
@@ -245,62 +249,58 @@ static void expect_refused_for(const char *path, const char *base,
     expect_refused(&conf, fragment);
 }
 
-Test(plugin_loader, module_owned_by_another_user_refused_as_root)
+Test(plugin_loader, module_owned_by_another_user_refused_as_root,
+     .init = tree_new, .fini = tree_free)
 {
-    char base[64], module[256];
-    tree_new(base, sizeof base);
-    tree_echo(base, "echo.so", NOBODY, module, sizeof module);
-    expect_refused_for(module, base, "echo.so", "is owned by uid 65534");
-    tree_free(base);
+    char module[256];
+    tree_echo("echo.so", NOBODY, module, sizeof module);
+    expect_refused_for(module, "echo.so", "is owned by uid 65534");
 }
 
 /* Every directory up to / counts, not only the module's own. */
-Test(plugin_loader, directories_above_the_module_refused_as_root)
+Test(plugin_loader, directories_above_the_module_refused_as_root,
+     .init = tree_new, .fini = tree_free)
 {
-    char base[64], module[256];
-    tree_new(base, sizeof base);
-    tree_dir(base, "lib", NOBODY, 0755);
-    tree_echo(base, "lib/echo.so", 0, module, sizeof module);
-    expect_refused_for(module, base, "lib", "is owned by uid 65534");
+    char module[256];
+    tree_dir("lib", NOBODY, 0755);
+    tree_echo("lib/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "lib", "is owned by uid 65534");
 
-    tree_dir(base, "opt", 0, 0775);
-    tree_dir(base, "opt/lib", 0, 0755);
-    tree_echo(base, "opt/lib/echo.so", 0, module, sizeof module);
-    expect_refused_for(module, base, "opt", "is writable by its group");
-    tree_free(base);
+    tree_dir("opt", 0, 0775);
+    tree_dir("opt/lib", 0, 0755);
+    tree_echo("opt/lib/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "opt", "is writable by its group");
 }
 
 /* Others may create files in a sticky directory but not replace root's. */
-Test(plugin_loader, sticky_directory_of_root_accepted_as_root)
+Test(plugin_loader, sticky_directory_of_root_accepted_as_root,
+     .init = tree_new, .fini = tree_free)
 {
-    char base[64], module[256];
-    tree_new(base, sizeof base);
-    tree_dir(base, "tmp", 0, 01777);
-    tree_echo(base, "tmp/echo.so", 0, module, sizeof module);
+    char module[256];
+    tree_dir("tmp", 0, 01777);
+    tree_echo("tmp/echo.so", 0, module, sizeof module);
     expect_loads(module);
 
-    tree_dir(base, "theirs", NOBODY, 01777);
-    tree_echo(base, "theirs/echo.so", 0, module, sizeof module);
-    expect_refused_for(module, base, "theirs", "is owned by uid 65534");
-    tree_free(base);
+    tree_dir("theirs", NOBODY, 01777);
+    tree_echo("theirs/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "theirs", "is owned by uid 65534");
 }
 
 /* What counts is the file the link leads to and the directories above it,
  * not where the link lies. */
-Test(plugin_loader, symlink_judged_by_its_target_as_root)
+Test(plugin_loader, symlink_judged_by_its_target_as_root,
+     .init = tree_new, .fini = tree_free)
 {
-    char base[64], good[256], bad[256], link[256];
-    tree_new(base, sizeof base);
-    tree_dir(base, "good", 0, 0755);
-    tree_echo(base, "good/echo.so", 0, good, sizeof good);
-    tree_dir(base, "links", NOBODY, 0777);
+    char good[256], bad[256], link[256];
+    tree_dir("good", 0, 0755);
+    tree_echo("good/echo.so", 0, good, sizeof good);
+    tree_dir("links", NOBODY, 0777);
     snprintf(link, sizeof link, "%s/links/echo.so", base);
     cr_assert_eq(symlink(good, link), 0);
     expect_loads(link);
 
-    tree_echo(base, "good/theirs.so", NOBODY, bad, sizeof bad);
+    tree_echo("good/theirs.so", NOBODY, bad, sizeof bad);
     snprintf(link, sizeof link, "%s/good/link.so", base);
     cr_assert_eq(symlink(bad, link), 0);
-    expect_refused_for(link, base, "good/theirs.so", "is owned by uid 65534");
-    tree_free(base);
+    expect_refused_for(link, "good/theirs.so", "is owned by uid 65534");
 }
