@@ -56,7 +56,8 @@
  *
  * and install it into `pkg-config --variable=plugindir plugboard-plugin`,
  * or name it by absolute path in the config. As root the daemon refuses a
- * plugin file that is writable by group or others.
+ * plugin file unless it and every directory above it are owned by root and
+ * writable by no one else (a sticky directory of root's, like /tmp, passes).
  *
  * A COMPLETE EXAMPLE
  *
