@@ -76,6 +76,12 @@ static void conn_release(pb_conn *c)
         free(c);
 }
 
+void pb_conn_pool_drain(void)
+{
+    while (n_spare > 0)
+        free(spare[--n_spare]);
+}
+
 /* --- Bookkeeping ----------------------------------------------------------- */
 
 static void list_unlink(pb_conn *c)

@@ -26,4 +26,8 @@ void pb_conn_expire_idle(pb_server *server);
 /* Closes at once, dropping unsent output. */
 void pb_conn_close(pb_conn *conn);
 
+/* Frees the closed connections kept for the next accepts: when the worker
+ * has nothing open, and at exit. */
+void pb_conn_pool_drain(void);
+
 #endif

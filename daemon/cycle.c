@@ -68,8 +68,7 @@ pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
     }
     if (failed)
         goto fail;
-    if (pb_router_build(&cycle->router, config, cycle->instances,
-                        cycle->n_instances) != 0) {
+    if (pb_router_build(&cycle->router, cycle) != 0) {
         pb_diag_add(diag, path, 0, "out of memory");
         goto fail;
     }

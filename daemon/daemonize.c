@@ -75,16 +75,11 @@ void pb_daemonize_ready(int status)
 
 int pb_pidfile_create(const char *path)
 {
-    char *dir = strdup(path);
-    if (dir == NULL)
-        return -1;
-    if (mkdir(dirname(dir), 0755) != 0 && errno != EEXIST) {
+    if (pb_runtime_dir_create(path) != 0) {
         pb_log_error("cannot create the directory of pidfile %s: %s", path,
                      strerror(errno));
-        free(dir);
         return -1;
     }
-    free(dir);
 
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -157,4 +152,16 @@ void pb_close_inherited(void)
             close((int)fd);
     }
     closedir(dir);
+}
+
+int pb_runtime_dir_create(const char *path)
+{
+    char *dir = strdup(path);
+    if (dir == NULL)
+        return -1;
+    int rc = mkdir(dirname(dir), 0755) != 0 && errno != EEXIST ? -1 : 0;
+    int saved = errno;
+    free(dir);
+    errno = saved;
+    return rc;
 }

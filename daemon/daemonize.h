@@ -1,5 +1,6 @@
 /*
- * daemonize.h - detaching from the terminal, and the pidfile.
+ * daemonize.h - detaching from the terminal, the pidfile, and the runtime
+ * directory that holds it.
  */
 #ifndef PB_DAEMONIZE_H
 #define PB_DAEMONIZE_H
@@ -30,5 +31,11 @@ void pb_pidfile_release(void);
 /* Closes every descriptor above stderr: whatever the program that started
  * the daemon left open is not the daemon's to hold, nor its workers'. */
 void pb_close_inherited(void);
+
+/* Creates the directory path lies in (one level, mode 0755) unless it
+ * exists: the daemon's runtime directory, such as /run/plugboard on a tmpfs,
+ * which holds its pidfile and Unix sockets and is empty after a boot.
+ * 0, or -1 with errno set. */
+int pb_runtime_dir_create(const char *path);
 
 #endif

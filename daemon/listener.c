@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <libgen.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -21,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemonize.h"
 #include "log.h"
 
 #define LISTEN_BACKLOG 511
@@ -233,17 +233,11 @@ static int open_unix(pb_listener_set *set, const pb_config *config,
     }
     strcpy(sun.sun_path, lc->path);
 
-    /* /run/plugboard is a tmpfs directory that may not exist yet. */
-    char *dir = strdup(lc->path);
-    if (dir == NULL)
-        return -1;
-    if (mkdir(dirname(dir), 0755) != 0 && errno != EEXIST) {
-        pb_log_error("cannot listen on %s (listener %s): cannot create "
-                     "directory %s: %s", lc->path, lc->name, dir, strerror(errno));
-        free(dir);
+    if (pb_runtime_dir_create(lc->path) != 0) {
+        pb_log_error("cannot listen on %s (listener %s): cannot create its "
+                     "directory: %s", lc->path, lc->name, strerror(errno));
         return -1;
     }
-    free(dir);
 
     if (clear_stale_socket(lc, &sun) != 0)
         return -1;

@@ -8,44 +8,72 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* As root, a module anyone else can write is a way to run code as root. */
-static int check_not_writable(const pb_plugin_conf *conf, const char *path,
-                              const char *what, pb_diag *diag)
+/*
+ * As root, a module that anyone but root can change is a way to run code as
+ * root. Like OpenSSH's StrictModes, the module and every directory above it
+ * must belong to root and be writable by nobody else; a sticky directory
+ * (such as /tmp) may be writable by all, since others cannot rename or
+ * remove what they do not own.
+ *
+ * The checks run on the path realpath() resolved, and that path is what
+ * dlopen() then loads, so a symlink is judged by what it points to and
+ * cannot be re-pointed in between. The window left between the checks and
+ * the load is one in which only root can change anything they passed.
+ */
+static int check_owner_and_mode(const pb_plugin_conf *conf, const char *path,
+                                pb_diag *diag)
 {
     struct stat st;
-    if (stat(path, &st) != 0) {
+    if (lstat(path, &st) != 0) {
         pb_diag_add(diag, conf->pos.file, conf->pos.line,
-                    "plugin %s: cannot read %s %s: %s", conf->name, what,
-                    path, strerror(errno));
+                    "plugin %s: cannot check %s: %s", conf->name, path,
+                    strerror(errno));
         return -1;
     }
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        pb_diag_add(diag, conf->pos.file, conf->pos.line,
-                    "plugin %s: refusing %s %s: it is writable by %s "
-                    "(running as root)", conf->name, what, path,
-                    (st.st_mode & S_IWOTH) ? "others" : "its group");
-        return -1;
-    }
-    return 0;
+    const char *what = S_ISDIR(st.st_mode) ? "directory" : "module";
+    char why[64];
+    if (S_ISLNK(st.st_mode))
+        snprintf(why, sizeof why, "became a symbolic link while checked");
+    else if (st.st_uid != 0)
+        snprintf(why, sizeof why, "is owned by uid %lu",
+                 (unsigned long)st.st_uid);
+    else if ((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+             !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX)))
+        snprintf(why, sizeof why, "is writable by %s",
+                 (st.st_mode & S_IWOTH) ? "others" : "its group");
+    else
+        return 0;
+    pb_diag_add(diag, conf->pos.file, conf->pos.line,
+                "plugin %s: refusing %s: %s %s %s (running as root, the module "
+                "and every directory above it must be owned by root and "
+                "writable by no one else)",
+                conf->name, conf->path, what, path, why);
+    return -1;
 }
 
-static int check_permissions(const pb_plugin_conf *conf, pb_diag *diag)
+/* resolved: absolute, without symlinks (from realpath). */
+static int check_permissions(const pb_plugin_conf *conf, const char *resolved,
+                             pb_diag *diag)
 {
-    if (geteuid() != 0)
-        return 0;
-    char *copy = strdup(conf->path);
-    if (copy == NULL)
+    char *path = strdup(resolved);
+    if (path == NULL) {
+        pb_diag_add(diag, conf->pos.file, conf->pos.line,
+                    "plugin %s: out of memory", conf->name);
         return -1;
-    int rc = check_not_writable(conf, conf->path, "module", diag);
-    if (rc == 0)
-        rc = check_not_writable(conf, dirname(copy), "plugin directory", diag);
-    free(copy);
+    }
+    int rc = check_owner_and_mode(conf, path, diag);
+    char *slash;
+    while (rc == 0 && path[1] != '\0' && (slash = strrchr(path, '/')) != NULL) {
+        slash[slash == path] = '\0';   /* "/a" becomes "/", not "" */
+        rc = check_owner_and_mode(conf, path, diag);
+    }
+    free(path);
     return rc;
 }
 
@@ -98,24 +126,29 @@ pb_instance *pb_instance_create(const pb_plugin_conf *conf,
     const char *file = conf->pos.file;
     int line = conf->pos.line;
 
-    if (access(conf->path, F_OK) != 0) {
+    char *resolved = realpath(conf->path, NULL);
+    if (resolved == NULL) {
         pb_diag_add(diag, file, line, "plugin %s: module \"%s\" not found (%s: %s)",
                     conf->name, conf->module, conf->path, strerror(errno));
         return NULL;
     }
-    if (check_permissions(conf, diag) != 0)
+    if (geteuid() == 0 && check_permissions(conf, resolved, diag) != 0) {
+        free(resolved);
         return NULL;
+    }
 
     pb_instance *instance = calloc(1, sizeof *instance);
     if (instance == NULL || (instance->name = strdup(conf->name)) == NULL) {
         pb_diag_add(diag, file, line, "plugin %s: out of memory", conf->name);
         free(instance);
+        free(resolved);
         return NULL;
     }
     instance->conf = conf;
     instance->config_dir = config_dir;
 
-    instance->dl = dlopen(conf->path, RTLD_NOW | RTLD_LOCAL);
+    instance->dl = dlopen(resolved, RTLD_NOW | RTLD_LOCAL);
+    free(resolved);
     if (instance->dl == NULL) {
         pb_diag_add(diag, file, line, "plugin %s: cannot load %s: %s",
                     conf->name, conf->path, dlerror());

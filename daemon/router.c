@@ -10,18 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pb_instance *find_instance(pb_instance **instances, size_t n,
-                                  const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(instances[i]->name, name) == 0)
-            return instances[i];
-    return NULL;
-}
+#include "cycle.h"
 
-int pb_router_build(pb_router *router, const pb_config *config,
-                    pb_instance **instances, size_t n_instances)
+int pb_router_build(pb_router *router, const pb_cycle *cycle)
 {
+    const pb_config *config = cycle->config;
     router->routes = NULL;
     router->n_routes = 0;
     if (config->n_routes == 0)
@@ -36,7 +29,7 @@ int pb_router_build(pb_router *router, const pb_config *config,
         route->glob = rc->content_type != NULL &&
                       strpbrk(rc->content_type, "*?[") != NULL;
         route->action = rc->action;
-        route->instance = find_instance(instances, n_instances, rc->plugin);
+        route->instance = pb_cycle_instance(cycle, rc->plugin);
         route->stats_index = -1;
         if (route->instance == NULL ||
             asprintf(&route->name, "%zu: %s%s%s -> %s", i + 1,

@@ -25,10 +25,11 @@ typedef struct pb_router {
     size_t n_routes;
 } pb_router;
 
-/* Resolves config routes against instances[0..n) by name; 0 or -1 (out of
- * memory; names were checked when the config was loaded). */
-int pb_router_build(pb_router *router, const pb_config *config,
-                    pb_instance **instances, size_t n_instances);
+struct pb_cycle;
+
+/* Resolves the routes of cycle's config against its instances by name; 0 or
+ * -1 (out of memory; names were checked when the config was loaded). */
+int pb_router_build(pb_router *router, const struct pb_cycle *cycle);
 
 /* The route for a message, or NULL when none matches. action is the
  * string "action" member of text/json content, or NULL. */

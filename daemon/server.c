@@ -130,6 +130,7 @@ static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
      * open, hand it back to the system rather than sit on the peak. */
     if (s->n_connections == 0 && !s->trimmed) {
         pb_buf_pool_drain();
+        pb_conn_pool_drain();
         malloc_trim(0);
         s->trimmed = 1;
     } else if (s->n_connections > 0) {
@@ -151,6 +152,7 @@ static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *w, int revents)
                        s->n_connections);
     while (s->oldest)
         pb_conn_close(s->oldest);
+    pb_conn_pool_drain();
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -331,6 +333,7 @@ void pb_server_free(pb_server *s)
 {
     while (s->oldest)
         pb_conn_close(s->oldest);
+    pb_conn_pool_drain();
     if (s->loop != NULL) {
         ev_timer_stop(s->loop, &s->idle_timer);
         ev_timer_stop(s->loop, &s->shutdown_timer);

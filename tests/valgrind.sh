@@ -2,7 +2,11 @@
 # valgrind.sh - runs the built daemon (master and worker) under valgrind's
 # memcheck, drives it through the six reference exchanges, the wire errors
 # (bad_frame, bad_json, too_large, busy) and a line listener, stops it with
-# SIGTERM, and fails on any memory error or definite leak in any process.
+# SIGTERM, and fails on any memory error or any block left allocated at exit
+# in any process: leaked, or still reachable. A pool or cache the daemon
+# forgets to free on the way out is reachable through a static pointer, so
+# "definitely lost" alone would never see it; every library the daemon uses
+# frees what it allocated once closed, so no suppression is needed.
 #
 # Usage: tests/valgrind.sh      (not part of make check)
 # The build tree is $PB_BUILD, or the current directory; it must be built
@@ -77,7 +81,7 @@ start_daemon() {
         [ "$FRAME_PORT" != "$LINE_PORT" ] || continue
         write_config
         rm -f "$WORK"/vg.*.log
-        valgrind --leak-check=full --errors-for-leak-kinds=definite \
+        valgrind --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all \
             --error-exitcode=99 --trace-children=yes \
             --log-file="$WORK/vg.%p.log" \
             "$DAEMON" -f -c "$WORK/plugboard.conf" 2>"$WORK/daemon.log" &
@@ -223,15 +227,12 @@ for log in "${LOGS[@]}"; do
     pid=${log##*/vg.}
     pid=${pid%.log}
     summary=$(grep -E 'ERROR SUMMARY:' "$log" | tail -n 1 | sed 's/^==[0-9]*== //')
-    lost=$(grep -E 'definitely lost:' "$log" | tail -n 1 | sed 's/^==[0-9]*== *//')
-    echo "valgrind: process $pid: ${summary:-no summary (killed?)}; ${lost:-definitely lost: 0 bytes (no leaks)}"
+    in_use=$(grep -E 'in use at exit:' "$log" | tail -n 1 | sed 's/^==[0-9]*== *//')
+    echo "valgrind: process $pid: ${summary:-no summary (killed?)}; ${in_use:-in use at exit: unknown}"
+    # Leaks of every kind, still reachable included, count as errors here.
     case $summary in
         "ERROR SUMMARY: 0 errors"*) ;;
-        *) fail "process $pid: valgrind reported errors"; cat "$log" ;;
-    esac
-    case $lost in
-        ""|"definitely lost: 0 bytes"*) ;;
-        *) fail "process $pid: $lost" ;;
+        *) fail "process $pid: valgrind reported errors or blocks left at exit"; cat "$log" ;;
     esac
 done
 if grep -E -q 'Sanitizer|runtime error|restarting' "$WORK/daemon.log"; then

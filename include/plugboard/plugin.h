@@ -97,8 +97,8 @@
  *
  * and install it into `pkg-config --variable=plugindir plugboard-plugin`,
  * or name it by absolute path in the config. As root the daemon refuses a
- * plugin file, or a directory holding one, that is writable by its group
- * or by others.
+ * plugin file unless it and every directory above it are owned by root and
+ * writable by no one else (a sticky directory of root's, like /tmp, passes).
  *
  * A COMPLETE EXAMPLE
  *

@@ -1,14 +1,16 @@
 /*
  * test_plugin_loader.c - loading modules: the shipped plugins load and
  * answer; a missing file, a non-plugin, another ABI, settings given to a
- * module that takes none, and (as root) a module writable by others are
- * each refused with a message naming the config line and the file.
+ * module that takes none, and (as root) a module that anyone but root could
+ * change, through the file or any directory above it, are each refused with
+ * a message naming the config line and the offending path.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -174,4 +176,131 @@ Test(plugin_loader, world_writable_module_refused_as_root)
     expect_refused(&conf, "writable by its group");
     unlink(path);
     rmdir(dir);
+}
+
+/* --- As root: who could change the module ---------------------------------- */
+
+#define NOBODY 65534
+
+/* A root-owned 0755 directory under /tmp (root's, sticky) for the test's
+ * tree of directories and modules, made by tree_new() before the test and
+ * removed by tree_free() after it, passed or failed. */
+static char base[64];
+
+static void tree_new(void)
+{
+    if (geteuid() != 0)
+        cr_skip_test("the permission checks apply when running as root");
+    strcpy(base, "/tmp/pb-tree-XXXXXX");
+    cr_assert_not_null(mkdtemp(base));
+    cr_assert_eq(chmod(base, 0755), 0);
+}
+
+static void tree_free(void)
+{
+    if (base[0] == '\0')
+        return;
+    char cmd[100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+    cr_expect_eq(system(cmd), 0);
+}
+
+/* base/rel, as a directory with this owner and mode. */
+static void tree_dir(const char *rel, uid_t owner, mode_t mode)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", base, rel);
+    cr_assert_eq(mkdir(path, 0700), 0, "mkdir %s", path);
+    cr_assert_eq(chown(path, owner, 0), 0);
+    cr_assert_eq(chmod(path, mode), 0);
+}
+
+/* base/rel, as a copy of the shipped echo module with this owner; its path
+ * into out. */
+static void tree_echo(const char *rel, uid_t owner, char *out, size_t cap)
+{
+    cr_assert_lt(snprintf(out, cap, "%s/%s", base, rel), (int)cap);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp '%s/echo.so' '%s'", PB_TEST_PLUGIN_DIR, out);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(chown(out, owner, 0), 0);
+    cr_assert_eq(chmod(out, 0755), 0);
+}
+
+static void expect_loads(const char *path)
+{
+    pb_plugin_conf conf = conf_for("e", "echo", path);
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *instance = pb_instance_create(&conf, "/tmp", &diag);
+    cr_expect_not_null(instance, "%s should load: %s", path,
+                       diag.count ? diag.lines[0] : "");
+    pb_instance_destroy(instance);
+    pb_diag_free(&diag);
+    json_decref(conf.settings);
+}
+
+/* Refused, the message naming the offending path (in the tree) and why. */
+static void expect_refused_for(const char *path, const char *rel,
+                               const char *why)
+{
+    char fragment[512];
+    snprintf(fragment, sizeof fragment, "%s/%s %s", base, rel, why);
+    pb_plugin_conf conf = conf_for("e", "echo", path);
+    expect_refused(&conf, fragment);
+}
+
+Test(plugin_loader, module_owned_by_another_user_refused_as_root,
+     .init = tree_new, .fini = tree_free)
+{
+    char module[256];
+    tree_echo("echo.so", NOBODY, module, sizeof module);
+    expect_refused_for(module, "echo.so", "is owned by uid 65534");
+}
+
+/* Every directory up to / counts, not only the module's own. */
+Test(plugin_loader, directories_above_the_module_refused_as_root,
+     .init = tree_new, .fini = tree_free)
+{
+    char module[256];
+    tree_dir("lib", NOBODY, 0755);
+    tree_echo("lib/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "lib", "is owned by uid 65534");
+
+    tree_dir("opt", 0, 0775);
+    tree_dir("opt/lib", 0, 0755);
+    tree_echo("opt/lib/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "opt", "is writable by its group");
+}
+
+/* Others may create files in a sticky directory but not replace root's. */
+Test(plugin_loader, sticky_directory_of_root_accepted_as_root,
+     .init = tree_new, .fini = tree_free)
+{
+    char module[256];
+    tree_dir("tmp", 0, 01777);
+    tree_echo("tmp/echo.so", 0, module, sizeof module);
+    expect_loads(module);
+
+    tree_dir("theirs", NOBODY, 01777);
+    tree_echo("theirs/echo.so", 0, module, sizeof module);
+    expect_refused_for(module, "theirs", "is owned by uid 65534");
+}
+
+/* What counts is the file the link leads to and the directories above it,
+ * not where the link lies. */
+Test(plugin_loader, symlink_judged_by_its_target_as_root,
+     .init = tree_new, .fini = tree_free)
+{
+    char good[256], bad[256], link[256];
+    tree_dir("good", 0, 0755);
+    tree_echo("good/echo.so", 0, good, sizeof good);
+    tree_dir("links", NOBODY, 0777);
+    snprintf(link, sizeof link, "%s/links/echo.so", base);
+    cr_assert_eq(symlink(good, link), 0);
+    expect_loads(link);
+
+    tree_echo("good/theirs.so", NOBODY, bad, sizeof bad);
+    snprintf(link, sizeof link, "%s/good/link.so", base);
+    cr_assert_eq(symlink(bad, link), 0);
+    expect_refused_for(link, "good/theirs.so", "is owned by uid 65534");
 }

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "cycle.h"
 #include "router.h"
 
 static pb_instance echo = { .name = "echo" };
@@ -24,6 +25,13 @@ static pb_route_conf routes[] = {
 
 static pb_router router;
 
+/* The router of config's routes over the instances above. */
+static int build(pb_router *r, pb_config *config)
+{
+    pb_cycle cycle = { .config = config, .instances = instances, .n_instances = 5 };
+    return pb_router_build(r, &cycle);
+}
+
 static pb_instance *match(const pb_router *r, const char *content_type,
                           const char *action)
 {
@@ -34,7 +42,7 @@ static pb_instance *match(const pb_router *r, const char *content_type,
 static void setup(void)
 {
     pb_config config = { .routes = routes, .n_routes = 5 };
-    cr_assert_eq(pb_router_build(&router, &config, instances, 5), 0);
+    cr_assert_eq(build(&router, &config), 0);
 }
 
 static void teardown(void)
@@ -79,7 +87,7 @@ Test(router_empty, no_routes_match_nothing)
 {
     pb_router empty;
     pb_config config = { .routes = NULL, .n_routes = 0 };
-    cr_assert_eq(pb_router_build(&empty, &config, instances, 5), 0);
+    cr_assert_eq(build(&empty, &config), 0);
     cr_assert_null(pb_router_match(&empty, "text/json", "echo"));
     pb_router_free(&empty);
 }
@@ -89,7 +97,7 @@ Test(router_empty, action_route_needs_an_action)
     pb_route_conf only[] = { { .action = "echo", .plugin = "echo" } };
     pb_config config = { .routes = only, .n_routes = 1 };
     pb_router r;
-    cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
+    cr_assert_eq(build(&r, &config), 0);
     cr_assert_null(pb_router_match(&r, "text/json", NULL));
     cr_assert_null(pb_router_match(&r, "text/json", "upper"));
     cr_assert_eq(match(&r, "text/json", "echo"), &echo);
@@ -111,7 +119,7 @@ Test(router_empty, glob_classes_and_question_mark)
     };
     pb_config config = { .routes = only, .n_routes = 2 };
     pb_router r;
-    cr_assert_eq(pb_router_build(&r, &config, instances, 5), 0);
+    cr_assert_eq(build(&r, &config), 0);
     cr_assert_eq(match(&r, "image/jpg", NULL), &upper);
     cr_assert_eq(match(&r, "image/png", NULL), &upper);
     cr_assert_eq(match(&r, "image/gif", NULL), &rest);
