@@ -334,8 +334,9 @@ static int send_prepare(master *m, const worker *w)
 
 /*
  * The new configuration needs other sockets or another number of workers:
- * take slots for a new generation, bind what is new, start the new workers
- * on the new set, then retire the old ones. Nothing changes until every
+ * take slots for a new generation, bind what is new and retire the old
+ * workers; the caller starts the new ones once it no longer holds the old
+ * cycle, which a fork would copy into every new worker. Nothing changes until every
  * step that can fail has succeeded. Retired workers apply the new routes
  * for the connections they hold and exit when the last one closes, so no
  * connection is dropped and no accept is missed.
@@ -365,8 +366,6 @@ static int replace_generation(master *m, const pb_config *config)
         }
     }
     free(old);
-    for (int i = 0; i < n; i++)
-        start_worker(m, &m->workers[i]);
     pb_log_notice("listeners or worker count changed: %d new workers, "
                   "%d retiring", n, m->n_retiring);
     return 0;
@@ -422,9 +421,9 @@ static void reload(master *m)
     unsigned long old_serial = m->serial;
     m->cycle = cycle;
     m->serial++;
-    int rc;
-    if (pb_listeners_differ(m->listeners, cycle->config) ||
-        worker_count(cycle->config) != m->n_workers)
+    int rc, replaced = pb_listeners_differ(m->listeners, cycle->config) ||
+                       worker_count(cycle->config) != m->n_workers;
+    if (replaced)
         rc = replace_generation(m, cycle->config);
     else
         rc = pb_listeners_update(m->listeners, cycle->config);
@@ -437,6 +436,8 @@ static void reload(master *m)
     }
     pb_log_apply(cycle->config);
     pb_cycle_free(old);
+    for (int i = 0; replaced && i < m->n_workers; i++)
+        start_worker(m, &m->workers[i]);
     for (int i = 0; i < m->n_workers; i++) {
         worker *w = &m->workers[i];
         if (w->pid > 0 && atomic_load(&m->shared->configs[w->slot].prepared) != m->serial

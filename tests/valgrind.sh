@@ -1,8 +1,9 @@
 #!/bin/bash
-# valgrind.sh - runs the built daemon (master and worker) under valgrind's
+# valgrind.sh - runs the built daemon (master and workers) under valgrind's
 # memcheck, drives it through the six reference exchanges, the wire errors
-# (bad_frame, bad_json, too_large, busy) and a line listener, stops it with
-# SIGTERM, and fails on any memory error or any block left allocated at exit
+# (bad_frame, bad_json, too_large, busy), a line listener and two reloads
+# (in place, and one that replaces the worker), stops it with SIGTERM, and
+# fails on any memory error or any block left allocated at exit
 # in any process: leaked, or still reachable. A pool or cache the daemon
 # forgets to free on the way out is reachable through a static pointer, so
 # "definitely lost" alone would never see it; every library the daemon uses
@@ -67,7 +68,7 @@ log = { level = "info"; target = "stderr"; };
 limits = { max_connections = $MAX_CONNECTIONS; max_message_bytes = 65536; shutdown_timeout = 30; };
 listeners = (
   { name = "app";    address = "$HOST"; port = $FRAME_PORT; framing = "frame"; },
-  { name = "telnet"; address = "$HOST"; port = $LINE_PORT; framing = "line"; plugin = "echo"; }
+  { name = "telnet"; address = "$HOST"; port = $LINE_PORT; framing = "line"; plugin = "echo"; }${EXTRA_LISTENER:-}
 );
 EOF
     shipped_plugins_and_routes "$PLUGINS" >>"$WORK/plugboard.conf"
@@ -195,6 +196,35 @@ else
     fail "line listener replied $(file_to_hex "$WORK/reply")"
 fi
 
+# Waits until the daemon's log holds $2 lines matching $1.
+wait_log() {  # PATTERN COUNT
+    local i
+    for i in $(seq 600); do
+        [ "$(grep -c "$1" "$WORK/daemon.log")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# A reload in place (the worker prepares the master's text and switches),
+# then one that adds a listener (a new worker; the old one retires).
+kill -HUP "$MASTER"
+wait_log "configuration reloaded" 1 || fail "the reload in place never completed"
+EXTRA_PORT=$(free_port)
+EXTRA_LISTENER=",
+  { name = \"extra\"; address = \"$HOST\"; port = $EXTRA_PORT; framing = \"frame\"; }"
+write_config
+kill -HUP "$MASTER"
+wait_log "configuration reloaded" 2 || fail "the reload adding a listener never completed"
+wait_log "replaced worker" 1 || fail "the retired worker never exited"
+hex_to_file "$(vector search_morpheus request_hex)" "$WORK/request"
+exchange "$WORK/request" "$EXTRA_PORT" "$WORK/reply"
+if [ "$(file_to_hex "$WORK/reply")" = "$(host_reply_hex "$(vector search_morpheus reply_hex)")" ]; then
+    echo "valgrind: two reloads, the new listener answers"
+else
+    fail "new listener replied $(file_to_hex "$WORK/reply")"
+fi
+
 # Hold every connection slot with a served connection, then one more is
 # refused with busy.
 for i in $(seq "$MAX_CONNECTIONS"); do
@@ -222,7 +252,7 @@ MASTER=
 
 LOGS=("$WORK"/vg.*.log)
 [ -e "${LOGS[0]}" ] || die "valgrind wrote no log"
-[ "${#LOGS[@]}" -ge 2 ] || fail "only ${#LOGS[@]} valgrind log(s): wanted the master's and the worker's"
+[ "${#LOGS[@]}" -ge 3 ] || fail "only ${#LOGS[@]} valgrind log(s): wanted the master's and both workers'"
 for log in "${LOGS[@]}"; do
     pid=${log##*/vg.}
     pid=${pid%.log}
