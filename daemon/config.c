@@ -15,6 +15,7 @@
 #include <plugboard/plugin.h>
 
 #include "config.h"
+#include "log.h"
 
 #define DEFAULT_PIDFILE "/run/plugboard/plugboard.pid"
 
@@ -53,18 +54,12 @@ static const char *const listener_keys[] = {
 static const char *const plugin_keys[] = { "name", "module", "settings", NULL };
 static const char *const route_keys[] = { "content_type", "action", "plugin", NULL };
 
-static const char *const level_names[] = {
-    "error", "warning", "notice", "info", "debug", NULL
+static const pb_conf_word targets[] = {
+    { "stderr", PB_LOG_STDERR }, { "syslog", PB_LOG_SYSLOG }, { NULL, 0 }
 };
-static const int level_values[] = {
-    PB_LOG_ERROR, PB_LOG_WARNING, PB_LOG_NOTICE, PB_LOG_INFO, PB_LOG_DEBUG
+static const pb_conf_word framings[] = {
+    { "frame", PB_FRAME }, { "line", PB_LINE }, { NULL, 0 }
 };
-static const char *const target_names[] = { "stderr", "syslog", NULL };
-static const char *const facility_names[] = {
-    "daemon", "user", "local0", "local1", "local2", "local3", "local4",
-    "local5", "local6", "local7", NULL
-};
-static const char *const framing_names[] = { "frame", "line", NULL };
 
 /* --- Reporting ------------------------------------------------------------ */
 
@@ -376,26 +371,28 @@ static int get_seconds(loader *ld, const config_setting_t *group,
     return PRESENT;
 }
 
-/* One of a fixed set of words; returns its index. */
+/* One of a fixed set of words; *choice is the one written. */
 static int get_choice(loader *ld, const config_setting_t *group,
-                      const char *key, const char *const *names, int *index)
+                      const char *key, const pb_conf_word *words,
+                      const pb_conf_word **choice)
 {
     const char *value;
     const config_setting_t *s;
     int rc = get_string(ld, group, key, &value, &s);
     if (rc != PRESENT)
         return rc;
-    for (int i = 0; names[i]; i++) {
-        if (strcmp(value, names[i]) == 0) {
-            *index = i;
+    for (const pb_conf_word *w = words; w->name; w++) {
+        if (strcmp(value, w->name) == 0) {
+            *choice = w;
             return PRESENT;
         }
     }
     char list[256] = "";
     size_t used = 0;
-    for (int i = 0; names[i] && used < sizeof list; i++) {
-        const char *sep = i == 0 ? "" : names[i + 1] ? ", " : " or ";
-        int n = snprintf(list + used, sizeof list - used, "%s\"%s\"", sep, names[i]);
+    for (int i = 0; words[i].name && used < sizeof list; i++) {
+        const char *sep = i == 0 ? "" : words[i + 1].name ? ", " : " or ";
+        int n = snprintf(list + used, sizeof list - used, "%s\"%s\"", sep,
+                         words[i].name);
         if (n > 0)
             used += (size_t)n;
     }
@@ -471,17 +468,17 @@ static void load_log(loader *ld, const config_setting_t *root)
 {
     pb_config *c = ld->config;
     const config_setting_t *log;
-    int i;
+    const pb_conf_word *w;
 
     if (get_group(ld, root, "log", &log) != PRESENT)
         return;
     check_keys(ld, log, log_keys, "in log");
-    if (get_choice(ld, log, "level", level_names, &i) == PRESENT)
-        c->log_level = level_values[i];
-    if (get_choice(ld, log, "target", target_names, &i) == PRESENT)
-        c->log_target = i == 0 ? PB_LOG_STDERR : PB_LOG_SYSLOG;
-    if (get_choice(ld, log, "facility", facility_names, &i) == PRESENT)
-        take_string(ld, &c->log_facility, facility_names[i], 0);
+    if (get_choice(ld, log, "level", pb_log_levels, &w) == PRESENT)
+        c->log_level = w->value;
+    if (get_choice(ld, log, "target", targets, &w) == PRESENT)
+        c->log_target = (pb_log_target)w->value;
+    if (get_choice(ld, log, "facility", pb_log_facilities, &w) == PRESENT)
+        take_string(ld, &c->log_facility, w->name, 0);
 }
 
 static void load_limits(loader *ld, const config_setting_t *root)
@@ -777,7 +774,7 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
     const config_setting_t *name_s = NULL, *address_s = NULL, *port_s = NULL,
                            *plugin_s;
     long long port;
-    int framing;
+    const pb_conf_word *framing;
     int has_name = get_name(ld, entry, "name", &name, &name_s);
     int has_address = get_name(ld, entry, "address", &address, &address_s);
     int has_port = get_int(ld, entry, "port", 1, 65535, &port, &port_s);
@@ -807,8 +804,8 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
     if (mode_s && has_path == ABSENT)
         error_at(ld, mode_s, "\"mode\" applies only to a Unix socket (\"path\")");
 
-    if (get_choice(ld, entry, "framing", framing_names, &framing) == PRESENT)
-        l->framing = framing == 0 ? PB_FRAME : PB_LINE;
+    if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
+        l->framing = (pb_framing_kind)framing->value;
 
     if (get_name(ld, entry, "plugin", &plugin, &plugin_s) == PRESENT) {
         if (!find_plugin(c, plugin))

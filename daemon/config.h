@@ -12,6 +12,13 @@
 
 #include "diag.h"
 
+/* A word a setting may be, and what it stands for; tables of them end
+ * with a NULL name. */
+typedef struct pb_conf_word {
+    const char *name;
+    int value;
+} pb_conf_word;
+
 typedef enum pb_framing_kind { PB_FRAME = 0, PB_LINE = 1 } pb_framing_kind;
 
 /* Where something was written, for messages. `file` points into

@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/time.h>
 #include <syslog.h>
 #include <time.h>
@@ -21,26 +20,22 @@ static int log_level = PB_LOG_INFO;
 static pb_log_target log_target = PB_LOG_STDERR;
 static int syslog_open;
 
-static const struct {
-    const char *name;
-    int level;
-} levels[] = {
+const pb_conf_word pb_log_levels[] = {
     { "error", PB_LOG_ERROR },
     { "warning", PB_LOG_WARNING },
     { "notice", PB_LOG_NOTICE },
     { "info", PB_LOG_INFO },
     { "debug", PB_LOG_DEBUG },
+    { NULL, 0 },
 };
 
-static const struct {
-    const char *name;
-    int facility;
-} facilities[] = {
+const pb_conf_word pb_log_facilities[] = {
     { "daemon", LOG_DAEMON }, { "user", LOG_USER },
     { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },
     { "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
     { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },
     { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+    { NULL, 0 },
 };
 
 void pb_log_init(const char *ident)
@@ -54,9 +49,9 @@ int pb_log_configure(pb_log_target target, int level, const char *facility)
 {
     int fac = -1;
     if (target == PB_LOG_SYSLOG) {
-        for (size_t i = 0; i < sizeof facilities / sizeof facilities[0]; i++)
-            if (facility != NULL && strcmp(facility, facilities[i].name) == 0)
-                fac = facilities[i].facility;
+        for (size_t i = 0; pb_log_facilities[i].name; i++)
+            if (facility != NULL && strcmp(facility, pb_log_facilities[i].name) == 0)
+                fac = pb_log_facilities[i].value;
         if (fac < 0)
             return -1;
         pb_log_close();
@@ -88,19 +83,11 @@ int pb_log_enabled(int level)
     return level <= log_level;
 }
 
-int pb_log_level_parse(const char *name)
-{
-    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
-        if (strcasecmp(name, levels[i].name) == 0)
-            return levels[i].level;
-    return -1;
-}
-
 const char *pb_log_level_name(int level)
 {
-    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
-        if (levels[i].level == level)
-            return levels[i].name;
+    for (size_t i = 0; pb_log_levels[i].name; i++)
+        if (pb_log_levels[i].value == level)
+            return pb_log_levels[i].name;
     return "unknown";
 }
 

@@ -51,8 +51,13 @@ typedef struct pb_log_limit {
 void pb_log_limited(pb_log_limit *limit, int level, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Parses "error", "warning", "notice", "info", "debug"; -1 if none. */
-int pb_log_level_parse(const char *name);
+/* The levels ("error" ... "debug", as pb_log_level values) and the syslog
+ * facilities ("daemon", "user", "local0" ... "local7", as LOG_ values) that
+ * a configuration may name, in the order they are listed to a user; each
+ * ends with a NULL name. */
+extern const pb_conf_word pb_log_levels[];
+extern const pb_conf_word pb_log_facilities[];
+
 const char *pb_log_level_name(int level);
 
 /* Closes syslog if it was opened. */
