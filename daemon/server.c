@@ -31,13 +31,15 @@
 /* Names this worker's counters for the cycle's instances and routes. */
 static void bind_stats(pb_server *s)
 {
-    pb_worker_stats *w = &s->shared->slots[s->slot];
+    pb_stats_rebind(s->shared, s->slot);
     for (size_t i = 0; i < s->cycle->n_instances; i++)
         s->cycle->instances[i]->stats_index =
-            pb_stats_index(w->instances, s->cycle->instances[i]->name);
+            pb_stats_index(s->shared, s->slot, PB_STATS_INSTANCES,
+                           s->cycle->instances[i]->name);
     for (size_t i = 0; i < s->cycle->router.n_routes; i++)
         s->cycle->router.routes[i].stats_index =
-            pb_stats_index(w->routes, s->cycle->router.routes[i].name);
+            pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
+                           s->cycle->router.routes[i].name);
 }
 
 static void resolve_pinned(pb_server *s)

@@ -1,13 +1,20 @@
 /*
- * shared.c - state shared between the master and the workers. Counters are
- * lock-free atomics, so a worker killed mid-update leaves nothing locked;
- * each worker writes only its own slot.
+ * shared.c - state shared between the master and the workers: the
+ * connection count, and the statistics counters with their archive. The
+ * rules for who writes what are in shared.h.
  */
 #include "shared.h"
 
+#include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/time.h>
+
+/* A snapshot taken while counts move to the archive is taken again; after
+ * this many tries (a worker killed mid-move keeps its slot marked until
+ * the master replaces it) the last one is answered as it is. */
+#define SNAPSHOT_TRIES 100
 
 static double wall_clock(void)
 {
@@ -54,17 +61,90 @@ void pb_shared_release_connection(pb_shared *shared, int slot)
     atomic_fetch_sub(&shared->connections, 1);
 }
 
-static void archive_named(pb_named_counter *archive, pb_named_counter *from)
+/* --- Names ------------------------------------------------------------------ */
+
+static pb_named_counter *table_of(pb_worker_stats *w, pb_stats_table table)
 {
-    for (int i = 0; i < PB_STATS_NAMES; i++) {
-        if (!atomic_load(&from[i].used))
-            continue;
-        int at = pb_stats_index(archive, from[i].name);
-        if (at >= 0) {
-            atomic_fetch_add(&archive[at].messages, atomic_load(&from[i].messages));
-            atomic_fetch_add(&archive[at].errors, atomic_load(&from[i].errors));
-        }
+    return table == PB_STATS_INSTANCES ? w->instances : w->routes;
+}
+
+/* 64-bit FNV-1a. */
+static unsigned long long name_hash(const char *name)
+{
+    unsigned long long h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h;
+}
+
+/* The name as a table keeps it: itself when it fits; otherwise cut before
+ * a character, never inside one, then "…" and the whole name's hash. */
+static void stored_name(const char *name, char out[PB_STATS_NAME_LEN])
+{
+    size_t n = strlen(name);
+    if (n < PB_STATS_NAME_LEN) {
+        memcpy(out, name, n + 1);
+        return;
     }
+    char tag[32];
+    int t = snprintf(tag, sizeof tag, "\xE2\x80\xA6%016llx", name_hash(name));
+    size_t keep = PB_STATS_NAME_LEN - 1 - (size_t)t;
+    while (keep > 0 && ((unsigned char)name[keep] & 0xC0) == 0x80)
+        keep--;
+    memcpy(out, name, keep);
+    memcpy(out + keep, tag, (size_t)t + 1);
+}
+
+/* --- The archive -------------------------------------------------------------- */
+
+/* Brackets a move of counts from w to the archive, for snapshots to see. */
+static void begin_move(pb_shared *shared, pb_worker_stats *w)
+{
+    atomic_store(&w->moving, 1);
+    atomic_fetch_add(&shared->moves, 1);
+}
+
+static void end_move(pb_worker_stats *w)
+{
+    atomic_store(&w->moving, 0);
+}
+
+/* Adds counts to the archive entry for a stored name, claiming a free
+ * entry when there is none; what finds no room goes to `retired`. Several
+ * processes may do this at once: an entry is claimed by compare-and-swap,
+ * and one being claimed is passed over (two entries for one name are
+ * summed by the snapshot). */
+static void archive_add(pb_shared *shared, pb_stats_table which,
+                        const char *name, long messages, long errors)
+{
+    if (messages == 0 && errors == 0)
+        return;
+    pb_named_counter *table = table_of(&shared->slots[PB_ARCHIVE_SLOT], which);
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        pb_named_counter *e = &table[i];
+        int state = 0;
+        if (atomic_compare_exchange_strong(&e->used, &state, 2)) {
+            memcpy(e->name, name, strlen(name) + 1);
+            atomic_store(&e->used, 1);
+            state = 1;
+        } else if (state != 1 || strcmp(e->name, name) != 0) {
+            continue;
+        }
+        atomic_fetch_add(&e->messages, messages);
+        atomic_fetch_add(&e->errors, errors);
+        return;
+    }
+    atomic_fetch_add(&shared->retired[which].messages, messages);
+    atomic_fetch_add(&shared->retired[which].errors, errors);
+}
+
+/* Added before the source is cleared: a mover killed in between counts
+ * something twice, never loses it. */
+static void archive_entry(pb_shared *shared, pb_stats_table which,
+                          const pb_named_counter *e)
+{
+    archive_add(shared, which, e->name, atomic_load(&e->messages),
+                atomic_load(&e->errors));
 }
 
 void pb_shared_reset_worker(pb_shared *shared, int slot)
@@ -75,6 +155,7 @@ void pb_shared_reset_worker(pb_shared *shared, int slot)
     atomic_fetch_sub(&shared->connections, held);
     atomic_fetch_sub(&shared->workers, 1);
 
+    begin_move(shared, w);
     atomic_fetch_add(&a->accepted, atomic_load(&w->accepted));
     atomic_fetch_add(&a->refused, atomic_load(&w->refused));
     atomic_fetch_add(&a->messages, atomic_load(&w->messages));
@@ -82,48 +163,98 @@ void pb_shared_reset_worker(pb_shared *shared, int slot)
     atomic_fetch_add(&a->bytes_out, atomic_load(&w->bytes_out));
     for (int i = 0; i < PB_ERROR_CODES; i++)
         atomic_fetch_add(&a->errors[i], atomic_load(&w->errors[i]));
-    archive_named(a->instances, w->instances);
-    archive_named(a->routes, w->routes);
-    /* The slot starts over for the next worker that takes it. */
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        if (atomic_load(&w->instances[i].used) == 1)
+            archive_entry(shared, PB_STATS_INSTANCES, &w->instances[i]);
+        if (atomic_load(&w->routes[i].used) == 1)
+            archive_entry(shared, PB_STATS_ROUTES, &w->routes[i]);
+    }
+    /* The slot starts over for the next worker that takes it; zeroing it
+     * also ends the move. */
     memset(w, 0, sizeof *w);
 }
 
-int pb_stats_index(pb_named_counter *table, const char *name)
+/* --- Binding a worker's names ---------------------------------------------------- */
+
+void pb_stats_rebind(pb_shared *shared, int slot)
 {
-    for (int i = 0; i < PB_STATS_NAMES; i++) {
-        if (!atomic_load(&table[i].used)) {
-            strncpy(table[i].name, name, PB_STATS_NAME_LEN - 1);
-            table[i].name[PB_STATS_NAME_LEN - 1] = '\0';
-            atomic_store(&table[i].used, 1);
-            return i;
-        }
-        if (strncmp(table[i].name, name, PB_STATS_NAME_LEN - 1) == 0)
-            return i;
-    }
-    return -1;
+    shared->slots[slot].binding++;
 }
 
-static void add_named(json_t *object, const pb_named_counter *table, int with_errors)
+int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
+                   const char *name)
+{
+    pb_worker_stats *w = &shared->slots[slot];
+    pb_named_counter *table = table_of(w, which);
+    char stored[PB_STATS_NAME_LEN];
+    stored_name(name, stored);
+
+    int free_at = -1, evict = -1;
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        pb_named_counter *e = &table[i];
+        if (!atomic_load(&e->used)) {
+            if (free_at < 0)
+                free_at = i;
+        } else if (strcmp(e->name, stored) == 0) {
+            e->bound = w->binding;
+            return i;
+        } else if (e->bound != w->binding &&
+                   (evict < 0 || e->bound < table[evict].bound)) {
+            evict = i;      /* the longest unnamed */
+        }
+    }
+    int at = free_at >= 0 ? free_at : evict;
+    if (at < 0)
+        return -1;
+    pb_named_counter *e = &table[at];
+    if (at == evict) {
+        begin_move(shared, w);
+        archive_entry(shared, which, e);
+        atomic_store(&e->used, 0);
+        atomic_store(&e->messages, 0);
+        atomic_store(&e->errors, 0);
+    }
+    memcpy(e->name, stored, strlen(stored) + 1);
+    e->bound = w->binding;
+    atomic_store(&e->used, 1);
+    if (at == evict)
+        end_move(w);
+    return at;
+}
+
+/* --- Snapshot ---------------------------------------------------------------------- */
+
+static void add_named(json_t *object, const pb_named_counter *table)
 {
     for (int i = 0; i < PB_STATS_NAMES; i++) {
-        if (!atomic_load(&table[i].used))
+        const pb_named_counter *c = &table[i];
+        if (atomic_load(&c->used) != 1)
             continue;
-        json_t *entry = json_object_get(object, table[i].name);
+        json_t *entry = json_object_get(object, c->name);
         if (entry == NULL) {
-            entry = json_pack("{s:I}", "messages", (json_int_t)0);
-            if (with_errors)
-                json_object_set_new(entry, "errors", json_integer(0));
-            json_object_set_new(object, table[i].name, entry);
+            /* On failure jansson has freed the new entry: nothing of it
+             * may be touched. A stored name is UTF-8 unless it was read
+             * while being rewritten, and then the snapshot is retaken. */
+            if (json_object_set_new(object, c->name,
+                                    json_pack("{s:I, s:I}", "messages", (json_int_t)0,
+                                              "errors", (json_int_t)0)) != 0)
+                continue;
+            entry = json_object_get(object, c->name);
         }
         json_t *m = json_object_get(entry, "messages");
-        json_integer_set(m, json_integer_value(m) + atomic_load(&table[i].messages));
+        json_integer_set(m, json_integer_value(m) + atomic_load(&c->messages));
         json_t *e = json_object_get(entry, "errors");
-        if (e != NULL)
-            json_integer_set(e, json_integer_value(e) + atomic_load(&table[i].errors));
+        json_integer_set(e, json_integer_value(e) + atomic_load(&c->errors));
     }
 }
 
-json_t *pb_stats_snapshot(const pb_shared *shared)
+static json_t *retired_counts(const pb_retired *r)
+{
+    return json_pack("{s:I, s:I}", "messages", (json_int_t)atomic_load(&r->messages),
+                     "errors", (json_int_t)atomic_load(&r->errors));
+}
+
+static json_t *collect(const pb_shared *shared)
 {
     long accepted = 0, refused = 0, messages = 0, in = 0, out = 0;
     long errors[PB_ERROR_CODES] = { 0 };
@@ -137,8 +268,8 @@ json_t *pb_stats_snapshot(const pb_shared *shared)
         out += atomic_load(&w->bytes_out);
         for (int i = 0; i < PB_ERROR_CODES; i++)
             errors[i] += atomic_load(&w->errors[i]);
-        add_named(instances, w->instances, 1);
-        add_named(routes, w->routes, 1);
+        add_named(instances, w->instances);
+        add_named(routes, w->routes);
     }
     json_t *errs = json_object();
     for (int i = PB_ERR_NONE + 1; i < PB_ERROR_CODES; i++)
@@ -146,7 +277,8 @@ json_t *pb_stats_snapshot(const pb_shared *shared)
                             json_integer(errors[i]));
     long reloads = atomic_load(&shared->reloads);
     return json_pack("{s:f, s:I, s:I, s:I, s:I, s:i,"
-                     " s:{s:I, s:I, s:I}, s:I, s:{s:I, s:I}, s:o, s:o, s:o}",
+                     " s:{s:I, s:I, s:I}, s:I, s:{s:I, s:I}, s:o, s:o, s:o,"
+                     " s:{s:o, s:o}}",
                      "uptime", wall_clock() - shared->started,
                      "generation", (json_int_t)reloads + 1,
                      "reloads", (json_int_t)reloads,
@@ -161,5 +293,30 @@ json_t *pb_stats_snapshot(const pb_shared *shared)
                      "bytes", "in", (json_int_t)in, "out", (json_int_t)out,
                      "errors", errs,
                      "plugins", instances,
-                     "routes", routes);
+                     "routes", routes,
+                     "retired",
+                       "plugins", retired_counts(&shared->retired[PB_STATS_INSTANCES]),
+                       "routes", retired_counts(&shared->retired[PB_STATS_ROUTES]));
+}
+
+static int moving(const pb_shared *shared)
+{
+    for (int s = 0; s <= PB_ARCHIVE_SLOT; s++)
+        if (atomic_load(&shared->slots[s].moving))
+            return 1;
+    return 0;
+}
+
+json_t *pb_stats_snapshot(const pb_shared *shared)
+{
+    for (int tries = 1;; tries++) {
+        unsigned long moves = atomic_load(&shared->moves);
+        int quiet = !moving(shared);
+        json_t *snapshot = collect(shared);
+        if ((quiet && atomic_load(&shared->moves) == moves) ||
+            tries == SNAPSHOT_TRIES || snapshot == NULL)
+            return snapshot;
+        json_decref(snapshot);
+        sched_yield();
+    }
 }

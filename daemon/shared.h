@@ -4,6 +4,21 @@
  * count that max_connections limits, and the statistics counters, kept per
  * worker so that each has a single writer and a crashed worker's share can
  * be kept when it is replaced.
+ *
+ * Who writes what, without locks (every counter is a lock-free atomic, so a
+ * process killed mid-update leaves nothing locked):
+ *   - a worker writes only its own slot;
+ *   - the archive slot keeps the counts of names no longer counted
+ *     elsewhere. The master adds a worker's counts to it after that worker
+ *     exited; a worker adds to it the counts of a name it evicts from its
+ *     own table to make room on a reload. Both only add (atomically), and
+ *     claim a free archive entry by compare-and-swap, so they need no lock
+ *     and a total never goes backwards.
+ *   - when the archive's table is full, counts that have no entry there go
+ *     to `retired`, reported as one counter per table.
+ * Moving counts from a slot to the archive is not atomic as a whole; the
+ * mover marks its slot `moving` and bumps `moves`, and a snapshot taken
+ * meanwhile is taken again, so that nothing is counted twice or missed.
  */
 #ifndef PB_SHARED_H
 #define PB_SHARED_H
@@ -16,15 +31,21 @@
 
 #define PB_MAX_WORKERS 128
 #define PB_STATS_NAMES 64           /* instances, and routes, counted per worker */
+/* Room for a name and its NUL. A longer name is cut on a character
+ * boundary and ends with a hash of the whole name, so that distinct long
+ * names stay distinct counters and every stored name stays UTF-8. */
 #define PB_STATS_NAME_LEN 128
 #define PB_ERROR_CODES (PB_ERR_SHUTTING_DOWN + 1)
 
+typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_table;
+
 /* Counters for one plugin instance or route, found by its name. */
 typedef struct pb_named_counter {
-    atomic_int used;                /* set once name is written */
+    atomic_int used;                /* 0 free, 1 counting, 2 name being written */
     char name[PB_STATS_NAME_LEN];
     atomic_long messages;
     atomic_long errors;             /* the plugin failed */
+    unsigned long bound;            /* the owner's binding that last named it */
 } pb_named_counter;
 
 /* One worker's counters; only that worker writes them. */
@@ -38,6 +59,8 @@ typedef struct pb_worker_stats {
     atomic_long errors[PB_ERROR_CODES];
     pb_named_counter instances[PB_STATS_NAMES];
     pb_named_counter routes[PB_STATS_NAMES];
+    atomic_int moving;              /* counts are on their way to the archive */
+    unsigned long binding;          /* bumped by each pb_stats_rebind */
 } pb_worker_stats;
 
 /* Where a worker is in a reload, by the master's serial number of each
@@ -51,6 +74,12 @@ typedef struct pb_worker_config {
     atomic_ulong serving;
 } pb_worker_config;
 
+/* What no archive entry could take, per table. */
+typedef struct pb_retired {
+    atomic_long messages;
+    atomic_long errors;
+} pb_retired;
+
 typedef struct pb_shared {
     atomic_long connections;        /* all workers together */
     double started;                 /* wall clock at start, for uptime */
@@ -58,8 +87,10 @@ typedef struct pb_shared {
     atomic_long failed_reloads;
     atomic_long worker_restarts;
     atomic_int workers;             /* running */
+    atomic_ulong moves;             /* moves to the archive ever begun */
+    pb_retired retired[2];          /* by pb_stats_table */
     /* One slot per worker, and one more that keeps the counts of workers
-     * that are gone, so totals never go backwards. */
+     * that are gone and of names evicted, so totals never go backwards. */
     pb_worker_stats slots[PB_MAX_WORKERS + 1];
     pb_worker_config configs[PB_MAX_WORKERS];
 } pb_shared;
@@ -80,8 +111,18 @@ void pb_shared_release_connection(pb_shared *shared, int slot);
  * connections it held and moves its counts to the archive. */
 void pb_shared_reset_worker(pb_shared *shared, int slot);
 
-/* The index of name's counters in `table` (adding it), or -1 when full. */
-int pb_stats_index(pb_named_counter *table, const char *name);
+/*
+ * Worker `slot` names its counters for a configuration: pb_stats_rebind,
+ * then pb_stats_index for each instance and route name it counts. A name
+ * already in the table keeps its entry; a new one takes a free entry or,
+ * when there is none, evicts a name that this binding has not named, whose
+ * counts move to the archive. Returns the entry's index, or -1 when every
+ * entry is named by this binding (more than PB_STATS_NAMES names): that
+ * name goes uncounted.
+ */
+void pb_stats_rebind(pb_shared *shared, int slot);
+int pb_stats_index(pb_shared *shared, int slot, pb_stats_table table,
+                   const char *name);
 
 /* Everything, summed over workers, as a JSON object (new reference). */
 json_t *pb_stats_snapshot(const pb_shared *shared);
