@@ -450,13 +450,18 @@ static void load_top(loader *ld, const config_setting_t *root)
     if (get_name(ld, root, "plugin_dir", &value, NULL) == PRESENT)
         take_string(ld, &c->plugin_dir, value, 1);
     const config_setting_t *where;
-    if (get_name(ld, root, "user", &value, &where) == PRESENT) {
+    int has_user = get_name(ld, root, "user", &value, &where);
+    if (has_user == PRESENT) {
         take_string(ld, &c->user, value, 0);
         c->user_pos = position(ld, where);
     }
     if (get_name(ld, root, "group", &value, &where) == PRESENT) {
         take_string(ld, &c->group, value, 0);
         c->group_pos = position(ld, where);
+        /* setgid alone would leave the workers running as root. */
+        if (has_user == ABSENT)
+            error_at(ld, where, "\"group\" without \"user\": set \"user\" "
+                     "too, or neither");
     }
     if (get_name(ld, root, "pidfile", &value, NULL) == PRESENT)
         take_string(ld, &c->pidfile, value, 1);
@@ -531,6 +536,19 @@ static int valid_utf8(const unsigned char *s)
             return 0;
     }
     return 1;
+}
+
+/* Names, content types and actions appear in the statistics, which are
+ * JSON, and in metric labels: they must be UTF-8. Returns rc, or INVALID
+ * after reporting a present value that is not. */
+static int utf8_only(loader *ld, int rc, const config_setting_t *s,
+                     const char *key, const char *value)
+{
+    if (rc == PRESENT && !valid_utf8((const unsigned char *)value)) {
+        error_at(ld, s, "\"%s\" is not valid UTF-8", key);
+        return INVALID;
+    }
+    return rc;
 }
 
 static void add_position(loader *ld, pb_plugin_conf *p, const json_t *value,
@@ -677,9 +695,10 @@ static void load_plugin(loader *ld, const config_setting_t *entry, void *out)
     p->pos = position(ld, entry);
     check_keys(ld, entry, plugin_keys, "in plugin");
 
-    const char *name;
-    const config_setting_t *s;
+    const char *name = NULL;
+    const config_setting_t *s = NULL;
     int rc = get_name(ld, entry, "name", &name, &s);
+    rc = utf8_only(ld, rc, s, "name", name);
     if (rc == ABSENT)
         error_pos(ld, p->pos, "plugin entry lacks \"name\"");
     if (rc == PRESENT) {
@@ -776,6 +795,7 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
     long long port;
     const pb_conf_word *framing;
     int has_name = get_name(ld, entry, "name", &name, &name_s);
+    has_name = utf8_only(ld, has_name, name_s, "name", name);
     int has_address = get_name(ld, entry, "address", &address, &address_s);
     int has_port = get_int(ld, entry, "port", 1, 65535, &port, &port_s);
     int has_path = get_name(ld, entry, "path", &path, NULL);
@@ -821,6 +841,11 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
         name_listener(ld, l);
     if (!l->name)
         return;
+    if (has_name == ABSENT && !valid_utf8((const unsigned char *)l->name)) {
+        error_pos(ld, l->pos, "listener named by its %s, which is not valid "
+                  "UTF-8: give it a \"name\"", l->path ? "path" : "address");
+        return;
+    }
     /* The entries before l are the listeners loaded so far. */
     for (const pb_listener_conf *o = c->listeners; o != l; o++) {
         if (o->name && strcmp(o->name, l->name) == 0) {
@@ -834,18 +859,26 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 
 /* --- Routes ------------------------------------------------------------------- */
 
+static void take_text(loader *ld, const config_setting_t *entry,
+                      const char *key, char **field)
+{
+    const char *value = NULL;
+    const config_setting_t *s = NULL;
+    int rc = get_string(ld, entry, key, &value, &s);
+    if (utf8_only(ld, rc, s, key, value) == PRESENT)
+        take_string(ld, field, value, 0);
+}
+
 static void load_route(loader *ld, const config_setting_t *entry, void *out)
 {
     pb_route_conf *r = out;
     r->pos = position(ld, entry);
     check_keys(ld, entry, route_keys, "in route");
 
+    take_text(ld, entry, "content_type", &r->content_type);
+    take_text(ld, entry, "action", &r->action);
     const char *value;
     const config_setting_t *s;
-    if (get_string(ld, entry, "content_type", &value, NULL) == PRESENT)
-        take_string(ld, &r->content_type, value, 0);
-    if (get_string(ld, entry, "action", &value, NULL) == PRESENT)
-        take_string(ld, &r->action, value, 0);
     int rc = get_name(ld, entry, "plugin", &value, &s);
     if (rc == ABSENT)
         error_pos(ld, r->pos, "route entry lacks \"plugin\"");

@@ -806,6 +806,36 @@ Test(config, settings_strings_must_be_utf8)
     cr_assert_eq(diag.count, 3, "got:\n%s", all_lines());
 }
 
+/* Names, content types and actions end up as JSON keys in the statistics. */
+Test(config, names_content_types_and_actions_must_be_utf8)
+{
+    cr_assert_null(load_text(
+        "listeners = ( { name = \"app\xFF\"; address = \"a\"; port = 1; },\n"
+        "              { path = \"/run/p\xC3.sock\"; } );\n"
+        "plugins = ( { name = \"first\xFF" "10\"; module = \"first10\"; },\n"
+        "            { name = \"echo\"; module = \"echo\"; } );\n"
+        "routes = ( { content_type = \"text/\xE2\x82\"; plugin = \"echo\"; },\n"
+        "           { action = \"\xC0\xAF\"; plugin = \"echo\"; },\n"
+        "           { content_type = \"text/caf\xC3\xA9\"; action = \"\xF0\x9F\x90\xB0\";\n"
+        "             plugin = \"echo\"; } );\n"));
+    expect_line("main.conf", 1, "\"name\" is not valid UTF-8");
+    expect_line("main.conf", 2, "listener named by its path, which is not valid "
+                "UTF-8: give it a \"name\"");
+    expect_line("main.conf", 3, "\"name\" is not valid UTF-8");
+    expect_line("main.conf", 5, "\"content_type\" is not valid UTF-8");
+    expect_line("main.conf", 6, "\"action\" is not valid UTF-8");
+    cr_assert_eq(diag.count, 5, "got:\n%s", all_lines());
+}
+
+Test(config, group_without_user)
+{
+    expect_error(LISTENER "group = \"nogroup\";\n", 2,
+                 "\"group\" without \"user\": set \"user\" too, or neither");
+    pb_diag_free(&diag);
+    pb_config *c = load_ok(LISTENER "user = \"nobody\";\n");
+    pb_config_free(c);
+}
+
 /* --- Diagnostics ------------------------------------------------------------ */
 
 Test(config, diag_formats)
