@@ -54,6 +54,14 @@ int pb_privileges_drop(const pb_config *config)
 {
     if (config->user == NULL && config->group == NULL)
         return 0;
+    /* The configuration refuses this too: setgid without setuid would
+     * serve as root with only the group changed. */
+    if (config->user == NULL) {
+        pb_log_error("%s:%d: \"group\" without \"user\": refusing to run as "
+                     "root with only the group dropped",
+                     config->group_pos.file, config->group_pos.line);
+        return -1;
+    }
     if (geteuid() != 0) {
         pb_log_warning("not started as root: ignoring user/group settings");
         return 0;
@@ -67,16 +75,19 @@ int pb_privileges_drop(const pb_config *config)
         pb_diag_free(&diag);
         return -1;
     }
-    if (setgroups(0, NULL) != 0 ||
-        (gid != (gid_t)-1 && setgid(gid) != 0) ||
-        (uid != (uid_t)-1 && setuid(uid) != 0)) {
+    if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
         pb_log_error("cannot drop privileges to %s:%s: %s",
-                     config->user ? config->user : "root",
-                     config->group ? config->group : "-", strerror(errno));
+                     config->user, config->group ? config->group : "-",
+                     strerror(errno));
         return -1;
     }
-    if (uid != (uid_t)-1 && uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+    if (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
         pb_log_error("root privileges could be regained after dropping them");
+        return -1;
+    }
+    if (getuid() == 0 && getgid() != 0) {
+        pb_log_error("user \"%s\" has uid 0: refusing to serve as root "
+                     "with only the group changed", config->user);
         return -1;
     }
     pb_log_info("running as uid %ld, gid %ld", (long)getuid(), (long)getgid());
