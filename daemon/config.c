@@ -1,5 +1,5 @@
 /*
- * config.c - reads the libconfig file of BRIEF section 4 into a pb_config:
+ * config.c - reads the libconfig file (plugboard.conf(5)) into a pb_config:
  * every key, type, range and reference between sections is checked, and
  * each mistake is reported as FILE:LINE before anything is used.
  */

@@ -1,5 +1,5 @@
 /*
- * config.h - the configuration file (BRIEF section 4) parsed and checked
+ * config.h - the configuration file (plugboard.conf(5)) parsed and checked
  * into one plain structure. Loading validates the whole schema (unknown keys,
  * wrong types, ranges, references between sections) and reports each
  * mistake as FILE:LINE; it loads no plugin and opens no socket.

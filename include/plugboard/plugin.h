@@ -462,7 +462,11 @@ struct pb_host {
      * generation (1 + successful reloads), reloads, failed_reloads,
      * worker_restarts, workers, connections {open, accepted, refused},
      * messages, bytes {in, out}, errors {by wire error code}, plugins
-     * {by instance: messages, errors}, routes {by route: messages, errors}.
+     * {by instance: messages, errors}, routes {by route: messages, errors},
+     * retired {plugins, routes: messages, errors of names no longer
+     * configured that no longer fit in the counter tables}. A name longer
+     * than 127 bytes is cut between characters and ends with "…" and a hash
+     * of the whole name, so that distinct names stay distinct.
      * Call it from handle(): from create() it returns NULL when create()
      * runs in the master or in `plugboard -t`, which hold no counters.
      * The shipped `stats` plugin answers with it.

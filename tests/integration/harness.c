@@ -1096,6 +1096,20 @@ void pb_vectors_free(pb_exchange *v, size_t n)
     free(v);
 }
 
+json_t *pb_t_stats(const pb_daemon *d)
+{
+    static const char content[] = "{\"action\": \"stats\"}";
+    int fd = pb_dial(d, 0);
+    pb_t_send_frame(d, fd, "text/json", "utf-8", content, sizeof content - 1);
+    pb_t_reply r;
+    pb_t_recv_frame(d, fd, &r);
+    close(fd);
+    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
+    pb_t_reply_free(&r);
+    pb_check(d, json_is_object(json), "the stats reply is not a JSON object");
+    return json;
+}
+
 void pb_t_check_serving(const pb_daemon *d, int port_index)
 {
     pb_exchange *v;

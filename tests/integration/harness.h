@@ -206,6 +206,9 @@ void pb_t_expect_eof(const pb_daemon *d, int fd);
 void pb_t_expect_bytes(const pb_daemon *d, const char *what,
                        const void *got, size_t got_len,
                        const void *want, size_t want_len);
+/* Asks the stats plugin over a new connection to PORT0 (a route must send
+ * {"action": "stats"} to it); the reply's JSON object (new reference). */
+json_t *pb_t_stats(const pb_daemon *d);
 /* A new connection to PORTn does the search-morpheus reference exchange. */
 void pb_t_check_serving(const pb_daemon *d, int port_index);
 
@@ -247,6 +250,7 @@ void pb_t_at(const char *file, int line);
 #define pb_t_expect_eof(...) PB_T_AT(pb_t_expect_eof(__VA_ARGS__))
 #define pb_t_expect_bytes(...) PB_T_AT(pb_t_expect_bytes(__VA_ARGS__))
 #define pb_t_check_serving(...) PB_T_AT(pb_t_check_serving(__VA_ARGS__))
+#define pb_t_stats(...) PB_T_AT(pb_t_stats(__VA_ARGS__))
 #endif
 
 #endif

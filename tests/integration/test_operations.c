@@ -73,23 +73,6 @@ static char *search_new(const pb_daemon *d, int port_index, const char *value)
     return result;
 }
 
-static json_t *stats(const pb_daemon *d)
-{
-    static const char content[] = "{\"action\": \"stats\"}";
-    int fd = pb_dial(d, 0);
-    pb_buf frame = PB_BUF_INIT;
-    pb_t_frame(&frame, "text/json", "utf-8", content, sizeof content - 1);
-    pb_t_send(d, fd, pb_buf_head(&frame), pb_buf_used(&frame));
-    pb_buf_free(&frame);
-    pb_t_reply r;
-    pb_t_recv_frame(d, fd, &r);
-    close(fd);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    pb_t_reply_free(&r);
-    pb_check(d, json_is_object(json), "stats reply is not a JSON object");
-    return json;
-}
-
 static long long stat_at(json_t *stats, const char *a, const char *b)
 {
     json_t *v = json_object_get(stats, a);
@@ -166,7 +149,7 @@ Test(operations, reload_changes_answers_for_open_and_new_connections)
                      "follows the new configuration");
     free(got);
 
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
     cr_expect_eq(stat_at(s, "reloads", NULL), 1);
     cr_expect_eq(stat_at(s, "generation", NULL), 2);
     cr_expect_eq(stat_at(s, "failed_reloads", NULL), 0);
@@ -187,14 +170,14 @@ Test(operations, broken_reload_changes_nothing_but_a_log_line_and_a_counter)
                                "limits = { max_connectionz = 5; };\n");
     pb_daemon_signal(&d, SIGHUP);
     for (int i = 0; i < 1000; i++) {
-        json_t *s = stats(&d);
+        json_t *s = pb_t_stats(&d);
         long long failed = stat_at(s, "failed_reloads", NULL);
         json_decref(s);
         if (failed == 1)
             break;
         sleep_ms(20);
     }
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
     cr_expect_eq(stat_at(s, "failed_reloads", NULL), 1);
     cr_expect_eq(stat_at(s, "reloads", NULL), 0);
     json_decref(s);
@@ -359,7 +342,7 @@ Test(operations, crashed_worker_is_replaced_and_service_goes_on)
         cr_expect_str_eq(got, "still here");
         free(got);
     }
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
     cr_expect_eq(stat_at(s, "worker_restarts", NULL), 1);
     cr_expect_eq(stat_at(s, "workers", NULL), 2);
     json_decref(s);
@@ -374,7 +357,7 @@ Test(operations, statistics_count_a_known_sequence)
     pb_daemon d;
     pb_daemon_start(&d, CONF("2", LISTENER_APP, "counted"));
     /* Counted from here: the start-up probes connected too. */
-    json_t *s0 = stats(&d);
+    json_t *s0 = pb_t_stats(&d);
     for (int i = 0; i < 3; i++)
         free(search_new(&d, 0, "morpheus"));
 
@@ -390,7 +373,7 @@ Test(operations, statistics_count_a_known_sequence)
     pb_t_expect_reply(&d, fd, "text/plain", "utf-8", "hello", 5);
     close(fd);
 
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
 #define DELTA(a, b) (stat_at(s, a, b) - stat_at(s0, a, b))
     /* 3 searches, 3 on the shared connection, and this stats request. */
     cr_expect_eq(DELTA("messages", NULL), 7);
@@ -415,7 +398,7 @@ Test(operations, statistics_count_a_known_sequence)
      * the close; only the stats request's own connection stays. */
     long long open = -1;
     for (int i = 0; i < 1000 && open != 1; i++) {
-        s = stats(&d);
+        s = pb_t_stats(&d);
         open = stat_at(s, "connections", "open");
         json_decref(s);
         if (open != 1)
@@ -560,7 +543,7 @@ static long long wait_stat(const pb_daemon *d, const char *key, long long want)
 {
     long long got = -1;
     for (int i = 0; i < 1000 && got != want; i++) {
-        json_t *s = stats(d);
+        json_t *s = pb_t_stats(d);
         got = stat_at(s, key, NULL);
         json_decref(s);
         if (got != want)
@@ -594,7 +577,7 @@ Test(operations, user_signals_leave_master_and_workers_serving)
     for (int i = 0; i < 2; i++)
         cr_expect(after[0] == before[i] || after[1] == before[i],
                   "worker %d was not replaced", (int)before[i]);
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
     cr_expect_eq(stat_at(s, "worker_restarts", NULL), 0);
     json_decref(s);
     pb_daemon_stop_clean(&d);
@@ -617,7 +600,7 @@ Test(operations, reload_that_cannot_start_workers_binds_nothing)
     char *got = search_new(&d, 0, "morpheus");
     cr_expect_str_eq(got, "kept");
     free(got);
-    json_t *s = stats(&d);
+    json_t *s = pb_t_stats(&d);
     cr_expect_eq(stat_at(s, "reloads", NULL), 0);
     json_decref(s);
     pb_daemon_stop_clean(&d);

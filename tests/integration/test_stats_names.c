@@ -99,20 +99,6 @@ Test(stats_names, group_without_user_is_refused_at_start)
 
 /* --- Counted and reported ------------------------------------------------------ */
 
-static json_t *ask_stats(const pb_daemon *d)
-{
-    static const char content[] = "{\"action\": \"stats\"}";
-    int fd = pb_dial(d, 0);
-    pb_t_send_frame(d, fd, "text/json", "utf-8", content, sizeof content - 1);
-    pb_t_reply r;
-    pb_t_recv_frame(d, fd, &r);
-    close(fd);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    pb_t_reply_free(&r);
-    pb_check(d, json_is_object(json), "the stats reply is not a JSON object");
-    return json;
-}
-
 /* Sends content of content_type and expects it echoed. */
 static void echo(const pb_daemon *d, const char *content_type)
 {
@@ -154,7 +140,7 @@ Test(stats_names, a_long_multibyte_content_type_is_counted_and_reported)
     echo(&d, LONG_TYPE);
     echo(&d, LONG_TYPE);
     for (int i = 0; i < 20; i++) {
-        json_t *s = ask_stats(&d);
+        json_t *s = pb_t_stats(&d);
         cr_assert_eq(route_messages(s, "2: text/\xc3\xa9\xc3\xa9"), 2,
                      "the long route is not reported with its 2 messages");
         json_decref(s);
@@ -186,7 +172,7 @@ static void write_generation(const pb_daemon *d, int generation, char *out,
 static void wait_for_generation(const pb_daemon *d, long long generation)
 {
     for (int i = 0; i < 300; i++) {
-        json_t *s = ask_stats(d);
+        json_t *s = pb_t_stats(d);
         long long g = json_integer_value(json_object_get(s, "generation"));
         json_decref(s);
         if (g == generation)
@@ -214,7 +200,7 @@ Test(stats_names, routes_renamed_by_reloads_are_counted)
         snprintf(type, sizeof type, "text/g%d-%d", generation, ROUTES_PER_RELOAD - 1);
         snprintf(route, sizeof route, "%d: %s ->", ROUTES_PER_RELOAD + 1, type);
         echo(&d, type);
-        json_t *s = ask_stats(&d);
+        json_t *s = pb_t_stats(&d);
         cr_assert_eq(route_messages(s, route), 1, "generation %d: \"%s\" uncounted",
                      generation, route);
         json_decref(s);
