@@ -8,18 +8,9 @@
 
 #include <string.h>
 
-#include "frame_fast.h"
 #include "json_dump.h"
 
 #define LENGTH_PREFIX 2
-#define MAX_HEADER_BYTES 65535
-
-void pb_message_clear(pb_message *msg)
-{
-    if (msg->owns_header)
-        json_decref(msg->header);
-    memset(msg, 0, sizeof *msg);
-}
 
 void pb_frame_decoder_init(pb_frame_decoder *d, size_t max_message_bytes)
 {
@@ -27,14 +18,14 @@ void pb_frame_decoder_init(pb_frame_decoder *d, size_t max_message_bytes)
     d->header = NULL;
     d->header_length = 0;
     d->content_length = 0;
+    memset(&d->fast, 0, sizeof d->fast);
 }
 
 void pb_frame_decoder_reset(pb_frame_decoder *d)
 {
     json_decref(d->header);
-    d->header = NULL;
-    d->header_length = 0;
-    d->content_length = 0;
+    pb_frame_fast_cache_clear(&d->fast);
+    pb_frame_decoder_init(d, d->max_message_bytes);
 }
 
 static int too_large(pb_error *err, unsigned long long size, size_t limit)
@@ -42,6 +33,15 @@ static int too_large(pb_error *err, unsigned long long size, size_t limit)
     return pb_error_set(err, PB_ERR_TOO_LARGE,
                         "message of %llu bytes exceeds the limit of %zu bytes",
                         size, limit);
+}
+
+/* A content-length beyond PB_JSON_INT_MAX is over any limit the
+ * configuration allows, and no frame that long can be held. */
+static int too_large_overflow(pb_error *err, size_t limit)
+{
+    return pb_error_set(err, PB_ERR_TOO_LARGE,
+                        "message of more than %lld bytes exceeds the limit of %zu bytes",
+                        (long long)PB_JSON_INT_MAX, limit);
 }
 
 /* A required string member; NUL bytes are refused because every consumer
@@ -92,58 +92,239 @@ static int check_header(const json_t *header, json_int_t *content_length,
     return 0;
 }
 
-json_t *pb_frame_parse_header(const unsigned char *text, size_t length,
-                              int fast, json_int_t *content_length,
-                              pb_error *err)
-{
-    pb_fast_header fast_header;
-    if (fast && pb_frame_fast_parse(text, length, &fast_header)) {
-        json_t *header = pb_frame_fast_header(&fast_header);
-        if (header != NULL) {
-            *content_length = fast_header.content_length;
-            return header;
-        }
-    }
+/* --- Integers jansson cannot hold ------------------------------------------
+ *
+ * jansson refuses a whole text when one integer does not fit json_int_t.
+ * When that integer is the top-level content-length, the frame is too large
+ * rather than malformed, so it is found in the text and replaced, and the
+ * rest of the header is judged as usual.
+ */
 
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Past a string literal starting at p ('"'), or NULL. */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '"')
+            return p + 1;
+        if (*p == '\\' && ++p == end)
+            break;
+    }
+    return NULL;
+}
+
+/* Past a value starting at p: at the ',', '}' or ']' that ends it, or
+ * at end. Only the extent of the value is found; jansson, which parses
+ * the text again, judges its validity. */
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    while (p < end) {
+        char c = *p;
+        if (depth == 0 && (c == ',' || c == '}' || c == ']'))
+            return p;
+        if (c == '"') {
+            p = skip_string(p, end);
+            if (p == NULL)
+                return NULL;
+            continue;
+        }
+        if (c == '{' || c == '[')
+            depth++;
+        else if (c == '}' || c == ']')
+            depth--;
+        p++;
+    }
+    return p;
+}
+
+/* Whether the key literal [p, q) means "content-length", escapes and all. */
+static int is_length_key(const char *p, const char *q)
+{
+    json_t *key = json_loadb(p, (size_t)(q - p), JSON_DECODE_ANY, NULL);
+    int is = json_is_string(key) && json_string_length(key) == 14
+             && memcmp(json_string_value(key), "content-length", 14) == 0;
+    json_decref(key);
+    return is;
+}
+
+/* The value text of the last top-level "content-length" member (the one
+ * jansson keeps), trimmed; 0 when there is none or the text is not an
+ * object. */
+static int find_length_value(const char *text, size_t length,
+                             const char **value, size_t *value_length)
+{
+    const char *end = text + length;
+    const char *p = skip_space(text, end);
+    int found = 0;
+    if (p == end || *p != '{')
+        return 0;
+    p = skip_space(p + 1, end);
+    while (p < end && *p == '"') {
+        const char *key = p;
+        p = skip_string(p, end);
+        if (p == NULL)
+            return 0;
+        const char *key_end = p;
+        p = skip_space(p, end);
+        if (p == end || *p != ':')
+            return 0;
+        const char *start = skip_space(p + 1, end);
+        p = skip_value(start, end);
+        if (p == NULL)
+            return 0;
+        const char *stop = p;
+        while (stop > start && (stop[-1] == ' ' || stop[-1] == '\t'
+                                || stop[-1] == '\n' || stop[-1] == '\r'))
+            stop--;
+        if (is_length_key(key, key_end)) {
+            *value = start;
+            *value_length = (size_t)(stop - start);
+            found = 1;
+        }
+        p = skip_space(p, end);
+        if (p == end || *p != ',')
+            break;
+        p = skip_space(p + 1, end);
+    }
+    return found;
+}
+
+/* Whether s[0..n) is a non-negative JSON integer too big for json_int_t
+ * (a negative content-length is malformed, whatever its size). */
+static int is_overflowing_natural(const char *s, size_t n)
+{
+    if (n == 0 || (s[0] == '0' && n > 1))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    char max[24];
+    size_t max_digits = (size_t)snprintf(max, sizeof max, "%lld",
+                                         (long long)PB_JSON_INT_MAX);
+    return n > max_digits || (n == max_digits && memcmp(s, max, n) > 0);
+}
+
+/*
+ * Judges a header jansson refused for a number it cannot hold. If the
+ * content-length is such a number, it is replaced by 0 and the text parsed
+ * again: a header then valid is too large; one refused again is malformed,
+ * with that second error. 1 when decided (*err set), 0 when the
+ * content-length is not one.
+ */
+static int overflowing_length(const unsigned char *text, size_t length,
+                              size_t limit, pb_error *err)
+{
+    const char *value = NULL;
+    size_t value_length = 0;
+    if (!find_length_value((const char *)text, length, &value, &value_length)
+        || !is_overflowing_natural(value, value_length))
+        return 0;
+
+    size_t before = (size_t)(value - (const char *)text);
+    size_t after = length - before - value_length;
+    pb_buf copy = PB_BUF_INIT;
+    if (pb_buf_append(&copy, text, before) != 0
+        || pb_buf_append_byte(&copy, '0') != 0
+        || pb_buf_append(&copy, value + value_length, after) != 0) {
+        pb_buf_free(&copy);
+        pb_error_set(err, PB_ERR_BAD_FRAME, "out of memory while reading the header");
+        return 1;
+    }
+    json_error_t jerr;
+    json_t *header = json_loadb((const char *)pb_buf_head(&copy), pb_buf_used(&copy),
+                                JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    pb_buf_free(&copy);
+    if (header == NULL) {
+        /* Positions after the stand-in are shifted back to the original. */
+        int position = jerr.position;
+        if ((size_t)position > before)
+            position += (int)(value_length - 1);
+        pb_error_set(err, PB_ERR_BAD_FRAME,
+                     "header is not valid JSON: %s at position %d",
+                     jerr.text, position);
+        return 1;
+    }
+    json_int_t ignored;
+    if (check_header(header, &ignored, err) == 0)
+        too_large_overflow(err, limit);
+    json_decref(header);
+    return 1;
+}
+
+/* --- Decoding ---------------------------------------------------------- */
+
+static int fits(const pb_frame_decoder *d, size_t header_length,
+                json_int_t content_length, pb_error *err)
+{
+    if ((unsigned long long)content_length > d->max_message_bytes - header_length)
+        return too_large(err, header_length + (unsigned long long)content_length,
+                         d->max_message_bytes);
+    return 0;
+}
+
+static json_t *parse_fast(pb_frame_decoder *d, const pb_fast_header *h,
+                          size_t length, pb_error *err)
+{
+    if (h->content_length_overflows) {
+        too_large_overflow(err, d->max_message_bytes);
+        return NULL;
+    }
+    if (fits(d, length, h->content_length, err) != 0)
+        return NULL;
+    json_t *header = pb_frame_fast_header(h, &d->fast);
+    if (header == NULL)
+        pb_error_set(err, PB_ERR_BAD_FRAME, "out of memory while reading the header");
+    return header;
+}
+
+static json_t *parse_general(pb_frame_decoder *d, const unsigned char *text,
+                             size_t length, json_int_t *content_length,
+                             pb_error *err)
+{
     json_error_t jerr;
     /* NUL is allowed in the JSON text so that optional members may carry
      * it, as Python's json would; required strings are checked. */
     json_t *header = json_loadb((const char *)text, length,
                                 JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (header == NULL) {
-        pb_error_set(err, PB_ERR_BAD_FRAME,
-                     "header is not valid JSON: %s at position %d",
-                     jerr.text, jerr.position);
+        if (json_error_code(&jerr) != json_error_numeric_overflow
+            || !overflowing_length(text, length, d->max_message_bytes, err))
+            pb_error_set(err, PB_ERR_BAD_FRAME,
+                         "header is not valid JSON: %s at position %d",
+                         jerr.text, jerr.position);
         return NULL;
     }
-    if (check_header(header, content_length, err) != 0) {
+    if (check_header(header, content_length, err) != 0
+        || fits(d, length, *content_length, err) != 0) {
         json_decref(header);
         return NULL;
     }
     return header;
 }
 
-/*
- * Parses and checks the header at data[2..2+H) and caches it in the
- * decoder; refuses a frame whose content would not fit before any of the
- * content is read.
- */
-static int read_header(pb_frame_decoder *d, const unsigned char *data,
-                       size_t header_length, pb_error *err)
+int pb_frame_decode_header(pb_frame_decoder *d, const unsigned char *text,
+                           size_t length, int fast, pb_error *err)
 {
+    pb_fast_header h;
     json_int_t content_length = 0;
-    json_t *header = pb_frame_parse_header(data + LENGTH_PREFIX, header_length,
-                                           1, &content_length, err);
-
+    json_t *header;
+    if (fast && pb_frame_fast_parse(text, length, &h)) {
+        header = parse_fast(d, &h, length, err);
+        content_length = h.content_length;
+    } else {
+        header = parse_general(d, text, length, &content_length, err);
+    }
     if (header == NULL)
         return -1;
-    if ((unsigned long long)content_length > d->max_message_bytes - header_length) {
-        json_decref(header);
-        return too_large(err, header_length + (unsigned long long)content_length,
-                         d->max_message_bytes);
-    }
     d->header = header;
-    d->header_length = header_length;
+    d->header_length = length;
     d->content_length = (size_t)content_length;
     return 0;
 }
@@ -171,7 +352,8 @@ pb_decode_status pb_frame_decode(pb_frame_decoder *d,
         }
         if (len - LENGTH_PREFIX < header_length)
             return PB_DECODE_NEED_MORE;
-        if (read_header(d, data, header_length, err) != 0)
+        if (pb_frame_decode_header(d, data + LENGTH_PREFIX, header_length, 1,
+                                   err) != 0)
             return PB_DECODE_ERROR;
     }
 
@@ -238,10 +420,13 @@ static int put_length(pb_buf *out, size_t n)
 
 #define PUT(out, lit) pb_buf_append((out), (lit), sizeof(lit) - 1)
 
+/* Appends the length prefix, still zero, and the header; *header_length
+ * gets its length. 0, or PB_FRAME_NO_MEMORY with part of it appended. */
 static int encode_header(pb_buf *out, const char *content_type,
-                         const char *content_encoding, size_t content_length)
+                         const char *content_encoding, size_t content_length,
+                         size_t *header_length)
 {
-    size_t prefix_at = out->len - out->start;
+    size_t prefix_at = pb_buf_used(out);
 
     if (PUT(out, "\0\0") != 0
         || PUT(out, "{\"byteorder\": ") != 0
@@ -252,16 +437,8 @@ static int encode_header(pb_buf *out, const char *content_type,
         || put_string(out, content_encoding) != 0
         || PUT(out, ", \"content-length\": ") != 0
         || put_length(out, content_length) != 0)
-        return -1;
-
-    /* The buffer may have moved its live bytes while growing, so the
-     * prefix is found again from the start offset. */
-    unsigned char *prefix = pb_buf_head(out) + prefix_at;
-    size_t header_length = pb_buf_used(out) - prefix_at - LENGTH_PREFIX;
-    if (header_length > MAX_HEADER_BYTES)
-        return -1;
-    prefix[0] = (unsigned char)(header_length >> 8);
-    prefix[1] = (unsigned char)(header_length & 0xff);
+        return PB_FRAME_NO_MEMORY;
+    *header_length = pb_buf_used(out) - prefix_at - LENGTH_PREFIX;
     return 0;
 }
 
@@ -270,11 +447,36 @@ int pb_frame_encode_header(pb_buf *out, const char *content_type,
                            size_t content_length)
 {
     size_t keep = pb_buf_used(out);
+    size_t header_length = 0;
 
-    if (encode_header(out, content_type, content_encoding, content_length) == 0)
-        return 0;
-    pb_buf_truncate(out, out->start + keep);
-    return -1;
+    int rc = encode_header(out, content_type, content_encoding, content_length,
+                           &header_length);
+    if (rc == 0 && header_length > PB_FRAME_MAX_HEADER)
+        rc = PB_FRAME_HEADER_TOO_LONG;
+    if (rc != 0) {
+        pb_buf_truncate(out, out->start + keep);
+        return rc;
+    }
+    /* The buffer may have moved its live bytes while growing, so the
+     * prefix is found again from the start. */
+    unsigned char *prefix = pb_buf_head(out) + keep;
+    prefix[0] = (unsigned char)(header_length >> 8);
+    prefix[1] = (unsigned char)(header_length & 0xff);
+    return 0;
+}
+
+size_t pb_frame_header_length(const char *content_type,
+                              const char *content_encoding,
+                              size_t content_length)
+{
+    pb_buf scratch = PB_BUF_INIT;
+    size_t header_length = 0;
+
+    if (encode_header(&scratch, content_type, content_encoding, content_length,
+                      &header_length) != 0)
+        header_length = 0;
+    pb_buf_free(&scratch);
+    return header_length;
 }
 
 int pb_frame_encode(pb_buf *out, const char *content_type,
@@ -283,12 +485,13 @@ int pb_frame_encode(pb_buf *out, const char *content_type,
 {
     size_t keep = pb_buf_used(out);
 
-    if (pb_frame_encode_header(out, content_type, content_encoding,
-                               content_length) != 0)
-        return -1;
+    int rc = pb_frame_encode_header(out, content_type, content_encoding,
+                                    content_length);
+    if (rc != 0)
+        return rc;
     if (pb_buf_append(out, content, content_length) != 0) {
         pb_buf_truncate(out, out->start + keep);
-        return -1;
+        return PB_FRAME_NO_MEMORY;
     }
     return 0;
 }

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #define LITERAL(s) (s), (sizeof(s) - 1)
-#define MAX_DIGITS 18   /* below 2^63: no overflow check needed */
 
 /* The text continues with the n bytes of lit: returns what follows them,
  * or NULL (also when p already is NULL, so steps chain). */
@@ -43,20 +42,24 @@ static const unsigned char *simple_string(const unsigned char *p,
     return p + 1;
 }
 
-/* A JSON integer without sign, exponent or leading zeros, small enough
- * for json_int_t whatever its digits. */
-static const unsigned char *small_integer(const unsigned char *p,
-                                          const unsigned char *end,
-                                          json_int_t *value)
+/* A JSON integer without sign, exponent or leading zeros, of any length;
+ * one above PB_JSON_INT_MAX is still read to its end and flagged, since
+ * such a content-length is refused as too large, not as malformed. */
+static const unsigned char *natural(const unsigned char *p,
+                                    const unsigned char *end,
+                                    json_int_t *value, int *overflows)
 {
     if (p == NULL || p == end || *p < '0' || *p > '9')
         return NULL;
     const unsigned char *start = p;
     json_int_t n = 0;
+    *overflows = 0;
     while (p < end && *p >= '0' && *p <= '9') {
-        if (p - start == MAX_DIGITS)
-            return NULL;
-        n = n * 10 + (*p - '0');
+        int digit = *p - '0';
+        if (*overflows || n > (PB_JSON_INT_MAX - digit) / 10)
+            *overflows = 1;
+        else
+            n = n * 10 + digit;
         p++;
     }
     if (*start == '0' && p - start > 1)
@@ -76,7 +79,7 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
     p = expect(p, end, LITERAL(", \"content-encoding\": "));
     p = simple_string(p, end, &h->content_encoding, &h->content_encoding_length);
     p = expect(p, end, LITERAL(", \"content-length\": "));
-    p = small_integer(p, end, &h->content_length);
+    p = natural(p, end, &h->content_length, &h->content_length_overflows);
     p = expect(p, end, LITERAL("}"));
     if (p != end)
         return 0;
@@ -87,16 +90,6 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
         return 0;
     return 1;
 }
-
-/*
- * The last header object built, with its members, kept for reuse. The
- * daemon runs one event loop per process, so one is enough; the members
- * live as long as the object holds them.
- */
-static struct {
-    json_t *object;
-    json_t *byteorder, *content_type, *content_encoding, *content_length;
-} reusable;
 
 static int same_string(const json_t *value, const char *s, size_t n)
 {
@@ -116,7 +109,7 @@ static json_t *add(json_t *object, const char *key, json_t *value)
 /* The strings are printable ASCII, hence valid UTF-8 without NUL: the
  * unchecked constructors are safe. Keys go in document order, as jansson
  * inserts them when parsing. */
-static json_t *build(const pb_fast_header *h)
+static json_t *build(const pb_fast_header *h, pb_fast_cache *cache)
 {
     json_t *object = json_object();
     if (object == NULL)
@@ -138,33 +131,31 @@ static json_t *build(const pb_fast_header *h)
         json_decref(object);
         return NULL;
     }
-    pb_frame_fast_cleanup();
-    reusable.object = json_incref(object);
-    reusable.byteorder = byteorder;
-    reusable.content_type = type;
-    reusable.content_encoding = encoding;
-    reusable.content_length = length;
+    pb_frame_fast_cache_clear(cache);
+    cache->object = json_incref(object);
+    cache->byteorder = byteorder;
+    cache->content_type = type;
+    cache->content_encoding = encoding;
+    cache->content_length = length;
     return object;
 }
 
-json_t *pb_frame_fast_header(const pb_fast_header *h)
+json_t *pb_frame_fast_header(const pb_fast_header *h, pb_fast_cache *cache)
 {
-    /* A reference count of 1 means only this cache holds the object: no
-     * message or decoder still uses it, so it may change. */
-    if (reusable.object != NULL && reusable.object->refcount == 1
-        && same_string(reusable.byteorder, h->byteorder, h->byteorder_length)
-        && same_string(reusable.content_type, h->content_type,
+    if (cache->object != NULL
+        && same_string(cache->byteorder, h->byteorder, h->byteorder_length)
+        && same_string(cache->content_type, h->content_type,
                        h->content_type_length)
-        && same_string(reusable.content_encoding, h->content_encoding,
+        && same_string(cache->content_encoding, h->content_encoding,
                        h->content_encoding_length)) {
-        json_integer_set(reusable.content_length, h->content_length);
-        return json_incref(reusable.object);
+        json_integer_set(cache->content_length, h->content_length);
+        return json_incref(cache->object);
     }
-    return build(h);
+    return build(h, cache);
 }
 
-void pb_frame_fast_cleanup(void)
+void pb_frame_fast_cache_clear(pb_fast_cache *cache)
 {
-    json_decref(reusable.object);
-    memset(&reusable, 0, sizeof reusable);
+    json_decref(cache->object);
+    memset(cache, 0, sizeof *cache);
 }

@@ -7,9 +7,15 @@
 #define PB_FRAME_FAST_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <stddef.h>
 
-#include "error.h"
+/* The largest json_int_t, which jansson does not name. */
+#if JSON_INTEGER_IS_LONG_LONG
+#define PB_JSON_INT_MAX LLONG_MAX
+#else
+#define PB_JSON_INT_MAX LONG_MAX
+#endif
 
 /* The values of a header the strict parser accepted; the strings point
  * into the header text and are not NUL-terminated. */
@@ -20,7 +26,8 @@ typedef struct pb_fast_header {
     size_t content_type_length;
     const char *content_encoding;
     size_t content_encoding_length;
-    json_int_t content_length;
+    json_int_t content_length;      /* meaningful unless ..._overflows */
+    int content_length_overflows;   /* the number is above PB_JSON_INT_MAX */
 } pb_fast_header;
 
 /*
@@ -28,34 +35,33 @@ typedef struct pb_fast_header {
  *   {"byteorder": "little"|"big", "content-type": S, "content-encoding": S,
  *    "content-length": N}
  * on one line with Python's ", " and ": " separators, where each S is
- * printable ASCII without '"' or '\\' and N is a non-negative integer of
- * at most 18 digits without leading zeros. Returns 1 and fills *h, or 0
- * for anything else (which is not an error: jansson decides then).
+ * printable ASCII without '"' or '\\' and N is a non-negative integer
+ * without leading zeros, of any number of digits. Returns 1 and fills *h,
+ * or 0 for anything else (which is not an error: jansson decides then).
  */
 int pb_frame_fast_parse(const unsigned char *text, size_t length,
                         pb_fast_header *h);
 
-/*
- * The JSON object for an accepted header, equal member for member and in
- * the same order to what jansson builds from the same text; a new
- * reference, or NULL when out of memory. The object of the previous call
- * is reused when nobody else holds it and only content-length changed, so
- * a stream of similar frames allocates nothing.
- */
-json_t *pb_frame_fast_header(const pb_fast_header *h);
-
-/* Frees the reusable header object; at exit. */
-void pb_frame_fast_cleanup(void);
+/* The header object the strict path built last, with its members, kept
+ * by a decoder for its next frame. Zero-initialised when empty. */
+typedef struct pb_fast_cache {
+    json_t *object;
+    json_t *byteorder, *content_type, *content_encoding, *content_length;
+} pb_fast_cache;
 
 /*
- * Parses and checks a frame header (the H bytes after the length prefix)
- * as the decoder does: through the strict path when `fast` is non-zero and
- * the text qualifies, otherwise through jansson. Either way the outcome is
- * the same: the header object (a new reference) and its content-length,
- * or NULL with *err set to PB_ERR_BAD_FRAME. Tests compare the two paths.
+ * The JSON object for an accepted header whose content-length does not
+ * overflow, equal member for member and in the same order to what jansson
+ * builds from the same text; a new reference, or NULL when out of memory.
+ * When the cached object has the same strings it is updated with the new
+ * content-length and returned again, so a stream of similar frames
+ * allocates nothing; the caller guarantees that nobody uses it any more
+ * (the decoder does: a message is finished before the next decode).
+ * Otherwise the new object replaces it in the cache.
  */
-json_t *pb_frame_parse_header(const unsigned char *text, size_t length,
-                              int fast, json_int_t *content_length,
-                              pb_error *err);
+json_t *pb_frame_fast_header(const pb_fast_header *h, pb_fast_cache *cache);
+
+/* Releases the cached object and empties the cache. */
+void pb_frame_fast_cache_clear(pb_fast_cache *cache);
 
 #endif

@@ -13,7 +13,6 @@
 
 #include "cycle.h"
 #include "daemonize.h"
-#include "frame_fast.h"
 #include "line.h"
 #include "listener.h"
 #include "log.h"
@@ -67,7 +66,6 @@ static void cleanup_worker(void)
 {
     pb_plugin_host_cleanup();
     pb_line_codec_cleanup();
-    pb_frame_fast_cleanup();
     pb_buf_pool_drain();
     pb_log_close();
 }

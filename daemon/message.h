@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct pb_message {
     json_t *header;                 /* owned reference (frame) or borrowed
@@ -19,6 +20,11 @@ typedef struct pb_message {
 } pb_message;
 
 /* Releases what the message owns (its header reference). */
-void pb_message_clear(pb_message *msg);
+static inline void pb_message_clear(pb_message *msg)
+{
+    if (msg->owns_header)
+        json_decref(msg->header);
+    memset(msg, 0, sizeof *msg);
+}
 
 #endif

@@ -262,6 +262,24 @@ static void set_error(pb_reply *reply, const char *text)
         snprintf(reply->error, sizeof reply->error, "%s", text);
 }
 
+/* Says why a reply could not be encoded and drops what was written
+ * of it. */
+static void encode_failed(pb_reply *reply, int rc, const char *content_type,
+                          const char *content_encoding, size_t length)
+{
+    pb_buf_truncate(reply->out, reply_start(reply));
+    if (rc == PB_FRAME_HEADER_TOO_LONG) {
+        char text[120];
+        snprintf(text, sizeof text,
+                 "reply header is %zu bytes, more than the %d a frame can carry",
+                 pb_frame_header_length(content_type, content_encoding, length),
+                 PB_FRAME_MAX_HEADER);
+        set_error(reply, text);
+    } else {
+        set_error(reply, "out of memory while encoding the reply");
+    }
+}
+
 /* Counts a reply call; only the first may write. */
 static int claim_reply(pb_reply *reply)
 {
@@ -291,8 +309,7 @@ static int host_reply_bytes(pb_reply *reply, const char *content_type,
         rc = pb_frame_encode(reply->out, content_type, content_encoding,
                              content, length);
     if (rc != 0) {
-        pb_buf_truncate(reply->out, reply_start(reply));
-        set_error(reply, "out of memory while encoding the reply");
+        encode_failed(reply, rc, content_type, content_encoding, length);
         return PB_ERROR;
     }
     return PB_OK;
@@ -309,20 +326,22 @@ static unsigned char *host_reply_buffer(pb_reply *reply,
         set_error(reply, "plugin gave a reply without content-type or encoding");
         return NULL;
     }
-    unsigned char *content;
+    unsigned char *content = NULL;
+    int rc = PB_FRAME_NO_MEMORY;
     if (reply->framing == PB_FRAMING_LINE) {
         content = length < (size_t)-1 ? pb_buf_extend(reply->out, length + 1) : NULL;
         if (content != NULL)
             content[length] = '\n';
     } else {
-        content = pb_frame_encode_header(reply->out, content_type,
-                                         content_encoding, length) == 0
-                  ? pb_buf_extend(reply->out, length) : NULL;
+        int encoded = pb_frame_encode_header(reply->out, content_type,
+                                             content_encoding, length);
+        if (encoded == 0)
+            content = pb_buf_extend(reply->out, length);
+        else
+            rc = encoded;
     }
-    if (content == NULL) {
-        pb_buf_truncate(reply->out, reply_start(reply));
-        set_error(reply, "out of memory while encoding the reply");
-    }
+    if (content == NULL)
+        encode_failed(reply, rc, content_type, content_encoding, length);
     return content;
 }
 

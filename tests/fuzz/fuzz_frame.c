@@ -1,7 +1,8 @@
 /*
  * fuzz_frame.c - libFuzzer target for the frame decoder: any chunking of
- * the input gives the same messages and the same error, and every message
- * re-encodes to a frame that decodes to the same content.
+ * the input gives the same messages and the same error, every message
+ * re-encodes to a frame that decodes to the same content, and the strict
+ * header path and jansson judge the first header alike.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "json_dump.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -85,6 +87,38 @@ static void check_error_frame(const pb_error *err)
     json_decref(content);
     pb_message_clear(&msg);
     pb_buf_free(&out);
+}
+
+/* The first frame's header gives the same object or the same error
+ * through the strict path as through jansson alone. */
+static void check_paths_agree(size_t limit, const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return;
+    size_t h = (size_t)data[0] << 8 | data[1];
+    if (h == 0 || h > size - 2 || h > limit)
+        return;
+    pb_frame_decoder fast, slow;
+    pb_error fast_err, slow_err;
+    pb_frame_decoder_init(&fast, limit);
+    pb_frame_decoder_init(&slow, limit);
+    int fast_rc = pb_frame_decode_header(&fast, data + 2, h, 1, &fast_err);
+    int slow_rc = pb_frame_decode_header(&slow, data + 2, h, 0, &slow_err);
+    CHECK(fast_rc == slow_rc);
+    if (fast_rc != 0) {
+        CHECK(fast_err.code == slow_err.code);
+        CHECK(strcmp(fast_err.text, slow_err.text) == 0);
+    } else {
+        pb_buf a = PB_BUF_INIT, b = PB_BUF_INIT;
+        CHECK(fast.content_length == slow.content_length);
+        CHECK(pb_json_dump(&a, fast.header) == 0 && pb_json_dump(&b, slow.header) == 0);
+        CHECK(pb_buf_used(&a) == pb_buf_used(&b)
+              && memcmp(pb_buf_head(&a), pb_buf_head(&b), pb_buf_used(&a)) == 0);
+        pb_buf_free(&a);
+        pb_buf_free(&b);
+    }
+    pb_frame_decoder_reset(&fast);
+    pb_frame_decoder_reset(&slow);
 }
 
 /*
@@ -178,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     decode(limit, data, size, mixed, 6, 0, &c);
     check_same(&a, &b);
     check_same(&a, &c);
+    check_paths_agree(limit, data, size);
     if (a.status == PB_DECODE_ERROR)
         check_error_frame(&a.err);
     pb_buf_free(&a.transcript);

@@ -458,6 +458,58 @@ Test(host, reply_buffer_of_nothing)
     pb_test_reply_free(&r);
 }
 
+/* A content-type too long for a frame header: 70 000 letters, or 33 000
+ * control characters that JSON writes as \u0001 (6 bytes each). */
+static char *long_type(char c, size_t n)
+{
+    char *type = malloc(n + 1);
+    cr_assert_not_null(type);
+    memset(type, c, n);
+    type[n] = '\0';
+    return type;
+}
+
+static char *oversized_type;
+
+static int reply_bytes_oversized(const pb_request *request, pb_reply *reply)
+{
+    return host->reply_bytes(reply, oversized_type, "utf-8", "x", 1);
+}
+
+static int reply_buffer_oversized(const pb_request *request, pb_reply *reply)
+{
+    return host->reply_buffer(reply, oversized_type, "utf-8", 1) != NULL ? PB_OK : PB_ERROR;
+}
+
+Test(host, a_reply_header_over_65535_bytes_says_so)
+{
+    static const struct {
+        char c;
+        size_t n;
+        size_t encoded;
+    } types[] = { { 'a', 70000, 70000 }, { '\x01', 33000, 6 * 33000 } };
+    int (*const replies[])(const pb_request *, pb_reply *) = {
+        reply_bytes_oversized, reply_buffer_oversized,
+    };
+    for (size_t t = 0; t < 2; t++) {
+        oversized_type = long_type(types[t].c, types[t].n);
+        char expected[128];
+        snprintf(expected, sizeof expected,
+                 "reply header is %zu bytes, more than the 65535 a frame can carry",
+                 strlen("{\"byteorder\": \"\", \"content-type\": \"\", "
+                        "\"content-encoding\": \"utf-8\", \"content-length\": 1}")
+                     + strlen(pb_host_byteorder()) + types[t].encoded);
+        for (size_t i = 0; i < 2; i++) {
+            pb_test_reply r;
+            run(replies[i], PB_FRAMING_FRAME, &r);
+            cr_expect_eq(r.rc, PB_ERROR);
+            cr_expect_str_eq(r.error, expected);
+            pb_test_reply_free(&r);
+        }
+        free(oversized_type);
+    }
+}
+
 static int reply_twice(const pb_request *request, pb_reply *reply)
 {
     cr_assert_eq(host->reply_bytes(reply, "text/plain", "utf-8", "one", 3), PB_OK);
