@@ -8,6 +8,7 @@
  */
 #include "buffer.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,17 +19,31 @@
 #define POOL_MAX_CAP 65536
 #define POOL_BLOCKS 16
 
-/* The daemon runs one event loop per process and the tools are single
- * threaded, so the pool needs no lock. */
+/* The pool serves one thread, so it needs no lock: the tools' only thread,
+ * or the worker's loop thread once it claimed it. Buffers of other threads
+ * (a plugin's pool thread encoding a reply) bypass it. */
 static struct block {
     unsigned char *data;
     size_t cap;
 } pool[POOL_BLOCKS];
 static size_t pooled;
+static pthread_t owner;
+static int owned;
+
+void pb_buf_pool_claim(void)
+{
+    owner = pthread_self();
+    owned = 1;
+}
+
+static int may_pool(void)
+{
+    return PB_POOLS_ENABLED && (!owned || pthread_equal(pthread_self(), owner));
+}
 
 static void release(unsigned char *data, size_t cap)
 {
-    if (PB_POOLS_ENABLED && data != NULL && cap >= FIRST_CAP
+    if (data != NULL && may_pool() && cap >= FIRST_CAP
         && cap <= POOL_MAX_CAP && pooled < POOL_BLOCKS) {
         pool[pooled].data = data;
         pool[pooled].cap = cap;
@@ -42,7 +57,7 @@ static void release(unsigned char *data, size_t cap)
  * when it has one. */
 static unsigned char *obtain(size_t need, size_t *cap)
 {
-    if (PB_POOLS_ENABLED && pooled > 0) {
+    if (pooled > 0 && may_pool()) {
         struct block *top = &pool[pooled - 1];
         if (top->cap >= need) {
             pooled--;

@@ -54,5 +54,8 @@ void pb_buf_clear(pb_buf *b);
 void pb_buf_free(pb_buf *b);
 /* Frees the memory the pool keeps; at exit. */
 void pb_buf_pool_drain(void);
+/* Makes the calling thread the only one that uses the pool (a worker's
+ * loop thread, once other threads may handle buffers too). */
+void pb_buf_pool_claim(void);
 
 #endif

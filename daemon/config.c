@@ -46,12 +46,14 @@ static const char *const top_keys[] = {
 static const char *const log_keys[] = { "level", "target", "facility", NULL };
 static const char *const limits_keys[] = {
     "max_connections", "max_message_bytes", "idle_timeout",
-    "max_pending_output", "shutdown_timeout", NULL
+    "max_pending_output", "shutdown_timeout", "max_inflight", NULL
 };
 static const char *const listener_keys[] = {
     "name", "address", "port", "path", "mode", "framing", "plugin", NULL
 };
-static const char *const plugin_keys[] = { "name", "module", "settings", NULL };
+static const char *const plugin_keys[] = {
+    "name", "module", "threads", "settings", NULL
+};
 static const char *const route_keys[] = { "content_type", "action", "plugin", NULL };
 
 static const pb_conf_word targets[] = {
@@ -499,6 +501,7 @@ static void load_limits(loader *ld, const config_setting_t *root)
     get_seconds(ld, limits, "idle_timeout", &l->idle_timeout);
     get_int(ld, limits, "max_pending_output", 1, LLONG_MAX, &l->max_pending_output, NULL);
     get_seconds(ld, limits, "shutdown_timeout", &l->shutdown_timeout);
+    get_int(ld, limits, "max_inflight", 1, INT_MAX, &l->max_inflight, NULL);
 }
 
 /* --- Plugins ------------------------------------------------------------------ */
@@ -710,6 +713,9 @@ static void load_plugin(loader *ld, const config_setting_t *entry, void *out)
             p->name = copy(ld, name);
     }
     load_module(ld, entry, p);
+    long long threads = 0;
+    get_int(ld, entry, "threads", 0, PB_MAX_PLUGIN_THREADS, &threads, NULL);
+    p->threads = (int)threads;
     load_settings(ld, entry, p);
 }
 
@@ -941,6 +947,7 @@ static int init_config(pb_config *c, const char *path, const char *plugin_dir,
     c->limits.idle_timeout = 60.0;
     c->limits.max_pending_output = 4194304;
     c->limits.shutdown_timeout = 10.0;
+    c->limits.max_inflight = 128;
 
     c->path = strdup(path);
     c->dir = directory_of(path);

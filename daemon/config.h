@@ -19,6 +19,9 @@ typedef struct pb_conf_word {
     int value;
 } pb_conf_word;
 
+/* The most threads `threads` may ask for, per instance and worker. */
+#define PB_MAX_PLUGIN_THREADS 256
+
 typedef enum pb_framing_kind { PB_FRAME = 0, PB_LINE = 1 } pb_framing_kind;
 
 /* Where something was written, for messages. `file` points into
@@ -49,6 +52,8 @@ typedef struct pb_plugin_conf {
     char *name;             /* instance name */
     char *module;           /* as written: bare name or absolute path */
     char *path;             /* resolved .so path: plugin_dir/module.so, or module */
+    int threads;            /* handle() on a pool of this many threads per
+                             * worker; 0 = on the loop thread */
     json_t *settings;       /* object, empty when none were given */
     pb_setting_pos *positions;  /* one per value in settings, settings itself first */
     size_t n_positions;
@@ -68,6 +73,8 @@ typedef struct pb_limits {
     double idle_timeout;            /* seconds, default 60; 0 = never */
     long long max_pending_output;   /* default 4194304 */
     double shutdown_timeout;        /* seconds, default 10 */
+    long long max_inflight;         /* requests of one connection in progress
+                                     * before reading it pauses; default 128 */
 } pb_limits;
 
 typedef enum pb_log_target { PB_LOG_STDERR = 0, PB_LOG_SYSLOG = 1 } pb_log_target;

@@ -1,25 +1,30 @@
 /*
  * connection.c - the connection state machine. The path of a message:
- * bytes in (on_readable) -> codec (decode_input) -> route and plugin
- * (handle_message) -> reply encoded into the output buffer -> bytes out
- * (flush). Replies are produced synchronously, so they leave in request
- * order however deep the peer pipelines.
+ * bytes in (read_input) -> the listener's codec (decode_input) -> route and
+ * plugin (handle_message) -> reply encoded into the output buffer -> bytes
+ * out (flush). A reply that comes later (deferred, or from a thread pool)
+ * waits in the connection's queue with every reply behind it, so replies
+ * leave in request order however deep the peer pipelines; pushes from
+ * plugins holding the connection go out whole, between replies.
  */
 #include "connection.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
-#include "frame.h"
+#include "codec.h"
 #include "json_fast.h"
-#include "line.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "reply.h"
 
 /* How long a closing connection keeps draining the peer's bytes after
  * sending its last reply, so that the close is a FIN the peer reads after
@@ -31,20 +36,30 @@ struct pb_conn {
     pb_server *server;
     pb_listener *listener;
     int fd;
-    pb_framing_kind framing;    /* the listener's at accept: a reload that
-                                 * changes it must not break this stream */
-    union {
-        pb_frame_decoder frame;
-        pb_line_decoder line;
-    } decoder;
+    const pb_codec *codec;      /* the listener's framing at accept: a reload
+                                 * that changes it must not break this stream */
+    pb_decoder decoder;
     pb_buf in;                  /* a partial message, or input held back */
     pb_buf out;                 /* replies not yet written */
+    pb_reply *queue, *queue_tail;   /* replies in flight, in request order */
+    size_t n_queued;
+    pb_client *holds;           /* plugins holding it for pushes */
     ev_tstamp last_active;      /* accept or last complete message */
     pb_conn *prev, *next;       /* server's list, least recently active first */
     ev_timer *linger;           /* set while lingering */
+    char peer[INET6_ADDRSTRLEN + 8];    /* "" until a request needs it */
+    long peer_uid;
     unsigned read_closed : 1;   /* the peer half-closed */
     unsigned closing : 1;       /* close once the output is written */
     unsigned paused : 1;        /* input waits for the output to drain */
+};
+
+/* A plugin's hold on a connection. */
+struct pb_client {
+    pb_conn *conn;              /* NULL once it closed */
+    void (*on_close)(pb_client *client, void *arg);
+    void *arg;
+    pb_client *next;
 };
 
 static void flush(pb_conn *c);
@@ -145,6 +160,24 @@ static const pb_limits *limits(const pb_conn *c)
     return &c->server->cycle->config->limits;
 }
 
+static void release_reply(pb_reply *r);
+
+/* Tells the plugins holding c that it closed; their holds stay valid until
+ * they release them. */
+static void drop_holds(pb_conn *c)
+{
+    pb_client *h = c->holds;
+    c->holds = NULL;
+    while (h != NULL) {
+        pb_client *next = h->next;
+        h->conn = NULL;
+        h->next = NULL;
+        if (h->on_close != NULL)
+            h->on_close(h, h->arg);
+        h = next;
+    }
+}
+
 void pb_conn_close(pb_conn *c)
 {
     pb_server *s = c->server;
@@ -157,8 +190,19 @@ void pb_conn_close(pb_conn *c)
     list_unlink(c);
     s->n_connections--;
     pb_shared_release_connection(s->shared, s->slot);
-    if (c->framing == PB_FRAME)
-        pb_frame_decoder_reset(&c->decoder.frame);
+    c->codec->decoder_reset(&c->decoder);
+    /* Replies still to come are dropped when they arrive. */
+    while (c->queue != NULL) {
+        pb_reply *r = c->queue;
+        c->queue = r->next;
+        if (r->state == PB_REPLY_READY)
+            release_reply(r);
+        else
+            pb_reply_orphan(r);
+    }
+    c->queue_tail = NULL;
+    c->n_queued = 0;
+    drop_holds(c);
     pb_buf_free(&c->in);
     pb_buf_free(&c->out);
     conn_release(c);
@@ -180,19 +224,134 @@ static void count_named(pb_named_counter *table, int index, int failed)
         atomic_fetch_add_explicit(&table[index].errors, 1, memory_order_relaxed);
 }
 
+static void enqueue(pb_conn *c, pb_reply *r)
+{
+    r->next = NULL;
+    if (c->queue_tail != NULL)
+        c->queue_tail->next = r;
+    else
+        c->queue = r;
+    c->queue_tail = r;
+    c->n_queued++;
+}
+
+/* Where the next reply or error goes: straight into the output when
+ * nothing is in flight ahead of it, else into a queued reply of its own.
+ * NULL when out of memory. */
+static pb_buf *reply_slot(pb_conn *c)
+{
+    if (c->queue == NULL)
+        return &c->out;
+    pb_reply *r = pb_reply_new(c, c->codec, NULL);
+    if (r == NULL)
+        return NULL;
+    r->state = PB_REPLY_READY;
+    r->written = &r->own;
+    enqueue(c, r);
+    return &r->own;
+}
+
 static void send_error(pb_conn *c, pb_error_code code, const char *text)
 {
     atomic_fetch_add_explicit(&stats(c)->errors[code], 1, memory_order_relaxed);
-    int rc = c->framing == PB_FRAME
-                 ? pb_frame_encode_error(&c->out, code, text)
-                 : pb_line_encode_error(&c->out, code, text);
-    if (rc != 0 || pb_error_closes(code))
+    pb_buf *out = reply_slot(c);
+    if (out == NULL || c->codec->error(out, code, text) != 0 || pb_error_closes(code))
         c->closing = 1;
 }
+
+/* A plugin's answer (or failure) leaves: counted, and written after the
+ * replies ahead of it. */
+static void finish_reply(pb_conn *c, pb_reply *r)
+{
+    count_named(stats(c)->instances, r->instance_stats, r->failed);
+    count_named(stats(c)->routes, r->route_stats, r->failed);
+    if (r->failed) {
+        static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
+        pb_log_limited(&limit, PB_LOG_INFO, "plugin %s failed on a message from %s: %s",
+                       r->instance_name, c->listener->address, r->error);
+        atomic_fetch_add_explicit(&stats(c)->errors[PB_ERR_PLUGIN_FAILED], 1,
+                                  memory_order_relaxed);
+        if (c->codec->error(&c->out, PB_ERR_PLUGIN_FAILED, r->error) != 0)
+            c->closing = 1;
+    } else if (r->written == &r->own &&
+               pb_buf_append(&c->out, pb_buf_head(&r->own), pb_buf_used(&r->own)) != 0) {
+        c->closing = 1;
+    }
+}
+
+static void release_reply(pb_reply *r)
+{
+    if (r->cycle != NULL)
+        pb_cycle_drop(r->cycle);
+    pb_reply_free(r);
+}
+
+/* Lets out the replies at the head of the queue that are complete. */
+static void let_out(pb_conn *c)
+{
+    while (c->queue != NULL && c->queue->state == PB_REPLY_READY) {
+        pb_reply *r = c->queue;
+        c->queue = r->next;
+        if (c->queue == NULL)
+            c->queue_tail = NULL;
+        c->n_queued--;
+        finish_reply(c, r);
+        release_reply(r);
+    }
+}
+
+static void flush(pb_conn *c);
+
+/* A reply that finished after its handle() returned is back on the loop. */
+static void on_reply_finished(pb_reply *r)
+{
+    pb_conn *c = r->conn;
+    if (c == NULL) {
+        /* Its connection closed meanwhile: nothing to send. */
+        release_reply(r);
+        return;
+    }
+    let_out(c);
+    flush(c);
+}
+
 
 static const char *json_action(const json_t *content)
 {
     return json_string_value(json_object_get(content, "action"));
+}
+
+/* The request being handled on the loop thread, for client_hold. */
+static const pb_request *current_request;
+static pb_conn *current_conn;
+
+static const char *peer_of(pb_conn *c)
+{
+    if (c->peer[0] != '\0')
+        return c->peer;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    c->peer_uid = -1;
+    snprintf(c->peer, sizeof c->peer, "unknown");
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) != 0)
+        return c->peer;
+    char host[INET6_ADDRSTRLEN];
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else if (ss.ss_family == AF_UNIX) {
+        snprintf(c->peer, sizeof c->peer, "unix");
+        struct ucred cred;
+        socklen_t clen = sizeof cred;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+            c->peer_uid = (long)cred.uid;
+    }
+    return c->peer;
 }
 
 static void handle_message(pb_conn *c, const pb_message *msg)
@@ -238,7 +397,17 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         return;
     }
 
+    pb_reply *reply = pb_reply_new(c, c->codec, c->queue == NULL ? &c->out : NULL);
+    if (reply == NULL) {
+        send_error(c, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
+        json_decref(content);
+        return;
+    }
+    reply->instance_stats = instance->stats_index;
+    reply->instance_name = instance->name;
+    reply->route_stats = route ? route->stats_index : -1;
     pb_request request = {
+        .size = sizeof(pb_request),
         .host = &pb_host_services,
         .instance = instance,
         .content_type = msg->content_type,
@@ -248,44 +417,66 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .content_length = msg->content_length,
         .json = (const pb_json *)content,
         .listener = c->listener->name,
-        .framing = c->framing == PB_FRAME ? PB_FRAMING_FRAME
-                                                    : PB_FRAMING_LINE,
+        .framing = c->codec->framing,
+        .peer = peer_of(c),
+        .peer_uid = c->peer_uid,
     };
-    pb_reply reply;
-    pb_reply_init(&reply, &c->out, request.framing);
-    int failed = pb_instance_handle(instance, &request, &reply) != PB_OK;
-    if (failed) {
-        static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
-        pb_log_limited(&limit, PB_LOG_INFO, "plugin %s failed on a message from %s: %s",
-                       instance->name, c->listener->address, reply.error);
-        send_error(c, PB_ERR_PLUGIN_FAILED, reply.error);
+    if (reply->out != &c->out)
+        enqueue(c, reply);
+
+    if (instance->pool != NULL) {
+        if (reply->out == &c->out)
+            enqueue(c, reply);
+        reply->cycle = c->server->cycle;
+        pb_cycle_hold(reply->cycle);
+        if (pb_instance_submit(instance, &request, reply) != 0) {
+            reply->failed = 1;
+            snprintf(reply->error, sizeof reply->error,
+                     "out of memory for the plugin's thread");
+            reply->state = PB_REPLY_READY;
+            let_out(c);
+        }
+        json_decref(content);
+        return;
     }
-    count_named(stats(c)->instances, instance->stats_index, failed);
-    if (route != NULL)
-        count_named(stats(c)->routes, route->stats_index, failed);
+
+    current_request = &request;
+    current_conn = c;
+    int finished = pb_instance_handle(instance, &request, reply);
+    current_request = NULL;
+    current_conn = NULL;
     json_decref(content);
+    if (!finished) {
+        if (reply->out == &c->out)
+            enqueue(c, reply);
+        reply->cycle = c->server->cycle;
+        pb_cycle_hold(reply->cycle);
+        return;
+    }
+    if (reply->out == &c->out) {
+        finish_reply(c, reply);
+        pb_reply_free(reply);
+    } else {
+        reply->state = PB_REPLY_READY;
+        let_out(c);
+    }
 }
 
 /* --- Input ------------------------------------------------------------------ */
 
-static pb_decode_status decode(pb_conn *c, const unsigned char *data, size_t len,
-                               pb_message *msg, size_t *consumed, pb_error *err)
+/* Whether reading must wait: too much output queued for the peer, or too
+ * many of its requests in progress. */
+static int must_wait(const pb_conn *c, size_t max_pending)
 {
-    size_t max = (size_t)limits(c)->max_message_bytes;
-    if (c->framing == PB_FRAME) {
-        c->decoder.frame.max_message_bytes = max;
-        return pb_frame_decode(&c->decoder.frame, data, len, msg, consumed,
-                               NULL, err);
-    }
-    c->decoder.line.max_message_bytes = max;
-    return pb_line_decode(&c->decoder.line, data, len, msg, consumed, err);
+    return pb_buf_used(&c->out) >= max_pending
+        || c->n_queued >= (size_t)limits(c)->max_inflight;
 }
 
 /*
  * Handles every complete message in data[0..len) and returns how many bytes
  * they took. Stops early on a fatal error (the rest is dropped), when the
- * connection is closing, or when queued output passed max_pending_output
- * (the rest waits in the input buffer until the peer reads).
+ * connection is closing, or when it must wait (the rest waits in the input
+ * buffer until the peer reads or replies come back).
  */
 static size_t decode_input(pb_conn *c, const unsigned char *data, size_t len)
 {
@@ -293,11 +484,14 @@ static size_t decode_input(pb_conn *c, const unsigned char *data, size_t len)
     size_t max_pending = c->server->stopping
                              ? SIZE_MAX
                              : (size_t)limits(c)->max_pending_output;
+    size_t max_message = (size_t)limits(c)->max_message_bytes;
     while (!c->closing && off < len) {
         pb_message msg;
         pb_error err;
         size_t used = 0;
-        pb_decode_status st = decode(c, data + off, len - off, &msg, &used, &err);
+        pb_decode_status st = c->codec->decode(&c->decoder, max_message,
+                                               data + off, len - off, &msg,
+                                               &used, &err);
         if (st == PB_DECODE_NEED_MORE)
             break;
         if (st == PB_DECODE_ERROR) {
@@ -311,7 +505,7 @@ static size_t decode_input(pb_conn *c, const unsigned char *data, size_t len)
         handle_message(c, &msg);
         pb_message_clear(&msg);
         off += used;
-        if (pb_buf_used(&c->out) >= max_pending) {
+        if (must_wait(c, max_pending)) {
             c->paused = 1;
             break;
         }
@@ -338,19 +532,13 @@ static void feed(pb_conn *c, const unsigned char *data, size_t len, int in_scrat
     }
 }
 
-/* The input buffer is sized for the frame being received when its size is
- * known, so a large message is read in few syscalls and copied once. */
+/* The input buffer is sized for the message being received when its size
+ * is known, so a large message is read in few syscalls and copied once. */
 static size_t input_room(pb_conn *c)
 {
     size_t want = PB_READ_CHUNK;
-    if (c->framing == PB_FRAME && c->decoder.frame.header != NULL) {
-        size_t total = 2 + c->decoder.frame.header_length +
-                       c->decoder.frame.content_length;
-        size_t have = pb_buf_used(&c->in);
-        if (total > have && total - have > want)
-            want = total - have;
-    }
-    return want;
+    size_t rest = c->codec->remaining(&c->decoder, pb_buf_used(&c->in));
+    return rest > want ? rest : want;
 }
 
 /* Reads what the socket has (bounded, for fairness between connections)
@@ -457,12 +645,13 @@ static void flush(pb_conn *c)
             else
                 pb_buf_clear(&c->out);
         }
-        if (pb_buf_used(&c->out) > 0 || !c->paused || c->closing)
+        if (pb_buf_used(&c->out) > 0 || !c->paused || c->closing ||
+            c->n_queued >= (size_t)limits(c)->max_inflight)
             break;
         resume(c);
     }
 
-    if (pb_buf_used(&c->out) == 0) {
+    if (pb_buf_used(&c->out) == 0 && c->queue == NULL) {
         /* The output memory serves the replies to input still waiting;
          * without any, the connection is idle and holds no buffer. */
         if (pb_buf_used(&c->in) == 0)
@@ -490,6 +679,84 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         flush(c);
 }
 
+/* --- Pushes ----------------------------------------------------------------- */
+
+static pb_client *hold(const pb_request *request,
+                       void (*on_close)(pb_client *, void *), void *arg)
+{
+    pb_conn *c = request == current_request ? current_conn : NULL;
+    if (c == NULL)
+        return NULL;
+    pb_client *h = malloc(sizeof *h);
+    if (h == NULL)
+        return NULL;
+    h->conn = c;
+    h->on_close = on_close;
+    h->arg = arg;
+    h->next = c->holds;
+    c->holds = h;
+    return h;
+}
+
+static void release(pb_client *h)
+{
+    if (h == NULL)
+        return;
+    if (h->conn != NULL) {
+        pb_client **p = &h->conn->holds;
+        while (*p != h)
+            p = &(*p)->next;
+        *p = h->next;
+    }
+    free(h);
+}
+
+static int push(pb_client *h, const char *content_type,
+                const char *content_encoding, const void *content,
+                size_t length, const pb_json *json)
+{
+    pb_conn *c = h->conn;
+    if (c == NULL || c->closing || !pb_on_loop_thread())
+        return PB_ERROR;
+    if (pb_buf_used(&c->out) > (size_t)limits(c)->max_pending_output)
+        return PB_FULL;
+    size_t keep = pb_buf_used(&c->out);
+    int rc;
+    if (json != NULL) {
+        rc = pb_reply_encode_json(&c->out, c->codec, json, 1);
+    } else {
+        rc = c->codec->reply_head(&c->out, content_type, content_encoding, length, 1);
+        if (rc == 0 && pb_buf_append(&c->out, content, length) != 0)
+            rc = -1;
+        if (rc == 0)
+            rc = c->codec->reply_tail(&c->out);
+    }
+    if (rc != 0) {
+        pb_buf_truncate(&c->out, c->out.start + keep);
+        return PB_ERROR;
+    }
+    update_events(c);
+    return PB_OK;
+}
+
+static void close_held(pb_client *h)
+{
+    pb_conn *c = h != NULL ? h->conn : NULL;
+    if (c == NULL || c->closing)
+        return;
+    c->closing = 1;
+    /* Closed from the loop, not from inside the plugin's call. */
+    ev_feed_event(c->server->loop, &c->io, EV_WRITE);
+}
+
+static const pb_push_ops push_ops = { hold, release, push, close_held };
+
+void pb_conn_replies_init(struct ev_loop *loop)
+{
+    pb_replies_init(loop, on_reply_finished);
+    pb_plugin_host_set_pushes(&push_ops);
+}
+
 /* --- Life cycle ------------------------------------------------------------- */
 
 void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
@@ -504,12 +771,10 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->server = s;
     c->listener = listener;
     c->fd = fd;
-    c->framing = listener->framing;
-    size_t max = (size_t)s->cycle->config->limits.max_message_bytes;
-    if (c->framing == PB_FRAME)
-        pb_frame_decoder_init(&c->decoder.frame, max);
-    else
-        pb_line_decoder_init(&c->decoder.line, max);
+    c->codec = pb_codec_for(listener->framing);
+    c->codec->decoder_init(&c->decoder,
+                           (size_t)s->cycle->config->limits.max_message_bytes);
+    c->peer_uid = -1;
     ev_io_init(&c->io, on_io, fd, EV_READ);
     c->last_active = ev_now(s->loop);
     list_append(c);
@@ -520,10 +785,7 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
 void pb_conn_refuse(pb_listener *listener, int fd, int code, const char *text)
 {
     pb_buf out = PB_BUF_INIT;
-    int rc = listener->framing == PB_FRAME
-                 ? pb_frame_encode_error(&out, code, text)
-                 : pb_line_encode_error(&out, code, text);
-    if (rc == 0) {
+    if (pb_codec_for(listener->framing)->error(&out, code, text) == 0) {
         ssize_t ignored = send(fd, pb_buf_head(&out), pb_buf_used(&out),
                                MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)ignored;
@@ -572,6 +834,14 @@ void pb_conn_expire_idle(pb_server *s)
     ev_tstamp now = ev_now(s->loop);
     while (s->oldest && s->oldest->last_active + timeout <= now) {
         pb_conn *c = s->oldest;
+        /* Waiting for its own replies, or held by a plugin that pushes to
+         * it, a connection is not idle. */
+        if (c->queue != NULL || c->holds != NULL) {
+            touch(c);
+            if (s->oldest == c)
+                break;
+            continue;
+        }
         pb_log_debug("closing idle connection on %s", c->listener->address);
         pb_conn_close(c);
     }

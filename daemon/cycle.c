@@ -99,3 +99,61 @@ void pb_cycle_free(pb_cycle *cycle)
     free(cycle->text);
     free(cycle);
 }
+
+int pb_cycle_serve(pb_cycle *cycle)
+{
+    for (size_t i = 0; i < cycle->n_instances; i++) {
+        if (pb_instance_serve(cycle->instances[i]) != 0) {
+            while (i > 0)
+                pb_instance_unserve(cycle->instances[--i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Retired cycles still held by replies in flight. */
+static pb_cycle *retired;
+
+void pb_cycle_hold(pb_cycle *cycle)
+{
+    cycle->holds++;
+}
+
+static void unlink_retired(pb_cycle *cycle)
+{
+    pb_cycle **p = &retired;
+    while (*p != cycle)
+        p = &(*p)->next_retired;
+    *p = cycle->next_retired;
+}
+
+void pb_cycle_drop(pb_cycle *cycle)
+{
+    if (--cycle->holds == 0 && cycle->retired) {
+        unlink_retired(cycle);
+        pb_cycle_free(cycle);
+    }
+}
+
+void pb_cycle_retire(pb_cycle *cycle)
+{
+    if (cycle == NULL)
+        return;
+    if (cycle->holds == 0) {
+        pb_cycle_free(cycle);
+        return;
+    }
+    cycle->retired = 1;
+    cycle->next_retired = retired;
+    retired = cycle;
+}
+
+void pb_cycle_free_retired(void)
+{
+    while (retired != NULL) {
+        pb_cycle *cycle = retired;
+        retired = cycle->next_retired;
+        pb_cycle_free(cycle);
+    }
+}

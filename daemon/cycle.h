@@ -21,6 +21,11 @@ typedef struct pb_cycle {
      * all of them apply the very text the master checked. */
     char *text;
     size_t text_len;
+    /* In a worker: replies in flight routed by this cycle. A cycle replaced
+     * by a reload lives on, retired, until the last of them is done. */
+    size_t holds;
+    int retired;
+    struct pb_cycle *next_retired;
 } pb_cycle;
 
 /* The plugin directory used when the config names none:
@@ -40,5 +45,20 @@ pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
 pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name);
 
 void pb_cycle_free(pb_cycle *cycle);
+
+/* In a worker: starts every instance serving (thread pools, worker_start);
+ * 0, or -1 (logged) with none left serving. */
+int pb_cycle_serve(pb_cycle *cycle);
+
+/* A reply in flight was routed by cycle, and is done (loop thread). */
+void pb_cycle_hold(pb_cycle *cycle);
+void pb_cycle_drop(pb_cycle *cycle);
+
+/* The worker no longer routes by cycle: freed now, or once its last reply
+ * in flight is done. */
+void pb_cycle_retire(pb_cycle *cycle);
+
+/* At exit: frees the retired cycles, whatever is still in flight. */
+void pb_cycle_free_retired(void);
 
 #endif

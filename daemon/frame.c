@@ -424,7 +424,7 @@ static int put_length(pb_buf *out, size_t n)
  * gets its length. 0, or PB_FRAME_NO_MEMORY with part of it appended. */
 static int encode_header(pb_buf *out, const char *content_type,
                          const char *content_encoding, size_t content_length,
-                         size_t *header_length)
+                         int push, size_t *header_length)
 {
     size_t prefix_at = pb_buf_used(out);
 
@@ -438,6 +438,12 @@ static int encode_header(pb_buf *out, const char *content_type,
         || PUT(out, ", \"content-length\": ") != 0
         || put_length(out, content_length) != 0)
         return PB_FRAME_NO_MEMORY;
+    if (push) {
+        /* put_length closed the object: reopen it for one more key. */
+        pb_buf_truncate(out, out->start + pb_buf_used(out) - 1);
+        if (PUT(out, ", \"push\": true}") != 0)
+            return PB_FRAME_NO_MEMORY;
+    }
     *header_length = pb_buf_used(out) - prefix_at - LENGTH_PREFIX;
     return 0;
 }
@@ -446,11 +452,19 @@ int pb_frame_encode_header(pb_buf *out, const char *content_type,
                            const char *content_encoding,
                            size_t content_length)
 {
+    return pb_frame_encode_header_as(out, content_type, content_encoding,
+                                     content_length, 0);
+}
+
+int pb_frame_encode_header_as(pb_buf *out, const char *content_type,
+                              const char *content_encoding,
+                              size_t content_length, int push)
+{
     size_t keep = pb_buf_used(out);
     size_t header_length = 0;
 
     int rc = encode_header(out, content_type, content_encoding, content_length,
-                           &header_length);
+                           push, &header_length);
     if (rc == 0 && header_length > PB_FRAME_MAX_HEADER)
         rc = PB_FRAME_HEADER_TOO_LONG;
     if (rc != 0) {
@@ -473,7 +487,7 @@ size_t pb_frame_header_length(const char *content_type,
     size_t header_length = 0;
 
     if (encode_header(&scratch, content_type, content_encoding, content_length,
-                      &header_length) != 0)
+                      0, &header_length) != 0)
         header_length = 0;
     pb_buf_free(&scratch);
     return header_length;

@@ -91,6 +91,12 @@ int pb_frame_encode_header(pb_buf *out, const char *content_type,
                            const char *content_encoding,
                            size_t content_length);
 
+/* The same, for a push when `push` is non-zero: the header then ends with
+ * the extra key "push": true, so a client tells it from a reply. */
+int pb_frame_encode_header_as(pb_buf *out, const char *content_type,
+                              const char *content_encoding,
+                              size_t content_length, int push);
+
 /* The length of the JSON header pb_frame_encode_header() would write for
  * these values (without the 2-byte prefix), or 0 when out of memory. */
 size_t pb_frame_header_length(const char *content_type,

@@ -1,33 +1,27 @@
 /*
  * plugin_host.c - the daemon's side of the plugin SDK: the pb_host services
- * (logging, settings errors, JSON on top of jansson, replies encoded straight
- * into the connection's output) and the guarded call into a plugin's handle().
+ * (logging, settings errors, JSON on top of jansson, replies, the loop,
+ * pushes), plugins of every supported ABI, and the call into a plugin's
+ * handle(), on the loop thread or on the instance's thread pool.
  */
 #include "plugin_host.h"
-#include "shared.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
+#include "codec.h"
 #include "json_dump.h"
 #include "log.h"
+#include "pool.h"
 
 /* A pb_json is a jansson value; these casts are the only place that knows. */
 static const json_t *cj(const pb_json *value) { return (const json_t *)value; }
 static json_t *mj(pb_json *value) { return (json_t *)value; }
 static pb_json *pj(json_t *value) { return (pb_json *)value; }
-
-/*
- * reply_json must know the dumped length before it can write the frame
- * header, so it dumps into this buffer first. The daemon runs one loop per
- * process, so one buffer serves every call; it keeps its memory between
- * calls and pb_plugin_host_cleanup() frees it at exit.
- */
-static pb_buf json_scratch = PB_BUF_INIT;
 
 /* --- Logging and errors ------------------------------------------------- */
 
@@ -248,71 +242,11 @@ static void host_json_free(pb_json *value) { json_decref(mj(value)); }
 
 /* --- Replies ------------------------------------------------------------ */
 
-/* Where reply->out ended before this reply, as an absolute offset. The mark
- * is kept relative to out->start because growing the buffer may move the
- * live bytes to its front. */
-static size_t reply_start(const pb_reply *reply)
-{
-    return reply->out->start + reply->mark;
-}
-
-static void set_error(pb_reply *reply, const char *text)
-{
-    if (reply->error[0] == '\0')
-        snprintf(reply->error, sizeof reply->error, "%s", text);
-}
-
-/* Says why a reply could not be encoded and drops what was written
- * of it. */
-static void encode_failed(pb_reply *reply, int rc, const char *content_type,
-                          const char *content_encoding, size_t length)
-{
-    pb_buf_truncate(reply->out, reply_start(reply));
-    if (rc == PB_FRAME_HEADER_TOO_LONG) {
-        char text[120];
-        snprintf(text, sizeof text,
-                 "reply header is %zu bytes, more than the %d a frame can carry",
-                 pb_frame_header_length(content_type, content_encoding, length),
-                 PB_FRAME_MAX_HEADER);
-        set_error(reply, text);
-    } else {
-        set_error(reply, "out of memory while encoding the reply");
-    }
-}
-
-/* Counts a reply call; only the first may write. */
-static int claim_reply(pb_reply *reply)
-{
-    if (reply->done++ > 0) {
-        set_error(reply, "plugin replied more than once");
-        return PB_ERROR;
-    }
-    return PB_OK;
-}
-
 static int host_reply_bytes(pb_reply *reply, const char *content_type,
                             const char *content_encoding, const void *content,
                             size_t length)
 {
-    if (reply == NULL || claim_reply(reply) != PB_OK)
-        return PB_ERROR;
-    if (content_type == NULL || content_encoding == NULL
-        || (content == NULL && length > 0)) {
-        set_error(reply, "plugin gave a reply without content-type, encoding or content");
-        return PB_ERROR;
-    }
-    int rc;
-    if (reply->framing == PB_FRAMING_LINE)
-        rc = pb_buf_append(reply->out, content, length) == 0
-             && pb_buf_append_byte(reply->out, '\n') == 0 ? 0 : -1;
-    else
-        rc = pb_frame_encode(reply->out, content_type, content_encoding,
-                             content, length);
-    if (rc != 0) {
-        encode_failed(reply, rc, content_type, content_encoding, length);
-        return PB_ERROR;
-    }
-    return PB_OK;
+    return pb_reply_bytes(reply, content_type, content_encoding, content, length);
 }
 
 static unsigned char *host_reply_buffer(pb_reply *reply,
@@ -320,61 +254,12 @@ static unsigned char *host_reply_buffer(pb_reply *reply,
                                         const char *content_encoding,
                                         size_t length)
 {
-    if (reply == NULL || claim_reply(reply) != PB_OK)
-        return NULL;
-    if (content_type == NULL || content_encoding == NULL) {
-        set_error(reply, "plugin gave a reply without content-type or encoding");
-        return NULL;
-    }
-    unsigned char *content = NULL;
-    int rc = PB_FRAME_NO_MEMORY;
-    if (reply->framing == PB_FRAMING_LINE) {
-        content = length < (size_t)-1 ? pb_buf_extend(reply->out, length + 1) : NULL;
-        if (content != NULL)
-            content[length] = '\n';
-    } else {
-        int encoded = pb_frame_encode_header(reply->out, content_type,
-                                             content_encoding, length);
-        if (encoded == 0)
-            content = pb_buf_extend(reply->out, length);
-        else
-            rc = encoded;
-    }
-    if (content == NULL)
-        encode_failed(reply, rc, content_type, content_encoding, length);
-    return content;
+    return pb_reply_buffer(reply, content_type, content_encoding, length);
 }
 
 static int host_reply_json(pb_reply *reply, pb_json *value)
 {
-    if (reply == NULL || claim_reply(reply) != PB_OK) {
-        json_decref(mj(value));
-        return PB_ERROR;
-    }
-    if (value == NULL) {
-        set_error(reply, "plugin gave no JSON value to reply with (out of memory?)");
-        return PB_ERROR;
-    }
-    int rc;
-    if (reply->framing == PB_FRAMING_LINE) {
-        rc = pb_json_dump(reply->out, mj(value)) == 0
-             && pb_buf_append_byte(reply->out, '\n') == 0 ? 0 : -1;
-    } else {
-        pb_buf_clear(&json_scratch);
-        rc = pb_json_dump(&json_scratch, mj(value)) == 0
-             && pb_frame_encode(reply->out, "text/json", "utf-8",
-                                pb_buf_head(&json_scratch),
-                                pb_buf_used(&json_scratch)) == 0 ? 0 : -1;
-        pb_buf_clear(&json_scratch);
-    }
-    json_decref(mj(value));
-    if (rc != 0) {
-        pb_buf_truncate(reply->out, reply_start(reply));
-        set_error(reply, "could not encode the plugin's JSON reply "
-                         "(out of memory, or NaN or infinity in it)");
-        return PB_ERROR;
-    }
-    return PB_OK;
+    return pb_reply_json(reply, value);
 }
 
 static PB_PRINTF(2, 3) void host_reply_error(pb_reply *reply,
@@ -382,19 +267,32 @@ static PB_PRINTF(2, 3) void host_reply_error(pb_reply *reply,
 {
     if (reply == NULL || format == NULL)
         return;
+    char text[sizeof reply->error];
     va_list ap;
     va_start(ap, format);
-    vsnprintf(reply->error, sizeof reply->error, format, ap);
+    vsnprintf(text, sizeof text, format, ap);
     va_end(ap);
+    pb_reply_error(reply, text);
+}
+
+static int host_reply_cancelled(const pb_reply *reply)
+{
+    return pb_reply_cancelled(reply);
 }
 
 /* --- Daemon ------------------------------------------------------------ */
 
 static const pb_shared *stats_source;
+static struct ev_loop *worker_loop;
 
 void pb_plugin_host_set_shared(const pb_shared *shared)
 {
     stats_source = shared;
+}
+
+void pb_plugin_host_set_loop(struct ev_loop *loop)
+{
+    worker_loop = loop;
 }
 
 static pb_json *host_stats(void)
@@ -415,6 +313,66 @@ static char *host_json_encode(const pb_json *value, size_t *length)
     /* The buffer's memory is one malloc'd block starting at data: the
      * caller's free() releases it. */
     return (char *)out.data;
+}
+
+static void *host_loop(void)
+{
+    return worker_loop;
+}
+
+static int host_run_on_loop(void (*fn)(void *arg), void *arg)
+{
+    return pb_run_on_loop(fn, arg) == 0 ? PB_OK : PB_ERROR;
+}
+
+/* --- Pushes ------------------------------------------------------------- */
+
+static const pb_push_ops *pushes;
+
+void pb_plugin_host_set_pushes(const pb_push_ops *ops)
+{
+    pushes = ops;
+}
+
+static pb_client *host_client_hold(const pb_request *request,
+                                   void (*on_close)(pb_client *client, void *arg),
+                                   void *arg)
+{
+    if (pushes == NULL || request == NULL || !pb_on_loop_thread())
+        return NULL;
+    return pushes->hold(request, on_close, arg);
+}
+
+static void host_client_release(pb_client *client)
+{
+    if (pushes != NULL && client != NULL)
+        pushes->release(client);
+}
+
+static int host_push_bytes(pb_client *client, const char *content_type,
+                           const char *content_encoding, const void *content,
+                           size_t length)
+{
+    if (pushes == NULL || client == NULL || content_type == NULL
+        || content_encoding == NULL || (content == NULL && length > 0))
+        return PB_ERROR;
+    return pushes->push(client, content_type, content_encoding, content,
+                        length, NULL);
+}
+
+static int host_push_json(pb_client *client, pb_json *value)
+{
+    int rc = pushes != NULL && client != NULL && value != NULL
+                 ? pushes->push(client, NULL, NULL, NULL, 0, value)
+                 : PB_ERROR;
+    json_decref(mj(value));
+    return rc;
+}
+
+static void host_client_close(pb_client *client)
+{
+    if (pushes != NULL && client != NULL)
+        pushes->close(client);
 }
 
 const pb_host pb_host_services = {
@@ -450,34 +408,245 @@ const pb_host pb_host_services = {
     .reply_error      = host_reply_error,
     .stats            = host_stats,
     .json_encode      = host_json_encode,
+    .loop             = host_loop,
+    .run_on_loop      = host_run_on_loop,
+    .reply_cancelled  = host_reply_cancelled,
+    .client_hold      = host_client_hold,
+    .client_release   = host_client_release,
+    .push_bytes       = host_push_bytes,
+    .push_json        = host_push_json,
+    .client_close     = host_client_close,
 };
 
-void pb_reply_init(pb_reply *reply, pb_buf *out, pb_framing framing)
+/* --- Plugins of every ABI ------------------------------------------------ */
+
+/* The descriptor and request of the 0.1 header (ABI 1), which plugins built
+ * against it still use. */
+typedef struct plugin_v1 {
+    unsigned int abi_version;
+    const char *name;
+    const char *description;
+    int (*create)(const pb_host *host, pb_instance *instance,
+                  const pb_json *settings, void **state);
+    int (*handle)(void *state, const void *request, pb_reply *reply);
+    void (*destroy)(void *state);
+} plugin_v1;
+
+typedef struct request_v1 {
+    const pb_host *host;
+    pb_instance *instance;
+    const char *content_type;
+    const char *content_encoding;
+    const pb_json *header;
+    const unsigned char *content;
+    size_t content_length;
+    const pb_json *json;
+    const char *listener;
+    pb_framing framing;
+} request_v1;
+
+/* The size of an ABI 2 descriptor that predates worker_start. */
+#define PLUGIN_V2_BASE offsetof(pb_plugin, worker_start)
+
+int pb_module_read(const void *descriptor, pb_module *m, char *why,
+                   size_t why_size)
 {
-    reply->out = out;
-    reply->mark = pb_buf_used(out);
-    reply->framing = framing;
-    reply->done = 0;
-    reply->error[0] = '\0';
+    unsigned int abi = *(const unsigned int *)descriptor;
+    memset(m, 0, sizeof *m);
+    m->abi_version = abi;
+    if (abi == 1) {
+        const plugin_v1 *p = descriptor;
+        m->name = p->name;
+        m->create = p->create;
+        m->handle = p->handle;
+        m->destroy = p->destroy;
+    } else if (abi == 2) {
+        const pb_plugin *p = descriptor;
+        if (p->size < PLUGIN_V2_BASE) {
+            snprintf(why, why_size, "its descriptor is %zu bytes, too short for "
+                     "plugin ABI 2 (is .size set to sizeof(pb_plugin)?)", p->size);
+            return -1;
+        }
+        m->name = p->name;
+        m->create = p->create;
+        m->handle = (int (*)(void *, const void *, pb_reply *))p->handle;
+        m->destroy = p->destroy;
+        if (p->size >= offsetof(pb_plugin, worker_stop) + sizeof p->worker_stop) {
+            m->worker_start = p->worker_start;
+            m->worker_stop = p->worker_stop;
+        }
+    } else {
+        snprintf(why, why_size, "it was built for plugin ABI %u, this daemon "
+                 "loads ABI %d to %d", abi, PLUGBOARD_ABI_OLDEST,
+                 PLUGBOARD_ABI_VERSION);
+        return -1;
+    }
+    if (m->name == NULL)
+        m->name = "?";
+    return 0;
 }
 
 int pb_instance_handle(pb_instance *instance, const pb_request *request,
                        pb_reply *reply)
 {
-    int rc = instance->plugin->handle(instance->state, request, reply);
-    if (rc == PB_OK && reply->done == 1)
-        return PB_OK;
-    if (rc == PB_OK && reply->done == 0)
-        set_error(reply, "plugin returned no reply");
-    else if (reply->done > 1)
-        set_error(reply, "plugin replied more than once");
-    else
-        set_error(reply, "plugin failed");
-    pb_buf_truncate(reply->out, reply_start(reply));
-    return PB_ERROR;
+    int rc;
+    if (instance->module.abi_version == 1) {
+        const request_v1 old = {
+            request->host, request->instance, request->content_type,
+            request->content_encoding, request->header, request->content,
+            request->content_length, request->json, request->listener,
+            request->framing,
+        };
+        rc = instance->module.handle(instance->state, &old, reply);
+        /* ABI 1 knows no deferred replies. */
+        if (rc != PB_OK && rc != PB_ERROR)
+            rc = 2;
+    } else {
+        rc = instance->module.handle(instance->state, request, reply);
+    }
+    return pb_reply_returned(reply, rc);
+}
+
+int pb_instance_call(pb_instance *instance, const pb_request *request,
+                     pb_buf *out, char *error, size_t error_size)
+{
+    pb_framing_kind kind = request->framing == PB_FRAMING_LINE ? PB_LINE : PB_FRAME;
+    pb_reply *reply = pb_reply_new(NULL, pb_codec_for(kind), out);
+    if (reply == NULL) {
+        snprintf(error, error_size, "out of memory");
+        return PB_ERROR;
+    }
+    if (!pb_instance_handle(instance, request, reply)) {
+        /* The plugin keeps the reply: it must not be freed under it. */
+        snprintf(error, error_size, "plugin deferred its reply");
+        return PB_ERROR;
+    }
+    int rc = reply->failed ? PB_ERROR : PB_OK;
+    snprintf(error, error_size, "%s", reply->error);
+    if (rc == PB_OK && reply->written == &reply->own)
+        rc = pb_buf_append(out, pb_buf_head(&reply->own), pb_buf_used(&reply->own)) == 0
+             ? PB_OK : PB_ERROR;
+    pb_reply_free(reply);
+    return rc;
+}
+
+/* --- Thread pools --------------------------------------------------------- */
+
+/* A request copied for a pool thread: what it points to lives in the
+ * connection's buffers, which the loop thread goes on using. */
+typedef struct pool_call {
+    pb_instance *instance;
+    pb_reply *reply;
+    pb_request request;
+    json_t *header;
+    json_t *json;
+    char *strings;              /* listener, peer, TLS subject */
+    unsigned char content[];
+} pool_call;
+
+static void run_call(void *arg)
+{
+    pool_call *call = arg;
+    pb_instance_handle(call->instance, &call->request, call->reply);
+    json_decref(call->header);
+    json_decref(call->json);
+    free(call->strings);
+    free(call);
+}
+
+static char *copy_strings(const pb_request *r, const char **listener,
+                          const char **peer, const char **subject)
+{
+    size_t a = strlen(r->listener) + 1, b = strlen(r->peer) + 1;
+    size_t c = r->tls_subject ? strlen(r->tls_subject) + 1 : 0;
+    char *all = malloc(a + b + c);
+    if (all == NULL)
+        return NULL;
+    memcpy(all, r->listener, a);
+    memcpy(all + a, r->peer, b);
+    if (c > 0)
+        memcpy(all + a + b, r->tls_subject, c);
+    *listener = all;
+    *peer = all + a;
+    *subject = c > 0 ? all + a + b : NULL;
+    return all;
+}
+
+int pb_instance_submit(pb_instance *instance, const pb_request *request,
+                       pb_reply *reply)
+{
+    pool_call *call = malloc(sizeof *call + request->content_length);
+    if (call == NULL)
+        return -1;
+    call->instance = instance;
+    call->reply = reply;
+    call->request = *request;
+    /* Deep copies: the header object may be reused for the next frame. */
+    call->header = json_deep_copy((const json_t *)request->header);
+    call->json = request->json ? json_deep_copy((const json_t *)request->json) : NULL;
+    call->strings = copy_strings(request, &call->request.listener,
+                                 &call->request.peer, &call->request.tls_subject);
+    if (call->header == NULL || (request->json && call->json == NULL)
+        || call->strings == NULL) {
+        json_decref(call->header);
+        json_decref(call->json);
+        free(call->strings);
+        free(call);
+        return -1;
+    }
+    memcpy(call->content, request->content, request->content_length);
+    call->request.header = (const pb_json *)call->header;
+    call->request.json = (const pb_json *)call->json;
+    call->request.content = call->content;
+    call->request.content_type = json_string_value(json_object_get(call->header, "content-type"));
+    call->request.content_encoding = json_string_value(json_object_get(call->header, "content-encoding"));
+    if (call->request.content_type == NULL)
+        call->request.content_type = request->content_type;
+    if (call->request.content_encoding == NULL)
+        call->request.content_encoding = request->content_encoding;
+    if (pb_pool_submit(instance->pool, run_call, call) != 0) {
+        json_decref(call->header);
+        json_decref(call->json);
+        free(call->strings);
+        free(call);
+        return -1;
+    }
+    return 0;
+}
+
+int pb_instance_serve(pb_instance *instance)
+{
+    if (instance->conf != NULL && instance->conf->threads > 0) {
+        instance->pool = pb_pool_start(instance->conf->threads, instance->name);
+        if (instance->pool == NULL) {
+            pb_log_error("plugin %s: cannot start %d threads", instance->name,
+                         instance->conf->threads);
+            return -1;
+        }
+    }
+    if (instance->module.worker_start != NULL &&
+        instance->module.worker_start(instance->state) != PB_OK) {
+        pb_log_error("plugin %s: worker_start failed", instance->name);
+        pb_pool_stop(instance->pool);
+        instance->pool = NULL;
+        return -1;
+    }
+    instance->serving = 1;
+    return 0;
+}
+
+void pb_instance_unserve(pb_instance *instance)
+{
+    if (!instance->serving)
+        return;
+    instance->serving = 0;
+    if (instance->module.worker_stop != NULL)
+        instance->module.worker_stop(instance->state);
+    pb_pool_stop(instance->pool);
+    instance->pool = NULL;
 }
 
 void pb_plugin_host_cleanup(void)
 {
-    pb_buf_free(&json_scratch);
+    worker_loop = NULL;
 }

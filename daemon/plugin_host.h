@@ -1,7 +1,7 @@
 /*
  * plugin_host.h - the daemon's side of the plugin SDK: the pb_host services
- * table, the instance and reply objects behind the SDK's opaque types, and
- * the call into a plugin's handle().
+ * table, the instance object behind the SDK's opaque type, a plugin's entry
+ * points whatever ABI it was built for, and the guarded call into handle().
  */
 #ifndef PB_PLUGIN_HOST_H
 #define PB_PLUGIN_HOST_H
@@ -11,47 +11,103 @@
 #include "buffer.h"
 #include "config.h"
 #include "diag.h"
+#include "reply.h"
 #include "shared.h"
+
+struct pb_pool;
+
+/*
+ * A module's entry points as the daemon calls them, read from a descriptor
+ * of any supported ABI: an ABI 1 plugin's handle() is given the request
+ * layout of its own header.
+ */
+typedef struct pb_module {
+    unsigned int abi_version;
+    const char *name;
+    int (*create)(const pb_host *host, pb_instance *instance,
+                  const pb_json *settings, void **state);
+    int (*handle)(void *state, const void *request, pb_reply *reply);
+    void (*destroy)(void *state);
+    int (*worker_start)(void *state);
+    void (*worker_stop)(void *state);
+} pb_module;
 
 /* One configured plugin instance. */
 struct pb_instance {
     char *name;                     /* owned copy of conf->name */
-    const pb_plugin *plugin;        /* the module's descriptor */
+    pb_module module;
     void *dl;                       /* dlopen handle of the module */
     void *state;                    /* what create() returned */
     const pb_plugin_conf *conf;     /* settings, positions (owned by the config) */
     const char *config_dir;         /* base of relative paths in settings */
     pb_diag *diag;                  /* where settings_error goes; only during create */
     int created;                    /* create() succeeded: destroy() is owed */
+    int serving;                    /* worker_start() ran: worker_stop() is owed */
+    struct pb_pool *pool;           /* threads = N: where handle() runs */
     int stats_index;                /* its counters in this worker's slot, or -1 */
-};
-
-/* The reply to one request, encoded straight into the connection's output. */
-struct pb_reply {
-    pb_buf *out;                    /* output buffer of the connection */
-    size_t mark;                    /* pb_buf_used(out) before this reply, to
-                                     * undo it (relative to out->start, which
-                                     * growing the buffer may move) */
-    pb_framing framing;             /* frame: header + content; line: content + \n */
-    int done;                       /* reply calls made; only the first writes */
-    char error[256];                /* reply_error's text */
 };
 
 extern const pb_host pb_host_services;
 
+/*
+ * Reads the descriptor a module exports into *module. -1 with the reason
+ * in why (an ABI this daemon does not load) otherwise.
+ */
+int pb_module_read(const void *descriptor, pb_module *module, char *why,
+                   size_t why_size);
+
 /* Where the `stats` service reads the daemon's counters. */
 void pb_plugin_host_set_shared(const pb_shared *shared);
 
-void pb_reply_init(pb_reply *reply, pb_buf *out, pb_framing framing);
+/* What the push services need of the connections, which the worker's
+ * connection layer provides (pb_conn_replies_init). */
+typedef struct pb_push_ops {
+    pb_client *(*hold)(const pb_request *request,
+                       void (*on_close)(pb_client *client, void *arg), void *arg);
+    void (*release)(pb_client *client);
+    /* json when not NULL, else the bytes. */
+    int (*push)(pb_client *client, const char *content_type,
+                const char *content_encoding, const void *content,
+                size_t length, const pb_json *json);
+    void (*close)(pb_client *client);
+} pb_push_ops;
+
+void pb_plugin_host_set_pushes(const pb_push_ops *ops);
+
+/* The worker's loop, for the `loop` service and the replies in flight. */
+void pb_plugin_host_set_loop(struct ev_loop *loop);
 
 /*
- * Calls the instance's handle() for request and makes sure the outcome is
- * one of two: PB_OK with exactly one encoded reply in reply->out, or
- * PB_ERROR with nothing in reply->out (anything written is undone) and
- * reply->error saying why (a plugin that returns PB_OK without replying, or
- * PB_ERROR without a reason, gets one).
+ * In a worker that will serve the instance: starts its thread pool when it
+ * has `threads`, then the module's worker_start(). 0, or -1 (logged).
+ */
+int pb_instance_serve(pb_instance *instance);
+
+/* Undoes pb_instance_serve: worker_stop(), then the pool's threads are
+ * joined (requests still queued for them are answered first). */
+void pb_instance_unserve(pb_instance *instance);
+
+/*
+ * Calls the instance's handle() for request (on the calling thread), then
+ * hands the outcome to pb_reply_returned(): see reply.h for what the
+ * result means.
  */
 int pb_instance_handle(pb_instance *instance, const pb_request *request,
+                       pb_reply *reply);
+
+/*
+ * For callers without a loop (tests, fuzzing): calls handle() and returns
+ * PB_OK with one encoded reply appended to out, or PB_ERROR with nothing
+ * appended and why in error (a deferred reply counts as an error here).
+ */
+int pb_instance_call(pb_instance *instance, const pb_request *request,
+                     pb_buf *out, char *error, size_t error_size);
+
+/*
+ * Queues request for the instance's pool (instance->pool set): copies what
+ * the request points to, for the pool thread. 0, or -1 when out of memory.
+ */
+int pb_instance_submit(pb_instance *instance, const pb_request *request,
                        pb_reply *reply);
 
 /* Frees the scratch memory the reply services keep between calls; at exit. */

@@ -87,18 +87,18 @@ static int reject_settings(pb_instance *instance)
         conf, json_object_get(conf->settings, key));
     pb_diag_add(instance->diag, pos.file, pos.line,
                 "plugin %s: unknown setting \"%s\" (%s takes no settings)",
-                conf->name, key, instance->plugin->name);
+                conf->name, key, instance->module.name);
     return -1;
 }
 
 static int run_create(pb_instance *instance)
 {
-    const pb_plugin *plugin = instance->plugin;
-    if (plugin->create == NULL)
+    const pb_module *module = &instance->module;
+    if (module->create == NULL)
         return reject_settings(instance);
 
     size_t errors_before = instance->diag->count;
-    int rc = plugin->create(&pb_host_services, instance,
+    int rc = module->create(&pb_host_services, instance,
                             (const pb_json *)instance->conf->settings,
                             &instance->state);
     if (rc == PB_OK)
@@ -154,22 +154,20 @@ pb_instance *pb_instance_create(const pb_plugin_conf *conf,
                     conf->name, conf->path, dlerror());
         goto fail;
     }
-    instance->plugin = dlsym(instance->dl, PB_PLUGIN_DESCRIPTOR_SYMBOL);
-    if (instance->plugin == NULL) {
+    const void *descriptor = dlsym(instance->dl, PB_PLUGIN_DESCRIPTOR_SYMBOL);
+    if (descriptor == NULL) {
         pb_diag_add(diag, file, line,
                     "plugin %s: %s is not a Plugboard plugin (no %s symbol)",
                     conf->name, conf->path, PB_PLUGIN_DESCRIPTOR_SYMBOL);
         goto fail;
     }
-    if (instance->plugin->abi_version != PLUGBOARD_ABI_VERSION) {
-        pb_diag_add(diag, file, line,
-                    "plugin %s: %s was built for plugin ABI %u, "
-                    "this daemon supports ABI %u",
-                    conf->name, conf->path, instance->plugin->abi_version,
-                    (unsigned)PLUGBOARD_ABI_VERSION);
+    char why[160];
+    if (pb_module_read(descriptor, &instance->module, why, sizeof why) != 0) {
+        pb_diag_add(diag, file, line, "plugin %s: cannot use %s: %s",
+                    conf->name, conf->path, why);
         goto fail;
     }
-    if (instance->plugin->handle == NULL) {
+    if (instance->module.handle == NULL) {
         pb_diag_add(diag, file, line, "plugin %s: %s has no handle function",
                     conf->name, conf->path);
         goto fail;
@@ -188,8 +186,9 @@ void pb_instance_destroy(pb_instance *instance)
 {
     if (instance == NULL)
         return;
-    if (instance->created && instance->plugin->destroy != NULL)
-        instance->plugin->destroy(instance->state);
+    pb_instance_unserve(instance);
+    if (instance->created && instance->module.destroy != NULL)
+        instance->module.destroy(instance->state);
     if (instance->dl != NULL)
         dlclose(instance->dl);
     free(instance->name);

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "reply.h"
 
 /* After EMFILE/ENFILE the pending connection cannot be accepted; polling
  * the listener again at once would spin, so accepting pauses this long. */
@@ -202,6 +203,10 @@ static void prepare(pb_server *s, unsigned long serial, const char *text,
     for (size_t i = 0; i < diag.count; i++)
         pb_log_error("%s", diag.lines[i]);
     pb_diag_free(&diag);
+    if (cycle != NULL && pb_cycle_serve(cycle) != 0) {
+        pb_cycle_free(cycle);
+        cycle = NULL;
+    }
     if (cycle == NULL) {
         pb_log_error("worker %d: cannot apply the new configuration; "
                      "keeping the running one", s->slot);
@@ -227,7 +232,7 @@ static void commit(pb_server *s, unsigned long serial)
     resolve_pinned(s);
     bind_stats(s);
     pb_log_apply(s->cycle->config);
-    pb_cycle_free(old);
+    pb_cycle_retire(old);
     atomic_store(&s->shared->configs[s->slot].serving, serial);
     pb_log_info("worker %d: serving the new configuration", s->slot);
 }
@@ -298,6 +303,15 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Plugin threads may build buffers too; the pool is the loop's. */
+    pb_buf_pool_claim();
+    pb_conn_replies_init(s->loop);
+    pb_plugin_host_set_loop(s->loop);
+    pb_plugin_host_set_shared(shared);
+    if (pb_cycle_serve(s->cycle) != 0) {
+        pb_log_error("worker %d: cannot start its plugins", s->slot);
+        return -1;
+    }
     for (size_t i = 0; i < s->listeners.count; i++) {
         pb_listener *l = s->listeners.items[i];
         l->server = s;
@@ -305,7 +319,6 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     }
     resolve_pinned(s);
     bind_stats(s);
-    pb_plugin_host_set_shared(shared);
 
     ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
@@ -353,6 +366,8 @@ void pb_server_free(pb_server *s)
     s->cycle = NULL;
     pb_cycle_free(s->prepared);
     s->prepared = NULL;
+    pb_cycle_free_retired();
+    pb_replies_cleanup();
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);
     s->loop = NULL;

@@ -171,7 +171,7 @@
  *   static void hello_destroy(void *state) { free(state); }
  *
  *   PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
- *       .abi_version = PLUGBOARD_ABI_VERSION,
+ *       PB_PLUGIN_VERSIONED,
  *       .name        = "hello",
  *       .description = "greets by name",
  *       .create      = hello_create,
@@ -203,7 +203,14 @@ extern "C" {
  * pb_plugin.abi_version; the daemon loads only plugins whose value equals its
  * own (`plugboard -V` prints it).
  */
-#define PLUGBOARD_ABI_VERSION 1
+#define PLUGBOARD_ABI_VERSION 2
+
+/*
+ * The oldest ABI the daemon still loads. A plugin built against the 0.1
+ * header (ABI 1) keeps working unchanged: it is handed the structures of
+ * that header and never sees what ABI 2 added.
+ */
+#define PLUGBOARD_ABI_OLDEST 1
 
 /* The name of the one symbol every plugin exports, for dlsym(). */
 #define PB_PLUGIN_DESCRIPTOR_SYMBOL "pb_plugin_descriptor"
@@ -224,6 +231,12 @@ extern "C" {
 /* Return values of create, handle and the host services that can fail. */
 #define PB_OK     0
 #define PB_ERROR (-1)
+/* From handle() (ABI 2): the plugin keeps the reply and answers later. */
+#define PB_DEFER  1
+/* From the push services: the connection's pending output is over
+ * limits.max_pending_output; nothing was queued. */
+#define PB_FULL  (-2)
+
 
 /* Levels for pb_host.log, most severe first; the values are syslog's. */
 typedef enum pb_log_level {
@@ -265,8 +278,16 @@ typedef enum pb_json_type {
  */
 typedef struct pb_instance pb_instance;
 
-/* The reply being built for one request. Opaque; fill it through pb_host. */
+/* The reply being built for one request. Opaque; fill it through pb_host.
+ * Valid during handle(); a plugin that returns PB_DEFER keeps it until it
+ * has answered it (see DEFERRED REPLIES). */
 typedef struct pb_reply pb_reply;
+
+/*
+ * A plugin's hold on one client connection (ABI 2), for pushes: frames that
+ * answer no request. Opaque; see PUSHES.
+ */
+typedef struct pb_client pb_client;
 
 typedef struct pb_host pb_host;
 
@@ -276,8 +297,15 @@ typedef enum pb_framing {
     PB_FRAMING_LINE  = 1   /* one text line; the reply becomes one line */
 } pb_framing;
 
-/* One message to answer. Valid only during the handle() call. */
+/*
+ * One message to answer. Valid only during the handle() call (a plugin that
+ * defers its reply copies what it still needs). Members are only ever
+ * appended; test for one newer than your oldest supported daemon with
+ * PB_REQUEST_HAS(request, member).
+ */
 typedef struct pb_request {
+    /* sizeof(pb_request) as the daemon was built. Always first. */
+    size_t size;
     /* The host services, for plugins that keep no state of their own. */
     const pb_host *host;
     /* The instance the message was routed to (for logging). */
@@ -297,7 +325,22 @@ typedef struct pb_request {
     /* The listener the message came in on, and its framing. */
     const char *listener;
     pb_framing framing;
+
+    /* --- Where the request came from (ABI 2) ------------------------- */
+
+    /* The peer's address: "127.0.0.1:40312", "[::1]:40312", or "unix" for
+     * a Unix-domain socket. */
+    const char *peer;
+    /* For a Unix-domain socket, the peer's uid (SO_PEERCRED); else -1. */
+    long peer_uid;
+    /* The subject of the client's TLS certificate, one line as OpenSSL
+     * prints it ("CN=alice,O=Example"); NULL without TLS or certificate. */
+    const char *tls_subject;
 } pb_request;
+
+/* True when the daemon's pb_request has `member` (a later addition). */
+#define PB_REQUEST_HAS(request, member) \
+    ((request)->size >= offsetof(pb_request, member) + sizeof((request)->member))
 
 /*
  * The table of services the daemon offers plugins. Never copy it: keep the
@@ -483,7 +526,71 @@ struct pb_host {
      * shipped search plugin does.
      */
     char *(*json_encode)(const pb_json *value, size_t *length);
+
+    /* --- ABI 2: the worker's loop, deferred replies, pushes ------------ */
+
+    /*
+     * The worker's libev loop, a `struct ev_loop *` (this header does not
+     * include ev.h): watch your own descriptors and timers on it, or hand
+     * it to a library with a libev adapter. Use it from the loop thread
+     * only (handle() of an instance without `threads`, worker_start, a
+     * watcher's callback, a run_on_loop function). NULL where no loop runs
+     * (in `plugboard -t` and the configuration check).
+     */
+    void *(*loop)(void);
+
+    /*
+     * Runs fn(arg) soon on the worker's loop thread. Safe from any thread:
+     * the way for a plugin's own thread to reach what is loop-only (pushes,
+     * its watchers). PB_ERROR when out of memory or where no loop runs.
+     */
+    int (*run_on_loop)(void (*fn)(void *arg), void *arg);
+
+    /*
+     * Whether the connection of a deferred reply has closed: answering it
+     * is then harmless and does nothing, but the work may be abandoned.
+     * Safe from any thread.
+     */
+    int (*reply_cancelled)(const pb_reply *reply);
+
+    /*
+     * From handle(), on the loop thread: takes a hold on the request's
+     * connection, for pushes. on_close (may be NULL) is called on the loop
+     * thread when the connection closes, with arg; the hold stays valid
+     * (pushes then fail) until client_release. NULL when out of memory.
+     */
+    pb_client *(*client_hold)(const pb_request *request,
+                              void (*on_close)(pb_client *client, void *arg),
+                              void *arg);
+
+    /* Gives a hold back; loop thread only. NULL is ignored. */
+    void (*client_release)(pb_client *client);
+
+    /*
+     * Pushes one frame to the held connection, loop thread only: a whole
+     * frame whose header carries the extra key "push": true (on a `line`
+     * listener, the content and a newline). Never inside another reply.
+     * PB_OK when queued; PB_FULL when the connection's pending output is
+     * over limits.max_pending_output (the plugin decides: drop, or
+     * disconnect); PB_ERROR when it closed or on lack of memory.
+     */
+    int (*push_bytes)(pb_client *client, const char *content_type,
+                      const char *content_encoding, const void *content,
+                      size_t length);
+
+    /* As push_bytes, with a JSON value written as reply_json writes it
+     * (text/json, utf-8). Takes ownership of value. */
+    int (*push_json)(pb_client *client, pb_json *value);
+
+    /* Closes the held connection once what is queued for it is written
+     * (after a last push, say). Loop thread only. */
+    void (*client_close)(pb_client *client);
 };
+
+/* The first two members of every descriptor: the ABI and the size this
+ * header gives them. */
+#define PB_PLUGIN_VERSIONED \
+    .abi_version = PLUGBOARD_ABI_VERSION, .size = sizeof(pb_plugin)
 
 /* True when the daemon's host table has `member` (a later addition). */
 #define PB_HOST_HAS(host, member) \
@@ -491,12 +598,22 @@ struct pb_host {
 
 /*
  * What a plugin exports as `pb_plugin_descriptor`. Define it const, with
- * designated initializers, and mark it PB_PLUGIN_EXPORT.
+ * designated initializers starting with PB_PLUGIN_VERSIONED, and mark it
+ * PB_PLUGIN_EXPORT:
+ *
+ *   PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
+ *       PB_PLUGIN_VERSIONED,
+ *       .name = "hello",
+ *       .handle = handle,
+ *   };
  */
 typedef struct pb_plugin {
     /* PLUGBOARD_ABI_VERSION as the plugin was compiled. Always first, so
      * that the daemon can read it from a plugin of any version. */
     unsigned int abi_version;
+    /* sizeof(pb_plugin) as the plugin was compiled, so that members added
+     * later are read only from plugins that have them. */
+    size_t size;
 
     /* The module's name ("search"), for logs; and one line about it. */
     const char *name;
@@ -532,6 +649,24 @@ typedef struct pb_plugin {
      * (at exit, after a reload that dropped or replaced it, and right away
      * in `plugboard -t`). */
     void (*destroy)(void *state);
+
+    /* --- ABI 2 ---------------------------------------------------------- */
+
+    /*
+     * In each worker that will serve the instance, after create(), on the
+     * loop thread: start threads, open connections, add watchers to
+     * host->loop(). Never called in `plugboard -t` or the configuration
+     * check, which only create and destroy. PB_ERROR (after logging why)
+     * makes that worker unable to serve the configuration. May be NULL.
+     */
+    int (*worker_start)(void *state);
+
+    /*
+     * In the same worker, before destroy(), on the loop thread, once the
+     * instance serves no more requests: stop threads and watchers, close
+     * connections. May be NULL.
+     */
+    void (*worker_stop)(void *state);
 } pb_plugin;
 
 #ifdef __cplusplus

@@ -21,7 +21,7 @@ static int echo_handle(void *state, const pb_request *request, pb_reply *reply)
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "echo",
     .description = "answers with the request's own content",
     .create      = NULL,     /* no settings, no state: the host refuses any setting */

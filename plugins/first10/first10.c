@@ -30,7 +30,7 @@ static int first10_handle(void *state, const pb_request *request,
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "first10",
     .description = "answers with the first ten bytes of the request",
     .create      = NULL,     /* takes no settings */

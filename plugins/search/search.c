@@ -441,7 +441,7 @@ static int search_handle(void *state, const pb_request *request,
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "search",
     .description = "the sockets guide's search: answers keys from a table",
     .create      = search_create,

@@ -42,7 +42,7 @@ static int stats_handle(void *state, const pb_request *request, pb_reply *reply)
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "stats",
     .description = "answers with the daemon's counters",
     .create      = stats_create,

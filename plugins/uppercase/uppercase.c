@@ -121,7 +121,7 @@ static int uppercase_handle(void *state, const pb_request *request,
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "uppercase",
     .description = "answers with the request uppercased (Unicode for utf-8)",
     .create      = NULL,     /* takes no settings */

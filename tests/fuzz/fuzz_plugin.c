@@ -45,7 +45,9 @@ static void start_instance(void)
     conf.pos.file = "fuzz.conf";
     conf.pos.line = 1;
     instance.name = "fuzz";
-    instance.plugin = &pb_plugin_descriptor;
+    char why[160];
+    if (pb_module_read(&pb_plugin_descriptor, &instance.module, why, sizeof why) != 0)
+        abort();
     instance.conf = &conf;
     instance.config_dir = "/";
     pb_diag diag = PB_DIAG_INIT;
@@ -54,7 +56,7 @@ static void start_instance(void)
     pb_diag_free(&diag);
 }
 
-static void check_reply(const pb_buf *out, int rc, const pb_reply *reply)
+static void check_reply(const pb_buf *out, int rc, const char *error)
 {
     /* What the connection had queued before must survive either way. */
     if (pb_buf_used(out) < 1 || pb_buf_head(out)[0] != 'x')
@@ -62,7 +64,7 @@ static void check_reply(const pb_buf *out, int rc, const pb_reply *reply)
     const unsigned char *frame = pb_buf_head(out) + 1;
     size_t length = pb_buf_used(out) - 1;
     if (rc != PB_OK) {
-        if (length != 0 || reply->error[0] == '\0')
+        if (length != 0 || error[0] == '\0')
             abort();
         return;
     }
@@ -82,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (instance.plugin == NULL)
+    if (instance.module.handle == NULL)
         start_instance();
     if (size == 0)
         return 0;
@@ -102,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                "content-encoding", kinds[k].encoding,
                                "content-length", (json_int_t)length);
     pb_request request = {
+        .size = sizeof request,
         .host = &pb_host_services,
         .instance = &instance,
         .content_type = kinds[k].type,
@@ -116,10 +119,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pb_buf out = PB_BUF_INIT;
     if (header == NULL || pb_buf_append(&out, "x", 1) != 0)
         abort();
-    pb_reply reply;
-    pb_reply_init(&reply, &out, PB_FRAMING_FRAME);
-    int rc = pb_instance_handle(&instance, &request, &reply);
-    check_reply(&out, rc, &reply);
+    char error[256];
+    int rc = pb_instance_call(&instance, &request, &out, error, sizeof error);
+    check_reply(&out, rc, error);
     pb_buf_free(&out);
     json_decref(header);
     json_decref(json);

@@ -125,7 +125,9 @@ pb_test_plugin *pb_test_plugin_new(const pb_plugin *plugin,
 
     t->instance.name = strdup(plugin->name);
     cr_assert(t->conf.name != NULL && t->conf.module != NULL && t->instance.name != NULL);
-    t->instance.plugin = plugin;
+    char why[160];
+    cr_assert_eq(pb_module_read(plugin, &t->instance.module, why, sizeof why), 0,
+                 "%s", why);
     t->instance.conf = &t->conf;
     t->instance.config_dir = config_dir;
     t->rc = pb_instance_start(&t->instance, &t->diag) == 0 ? PB_OK : PB_ERROR;
@@ -137,8 +139,8 @@ pb_test_plugin *pb_test_plugin_new(const pb_plugin *plugin,
 
 void pb_test_plugin_free(pb_test_plugin *t)
 {
-    if (t->instance.created && t->instance.plugin->destroy != NULL)
-        t->instance.plugin->destroy(t->instance.state);
+    if (t->instance.created && t->instance.module.destroy != NULL)
+        t->instance.module.destroy(t->instance.state);
     free(t->instance.name);
     free(t->conf.name);
     free(t->conf.module);
@@ -236,6 +238,7 @@ static int run(pb_test_plugin *t, pb_framing framing, const unsigned char *data,
         cr_assert_not_null(json, "harness: request content is not JSON: %s", jerr.text);
     }
     pb_request request = {
+        .size = sizeof request,
         .host = &pb_host_services,
         .instance = &t->instance,
         .content_type = msg.content_type,
@@ -254,10 +257,8 @@ static int run(pb_test_plugin *t, pb_framing framing, const unsigned char *data,
     cr_assert_eq(pb_buf_append(&out, earlier, sizeof earlier), 0);
     pb_buf_consume(&out, EARLIER_SENT);
 
-    pb_reply r;
-    pb_reply_init(&r, &out, framing);
-    reply->rc = pb_instance_handle(&t->instance, &request, &r);
-    memcpy(reply->error, r.error, sizeof reply->error);
+    reply->rc = pb_instance_call(&t->instance, &request, &out, reply->error,
+                                 sizeof reply->error);
 
     cr_assert(pb_buf_used(&out) >= EARLIER_LIVE
               && memcmp(pb_buf_head(&out), earlier, EARLIER_LIVE) == 0,

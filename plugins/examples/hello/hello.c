@@ -77,7 +77,7 @@ static void hello_destroy(void *state)
 }
 
 PB_PLUGIN_EXPORT const pb_plugin pb_plugin_descriptor = {
-    .abi_version = PLUGBOARD_ABI_VERSION,
+    PB_PLUGIN_VERSIONED,
     .name        = "hello",
     .description = "greets by name",
     .create      = hello_create,
