@@ -189,6 +189,22 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     begin_stop(w->data, w->signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+/* A new generation of workers took over the listeners: accept no more,
+ * serve what is open, and leave when the last connection closes. */
+static void retire(pb_server *s)
+{
+    if (s->stopping || s->retiring)
+        return;
+    s->retiring = 1;
+    pb_log_info("worker %d: retiring, %zu connections open", s->slot,
+                s->n_connections);
+    stop_accepting(s);
+    ev_timer_stop(s->loop, &s->accept_pause);
+    pb_listeners_stop(&s->listeners);
+    ev_prepare_start(s->loop, &s->stop_check);
+    check_stopped(s);
+}
+
 /* Builds the configuration the master checked, from the text it sent, and
  * keeps it until the master says every worker has one: the outcome goes to
  * the master through shared memory, and a worker that fails is replaced. */
@@ -208,9 +224,12 @@ static void prepare(pb_server *s, unsigned long serial, const char *text,
         cycle = NULL;
     }
     if (cycle == NULL) {
+        /* A worker that cannot serve the new configuration takes no new
+         * connection: the master starts one that can. */
         pb_log_error("worker %d: cannot apply the new configuration; "
-                     "keeping the running one", s->slot);
+                     "retiring with the running one", s->slot);
         atomic_store(&mine->failed, serial);
+        retire(s);
         return;
     }
     s->prepared = cycle;
@@ -235,22 +254,6 @@ static void commit(pb_server *s, unsigned long serial)
     pb_cycle_retire(old);
     atomic_store(&s->shared->configs[s->slot].serving, serial);
     pb_log_info("worker %d: serving the new configuration", s->slot);
-}
-
-/* A new generation of workers took over the listeners: accept no more,
- * serve what is open, and leave when the last connection closes. */
-static void retire(pb_server *s)
-{
-    if (s->stopping || s->retiring)
-        return;
-    s->retiring = 1;
-    pb_log_info("worker %d: retiring, %zu connections open", s->slot,
-                s->n_connections);
-    stop_accepting(s);
-    ev_timer_stop(s->loop, &s->accept_pause);
-    pb_listeners_stop(&s->listeners);
-    ev_prepare_start(s->loop, &s->stop_check);
-    check_stopped(s);
 }
 
 static void on_control(struct ev_loop *loop, ev_io *w, int revents)
