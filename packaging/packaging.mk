@@ -2,20 +2,29 @@
 # out-of-tree example plugin and the installed-SDK check; included last by
 # Makefile.am.
 
-# --- The example plugin, shipped as source ----------------------------------
+# --- The example plugins, shipped as source ---------------------------------
 exampledir = $(docdir)/examples/hello
 dist_example_DATA = \
 	plugins/examples/hello/hello.c \
 	plugins/examples/hello/test_hello.c \
 	plugins/examples/hello/Makefile \
 	plugins/examples/hello/README.md
+asyncexampledir = $(docdir)/examples/async
+dist_asyncexample_DATA = \
+	plugins/examples/async/later.c \
+	plugins/examples/async/Makefile \
+	plugins/examples/async/README.md
+blockingexampledir = $(docdir)/examples/blocking
+dist_blockingexample_DATA = \
+	plugins/examples/blocking/lookup.c \
+	plugins/examples/blocking/Makefile \
+	plugins/examples/blocking/README.md
 
 # --- The installed SDK works on its own (needs `make install`) ---------------
 dist_check_SCRIPTS = packaging/sdk-check.sh
 TESTS += packaging/sdk-check.sh
 
 EXTRA_DIST += \
-	docs/writing-plugins.md \
 	packaging/debian/changelog \
 	packaging/debian/control \
 	packaging/debian/copyright \

@@ -1,7 +1,8 @@
 #!/bin/sh
 # sdk-check.sh - checks that an installed Plugboard is enough on its own: the
-# example plugin builds from the installed SDK alone, and the installed daemon
-# and client serve it next to the installed plugins. Run by `make check` from
+# example plugins (hello; later, which defers; lookup, which blocks on a
+# thread pool) build from the installed SDK alone, and the installed daemon
+# and client serve them next to the installed plugins. Run by `make check` from
 # the top build directory (automake test protocol: 0 pass, 77 skip, else fail).
 
 set -u
@@ -79,6 +80,17 @@ grep -q "$dest/[^ ]*/plugboard/plugin\.h" "$tmp/hello/hello.d" ||
 echo "built $tmp/hello/hello.so; its in-process test:"
 sed -n 's/^/  /; /^  \(ok\|FAILED\) - /p' "$tmp/build.log"
 
+# The deferring and the blocking examples, the same way.
+for example_dir in async blocking; do
+    cp -R "$srcdir/plugins/examples/$example_dir" "$tmp/$example_dir" || exit 99
+    (cd "$tmp/$example_dir" && MAKEFLAGS= MFLAGS= ${MAKE:-make} CFLAGS='-O2 -Wall -Wextra -Werror' install) \
+        >>"$tmp/build.log" 2>&1 || fail "building and installing the $example_dir example"
+done
+[ -f "$plugindir/later.so" ] && [ -f "$plugindir/lookup.so" ] ||
+    fail "the async and blocking examples were not installed into $plugindir"
+printf 'morpheus\tFollow the white rabbit.\n' >"$tmp/lookup.tsv"
+echo "built and installed the later (async) and lookup (blocking) examples"
+
 # --- Configure and start the installed daemon ------------------------------
 write_config() {
     cat >"$tmp/plugboard.conf" <<CONF
@@ -94,10 +106,15 @@ plugins = (
   { name = "search"; module = "search";
     settings = { entries = ( ("morpheus", "Follow the white rabbit.") ); }; },
   { name = "hello";  module = "$tmp/hello/hello.so";
-    settings = { greeting = "Hello"; }; }
+    settings = { greeting = "Hello"; }; },
+  { name = "later";  module = "later"; settings = { max_seconds = 5; }; },
+  { name = "lookup"; module = "lookup"; threads = 4;
+    settings = { data_file = "lookup.tsv"; }; }
 );
 routes = (
   { content_type = "text/json"; action = "hello"; plugin = "hello"; },
+  { content_type = "text/json"; action = "later"; plugin = "later"; },
+  { content_type = "text/json"; action = "lookup"; plugin = "lookup"; },
   { content_type = "text/json"; plugin = "search"; },
   { plugin = "echo"; }
 );
@@ -159,6 +176,16 @@ status=$?
 [ $status -eq 1 ] && grep -q 'plugin_failed' "$tmp/cli.log" ||
     fail "hello without a name: status $status, expected 1 with plugin_failed"
 echo "hello without a name: $(cat "$tmp/cli.log")"
+
+answer=$("$cli" 127.0.0.1 "$port" --json '{"action": "later", "value": "deferred", "seconds": 0.2}' 2>"$tmp/cli.log") ||
+    fail "plugboard-cli later exited with status $?"
+[ "$answer" = "deferred" ] || fail "later answered '$answer'"
+echo "later: $answer"
+
+answer=$("$cli" 127.0.0.1 "$port" --json '{"action": "lookup", "key": "morpheus"}' 2>"$tmp/cli.log") ||
+    fail "plugboard-cli lookup exited with status $?"
+[ "$answer" = "Follow the white rabbit." ] || fail "lookup answered '$answer'"
+echo "lookup (on a thread pool): $answer"
 
 # --- Stop it ------------------------------------------------------------------
 kill -TERM "$daemon_pid"

@@ -62,15 +62,102 @@
  *
  * THREADING AND BLOCKING
  *
- * handle() must not block (no sleeping, no synchronous network or disk I/O
- * per message): while it runs, no other connection of that worker is
- * served. Do slow work in create() (reading a data file) or not at all;
- * on a reload create() runs on each worker's loop thread too, so that
- * worker's connections wait for it. A worker may hold several instances of
- * the same module, and a reload creates the new ones before the old ones
- * are destroyed, so keep state in the instance, not in globals. A plugin
- * that crashes takes its worker process down with every connection the
- * worker held; the master starts a new worker.
+ * By default handle() runs on the worker's event-loop thread and must not
+ * block (no sleeping, no synchronous network or disk I/O per message):
+ * while it runs, no other connection of that worker is served. A plugin
+ * that must wait has two ways out:
+ *
+ *   threads = N    an instance key beside `module` (not in `settings`):
+ *                  that instance's handle() runs on a pool of N threads in
+ *                  each worker and may block (disk, a database client);
+ *                  the loop thread goes on serving every other connection
+ *                  and never waits for the pool. Requests of one
+ *                  connection may then run on several threads at once;
+ *                  their replies still leave in request order.
+ *   PB_DEFER       handle() keeps the reply and returns PB_DEFER; the
+ *                  plugin answers later (DEFERRED REPLIES below), from a
+ *                  watcher on the worker's loop or from a thread of its own.
+ *
+ * Services safe from any thread (a pool thread, a plugin's own thread):
+ * log, instance_name, resolve_path, every json_* service on values that
+ * thread owns or only reads, the reply services on a reply the thread
+ * answers, reply_cancelled, stats, json_encode and run_on_loop. Loop
+ * thread only: loop, client_hold, client_release, push_bytes, push_json,
+ * client_close. settings_error belongs to create().
+ *
+ * Do slow start-up work in create() (reading a data file), and start
+ * threads, connections and watchers in worker_start(), which runs only in
+ * workers that serve. A worker may hold several instances of the same
+ * module, and a reload creates the new ones before the old ones are
+ * destroyed, so keep state in the instance, not in globals. A plugin that
+ * crashes takes its worker process down with every connection the worker
+ * held; the master starts a new worker.
+ *
+ * DEFERRED REPLIES
+ *
+ * handle() may return PB_DEFER without answering: the reply then stays
+ * valid until the plugin answers it with exactly one of reply_bytes,
+ * reply_json or reply_error (which answers with a `plugin_failed` error),
+ * from the loop thread or any other; the answer leaves once every earlier
+ * reply of that connection has (reply_buffer is for handle() itself). The
+ * request is not kept: copy what the answer needs before returning. If
+ * the connection closes first, answering is harmless and sends nothing;
+ * reply_cancelled() tells whether to bother. A connection with
+ * limits.max_inflight requests in progress (deferred, or queued for a
+ * pool) is not read until one finishes. A reply never answered is freed
+ * when the worker exits; stop what would answer it in worker_stop().
+ *
+ *   static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+ *   {
+ *       pending *p = w->data;                // holds the reply and a host
+ *       ev_timer_stop(loop, w);
+ *       p->host->reply_bytes(p->reply, "text/plain", "utf-8", "later", 5);
+ *       free(p);
+ *   }
+ *
+ *   static int handle(void *state, const pb_request *request, pb_reply *reply)
+ *   {
+ *       pending *p = malloc(sizeof *p);
+ *       if (p == NULL)
+ *           return PB_ERROR;
+ *       p->host = request->host;
+ *       p->reply = reply;
+ *       ev_timer_init(&p->timer, on_timer, 1.0, 0.0);
+ *       p->timer.data = p;
+ *       ev_timer_start(request->host->loop(), &p->timer);
+ *       return PB_DEFER;
+ *   }
+ *
+ * plugins/examples/async/ is a complete deferring plugin, and
+ * plugins/examples/blocking/ one that blocks on a pool of threads.
+ *
+ * PUSHES
+ *
+ * A plugin may send a connection frames that answer no request: during
+ * handle(), client_hold() takes a hold on the request's connection; later,
+ * on the loop thread, push_bytes() or push_json() queue a whole frame whose
+ * header carries "push": true (on a `line` listener, a line). A push is
+ * refused with PB_FULL while the connection has more than
+ * limits.max_pending_output bytes waiting to be written, so that a slow
+ * reader costs the worker bounded memory: drop the message, or
+ * client_close() the connection. The on_close callback given to
+ * client_hold() runs when the connection closes; the hold stays valid (its
+ * pushes fail) until client_release(). A thread of the plugin's own pushes
+ * through run_on_loop().
+ *
+ * THE WORKER'S LOOP
+ *
+ * host->loop() is the worker's libev loop (a `struct ev_loop *`): add
+ * ev_io and ev_timer watchers to it from the loop thread, or hand it to a
+ * library with a libev adapter (hiredis' adapters/libev.h, say). Stop them
+ * in worker_stop().
+ *
+ * WHERE A REQUEST CAME FROM
+ *
+ * pb_request.listener names the listener; peer is the client's address
+ * ("127.0.0.1:40312", "[::1]:40312", or "unix"); peer_uid the uid of a
+ * Unix-domain peer (-1 over TCP); tls_subject the subject of a verified
+ * client certificate, NULL without one.
  *
  * MEMORY
  *
@@ -84,11 +171,15 @@
  * VERSIONING
  *
  * PLUGBOARD_ABI_VERSION changes whenever a change to this header would break
- * a compiled plugin; the daemon refuses a plugin built for another version
- * and names the file and both versions. New host services are only ever
- * appended to `pb_host`, whose first member is its size, so a plugin built
- * against a newer header can test for a service with PB_HOST_HAS() and still
- * run on an older daemon of the same ABI version.
+ * a compiled plugin. The daemon loads plugins of every ABI from
+ * PLUGBOARD_ABI_OLDEST to its own, handing each the structures of the
+ * header it was built against (a plugin built against the 0.1 header, ABI
+ * 1, works unchanged), and refuses any other, naming the file and both
+ * versions. Every structure that crosses the boundary starts with its size
+ * and only ever gains members at its end: pb_host (test a newer service
+ * with PB_HOST_HAS()), pb_request (PB_REQUEST_HAS()), and pb_plugin (whose
+ * size tells the daemon which entry points a plugin has), so a plugin built
+ * against a newer header still runs on an older daemon of the same ABI.
  *
  * BUILDING
  *
@@ -639,7 +730,10 @@ typedef struct pb_plugin {
      * Answers one request: call exactly one of host->reply_bytes,
      * reply_buffer or reply_json and return PB_OK; or call
      * host->reply_error and return PB_ERROR, and the client gets a
-     * `plugin_failed` error while its connection stays open.
+     * `plugin_failed` error while its connection stays open; or keep the
+     * reply, return PB_DEFER and answer it later (DEFERRED REPLIES). Runs
+     * on the loop thread, or on a pool thread for an instance with
+     * `threads` (THREADING AND BLOCKING).
      */
     int (*handle)(void *state, const pb_request *request, pb_reply *reply);
 
