@@ -8,8 +8,10 @@
 #   -d, --duration SEC   seconds per cell
 #   -o, --out FILE       where to write (default SRCDIR/docs/benchmarks.md);
 #                        only the part between the bench markers is replaced
-#       --before DAEMON  also run a short before/after comparison against
-#                        another build of the daemon binary
+#       --before BUILD   also run a short before/after comparison against
+#                        another build tree (its daemon/plugboard and
+#                        plugins/.libs; or a daemon binary alone, which then
+#                        loads this tree's plugins)
 #       --no-redis, --no-python, --no-memory   skip those parts
 # Environment: BUILDDIR (default .) holds daemon/plugboard,
 # tools/plugboard-bench and plugins/.libs. Needs taskset, python3 and, for
@@ -25,6 +27,7 @@ PLUGINS=$BUILDDIR/plugins/.libs
 OUT=$SRCDIR/docs/benchmarks.md
 DURATION=3
 BEFORE=
+BEFORE_PLUGINS=
 DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1
 IDLE_CONNECTIONS=10000
 
@@ -33,7 +36,14 @@ while [ $# -gt 0 ]; do
     -q|--quick) DURATION=1 ;;
     -d|--duration) DURATION=$2; shift ;;
     -o|--out) OUT=$2; shift ;;
-    --before) BEFORE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift ;;
+    --before)
+        if [ -d "$2" ]; then
+            BEFORE=$(cd "$2" && pwd)/daemon/plugboard
+            BEFORE_PLUGINS=$(cd "$2" && pwd)/plugins/.libs
+        else
+            BEFORE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+        fi
+        shift ;;
     --no-redis) DO_REDIS=0 ;;
     --no-python) DO_PYTHON=0 ;;
     --no-memory) DO_MEMORY=0 ;;
@@ -104,10 +114,11 @@ stop_server() {
 }
 
 # start_daemon BINARY WORKERS CPUS
+# start_daemon BINARY WORKERS CPUS [PLUGIN_DIR]
 start_daemon() {
     PORT=$(free_port)
     cat >"$WORK/plugboard.conf" <<EOF
-plugin_dir = "$PLUGINS";
+plugin_dir = "${4:-$PLUGINS}";
 workers = $2;
 log = { level = "warning"; target = "stderr"; };
 limits = { max_connections = 20000; max_message_bytes = 2097152;
@@ -276,9 +287,9 @@ if [ -n "$BEFORE" ]; then
     echo "before/after: $BEFORE against $DAEMON"
     for round in 1 2; do
         for build in before after; do
-            bin=$DAEMON
-            [ "$build" = before ] && bin=$BEFORE
-            start_daemon "$bin" 1 "$SERVER_CPU"
+            bin=$DAEMON plugins=$PLUGINS
+            [ "$build" = before ] && bin=$BEFORE plugins=${BEFORE_PLUGINS:-$PLUGINS}
+            start_daemon "$bin" 1 "$SERVER_CPU" "$plugins"
             pb "$build" 1 search - 50 16 keep
             pb "$build" 1 search - 50 1 keep
             pb "$build" 1 search - 1 1 keep
