@@ -654,14 +654,15 @@ Test(operations, reload_reaches_every_worker_even_when_they_cannot_read_the_file
     "  { content_type = \"text/json\"; plugin = \"search\"; }\n" \
     ");\n"
 
-Test(operations, worker_that_cannot_apply_a_reload_is_replaced)
+/* Plugin code runs as the user, never as root: a data file only root can
+ * read fails the check of the reload, which then changes nothing. */
+Test(operations, reload_fails_when_the_user_cannot_read_a_data_file)
 {
     pb_daemon d;
     start_as_nobody(&d, CONF("2", LISTENER_APP, "before") AS_NOBODY);
     int held = pb_dial(&d, 0);
     free(search(&d, held, "morpheus"));
 
-    /* The master, as root, can read the data file; the workers cannot. */
     char path[256];
     snprintf(path, sizeof path, "%s/secret.json", d.dir);
     static const char data[] = "{\"morpheus\": \"after\"}";
@@ -671,18 +672,16 @@ Test(operations, worker_that_cannot_apply_a_reload_is_replaced)
                                "listeners = (\n" LISTENER_APP ");\n"
                                PLUGINS_DATA_FILE AS_NOBODY);
     pb_daemon_signal(&d, SIGHUP);
-    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1);
+    cr_assert_eq(pb_t_wait_stat(&d, "failed_reloads", 1), 1);
 
-    for (int i = 0; i < 6; i++) {
-        char *got = search_new(&d, 0, "morpheus");
-        cr_expect_str_eq(got, "after", "new connection %d", i);
-        free(got);
-    }
-    /* The connection the replaced worker holds is not dropped. */
     char *got = search(&d, held, "morpheus");
+    cr_expect_str_eq(got, "before");
+    free(got);
+    got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "before");
     free(got);
     char *log = pb_daemon_log(&d);
-    cr_expect(strstr(log, "does not serve the new configuration") != NULL, "%s", log);
+    cr_expect(strstr(log, "secret.json") != NULL, "%s", log);
     free(log);
     close(held);
     pb_daemon_stop_clean(&d);
