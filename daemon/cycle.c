@@ -1,7 +1,8 @@
 /*
- * cycle.c - building a configuration cycle: parse and check the file, then
- * create every plugin instance, then resolve routes to instances. Nothing is
- * half-built: either the whole cycle exists or none of it.
+ * cycle.c - building a configuration cycle: parse and check the file, then,
+ * where plugin code may run, create every plugin instance and resolve
+ * routes to instances. Nothing is half-built: either the whole cycle
+ * exists or none of it.
  */
 #include "cycle.h"
 
@@ -16,7 +17,7 @@ const char *pb_default_plugin_dir(void)
     return (dir != NULL && *dir != '\0') ? dir : PB_PLUGIN_DIR;
 }
 
-pb_cycle *pb_cycle_create(const char *path, pb_diag *diag)
+pb_cycle *pb_cycle_read(const char *path, pb_diag *diag)
 {
     char *text;
     size_t len;
@@ -45,19 +46,26 @@ pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
         free(cycle);
         return NULL;
     }
-    const pb_config *config = cycle->config;
+    return cycle;
+}
 
+int pb_cycle_start(pb_cycle *cycle, pb_cycle_step *step, void *arg,
+                   pb_diag *diag)
+{
+    const pb_config *config = cycle->config;
     if (config->n_plugins > 0) {
         cycle->instances = calloc(config->n_plugins, sizeof *cycle->instances);
         if (cycle->instances == NULL) {
-            pb_diag_add(diag, path, 0, "out of memory");
-            goto fail;
+            pb_diag_add(diag, config->path, 0, "out of memory");
+            return -1;
         }
     }
     /* Create every instance even after one failed, so that one run of
      * `plugboard -t` names every broken plugin. */
     int failed = 0;
     for (size_t i = 0; i < config->n_plugins; i++) {
+        if (step != NULL)
+            step(arg, i, "create");
         pb_instance *instance =
             pb_instance_create(&config->plugins[i], config->dir, diag);
         if (instance == NULL) {
@@ -66,17 +74,29 @@ pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
         }
         cycle->instances[cycle->n_instances++] = instance;
     }
-    if (failed)
-        goto fail;
-    if (pb_router_build(&cycle->router, cycle) != 0) {
-        pb_diag_add(diag, path, 0, "out of memory");
-        goto fail;
+    if (!failed && pb_router_build(&cycle->router, cycle) != 0) {
+        pb_diag_add(diag, config->path, 0, "out of memory");
+        failed = 1;
     }
-    return cycle;
+    if (failed) {
+        pb_cycle_stop(cycle, step, arg);
+        return -1;
+    }
+    return 0;
+}
 
-fail:
-    pb_cycle_free(cycle);
-    return NULL;
+void pb_cycle_stop(pb_cycle *cycle, pb_cycle_step *step, void *arg)
+{
+    pb_router_free(&cycle->router);
+    for (size_t i = cycle->n_instances; i > 0; i--) {
+        pb_instance *instance = cycle->instances[i - 1];
+        if (step != NULL)
+            step(arg, (size_t)(instance->conf - cycle->config->plugins), "destroy");
+        pb_instance_destroy(instance);
+    }
+    free(cycle->instances);
+    cycle->instances = NULL;
+    cycle->n_instances = 0;
 }
 
 pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name)
@@ -91,10 +111,7 @@ void pb_cycle_free(pb_cycle *cycle)
 {
     if (cycle == NULL)
         return;
-    pb_router_free(&cycle->router);
-    for (size_t i = cycle->n_instances; i > 0; i--)
-        pb_instance_destroy(cycle->instances[i - 1]);
-    free(cycle->instances);
+    pb_cycle_stop(cycle, NULL, NULL);
     pb_config_free(cycle->config);
     free(cycle->text);
     free(cycle);

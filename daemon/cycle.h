@@ -1,8 +1,9 @@
 /*
  * cycle.h - everything derived from one configuration file: the checked
- * config, its plugin instances and its resolved routes. Built whole before
- * anything uses it and never changed after; a reload builds a new one and
- * swaps it in.
+ * config, its plugin instances and its resolved routes. Parsed once, then
+ * started (instances created, routes resolved) only where plugin code may
+ * run: in a worker or in the master's check child. Never changed after; a
+ * reload builds a new one and swaps it in.
  */
 #ifndef PB_CYCLE_H
 #define PB_CYCLE_H
@@ -14,13 +15,14 @@
 
 typedef struct pb_cycle {
     pb_config *config;
-    pb_instance **instances;
-    size_t n_instances;
-    pb_router router;
     /* The file as it was read: what a reload hands to every worker, so that
      * all of them apply the very text the master checked. */
     char *text;
     size_t text_len;
+    /* Empty until pb_cycle_start(): the master's cycles stay so. */
+    pb_instance **instances;
+    size_t n_instances;
+    pb_router router;
     /* In a worker: replies in flight routed by this cycle. A cycle replaced
      * by a reload lives on, retired, until the last of them is done. */
     size_t holds;
@@ -28,22 +30,37 @@ typedef struct pb_cycle {
     struct pb_cycle *next_retired;
 } pb_cycle;
 
+/* Told before the plugin code of config->plugins[index] runs (call is
+ * "create" or "destroy"), so that a crash can be blamed on its entry. */
+typedef void pb_cycle_step(void *arg, size_t index, const char *call);
+
 /* The plugin directory used when the config names none:
  * $PLUGBOARD_PLUGIN_DIR, else the one fixed at build time. */
 const char *pb_default_plugin_dir(void);
 
-/* Loads the file, creates every plugin instance and resolves the routes.
- * NULL with every problem in diag. */
-pb_cycle *pb_cycle_create(const char *path, pb_diag *diag);
+/* Reads and parses the file; no plugin code runs. NULL with every problem
+ * in diag. */
+pb_cycle *pb_cycle_read(const char *path, pb_diag *diag);
 
 /* The same from text read from path earlier (copied); path names the file
  * in messages and is the base of relative paths. */
 pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
                          pb_diag *diag);
 
+/* Creates every plugin instance, in the config's order, and resolves the
+ * routes; step (when not NULL) is told before each create(). 0, or -1 with
+ * every problem in diag and no instance left. */
+int pb_cycle_start(pb_cycle *cycle, pb_cycle_step *step, void *arg,
+                   pb_diag *diag);
+
+/* Destroys the instances, last created first, and forgets the routes: the
+ * cycle is as parsed again. step as for pb_cycle_start(). */
+void pb_cycle_stop(pb_cycle *cycle, pb_cycle_step *step, void *arg);
+
 /* The instance called name, or NULL. */
 pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name);
 
+/* Stops the cycle if started, and frees it. NULL is ignored. */
 void pb_cycle_free(pb_cycle *cycle);
 
 /* In a worker: starts every instance serving (thread pools, worker_start);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "diag.h"
+#include "log.h"
 
 /* Stands in for a line that could not be built, so that every entry stays a
  * printable string and the count still shows that something went wrong. */
@@ -60,6 +61,12 @@ void pb_diag_print(const pb_diag *diag)
 {
     for (size_t i = 0; i < diag->count; i++)
         fprintf(stderr, "%s\n", diag->lines[i]);
+}
+
+void pb_diag_log(const pb_diag *diag)
+{
+    for (size_t i = 0; i < diag->count; i++)
+        pb_log_error("%s", diag->lines[i]);
 }
 
 void pb_diag_free(pb_diag *diag)

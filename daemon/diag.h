@@ -25,6 +25,9 @@ void pb_diag_add(pb_diag *diag, const char *file, int line,
 /* Prints every line to stderr, one per line. */
 void pb_diag_print(const pb_diag *diag);
 
+/* Logs every line as an error. */
+void pb_diag_log(const pb_diag *diag);
+
 void pb_diag_free(pb_diag *diag);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * main.c - the plugboard command: options, configuration test, start-up
- * order (configuration and plugins, then sockets, then privileges, then
- * the loop) and exit statuses systemd understands.
+ * order (configuration and its check child, then sockets, then workers,
+ * which drop privileges and create the plugin instances) and exit
+ * statuses systemd understands.
  */
 #include <getopt.h>
 #include <limits.h>
@@ -11,6 +12,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "cycle.h"
 #include "daemonize.h"
 #include "line.h"
@@ -18,6 +20,7 @@
 #include "log.h"
 #include "master.h"
 #include "plugin_host.h"
+#include "plugin_loader.h"
 #include "privileges.h"
 
 #define EXIT_RUNTIME 1
@@ -36,23 +39,34 @@ static void usage(FILE *out)
 
 enum load_purpose { FOR_TEST, FOR_START, FOR_RELOAD };
 
-/* Loads everything -t checks; NULL after reporting every problem. */
-static pb_cycle *load(const char *path, enum load_purpose purpose)
+/* Reads and checks a configuration as -t does, its plugin instances in a
+ * check child that lets go of release; NULL after reporting every
+ * problem. */
+static pb_cycle *load(const char *path, enum load_purpose purpose,
+                      const pb_check_release *release)
 {
     pb_diag diag = PB_DIAG_INIT;
-    pb_cycle *cycle = pb_cycle_create(path, &diag);
-    if (cycle != NULL && (pb_privileges_check(cycle->config, &diag) |
-                          pb_listeners_check(cycle->config, &diag)) != 0) {
-        pb_cycle_free(cycle);
-        cycle = NULL;
+    pb_cycle *cycle = pb_cycle_read(path, &diag);
+    if (cycle != NULL) {
+        int rc = pb_listeners_check(cycle->config, &diag);
+        /* Plugin code runs only as a user that exists, and only from
+         * modules that nobody but root could have changed. */
+        if ((pb_privileges_check(cycle->config, &diag) |
+             pb_modules_check(cycle->config, &diag)) != 0)
+            rc = -1;
+        else
+            rc |= pb_check_cycle(cycle, release, &diag);
+        if (rc != 0) {
+            pb_cycle_free(cycle);
+            cycle = NULL;
+        }
     }
     if (cycle == NULL) {
         if (purpose == FOR_TEST) {
             pb_diag_print(&diag);
             fprintf(stderr, "%s: configuration has errors\n", path);
         } else {
-            for (size_t i = 0; i < diag.count; i++)
-                pb_log_error("%s", diag.lines[i]);
+            pb_diag_log(&diag);
             if (purpose == FOR_START)
                 pb_log_error("%s: configuration has errors, not starting", path);
         }
@@ -78,9 +92,14 @@ static void cleanup_process(void)
     cleanup_worker();
 }
 
-static pb_cycle *load_for_reload(const char *path)
+/* What a check child started from main() holds besides the cycle. */
+static const pb_check_release release_main = { .process = cleanup_worker };
+
+static pb_cycle *load_for_reload(const char *path, void (*holdings)(void *),
+                                 void *arg)
 {
-    return load(path, FOR_RELOAD);
+    const pb_check_release release = { holdings, arg, cleanup_worker };
+    return load(path, FOR_RELOAD, &release);
 }
 
 static void report_ready(void)
@@ -126,7 +145,7 @@ int main(int argc, char **argv)
     }
 
     if (test) {
-        pb_cycle *cycle = load(config_arg, FOR_TEST);
+        pb_cycle *cycle = load(config_arg, FOR_TEST, &release_main);
         if (cycle == NULL) {
             cleanup_process();
             return EX_CONFIG;
@@ -146,7 +165,7 @@ int main(int argc, char **argv)
         config_path[sizeof config_path - 1] = '\0';
     }
 
-    pb_cycle *cycle = load(config_path, FOR_START);
+    pb_cycle *cycle = load(config_path, FOR_START, &release_main);
     if (cycle == NULL) {
         cleanup_process();
         return EX_CONFIG;

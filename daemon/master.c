@@ -5,10 +5,10 @@
  * plugin that crashes at start cannot spin the CPU), reads and checks a new
  * configuration once per reload, hands that same text to every worker and
  * reports the reload done only when all of them serve it, and stops them
- * gracefully. It serves no connection itself, so a plugin that crashes
- * while handling a message never reaches it; plugin instances are still
- * created here (at start and to check a reload), so a plugin whose create()
- * crashes takes the master down with it.
+ * gracefully. It runs no plugin code at all: workers create their own
+ * instances after the privilege drop, and a configuration is checked in a
+ * short-lived child (check.c), so a plugin that crashes in create() or
+ * while handling a message never takes the master down.
  */
 #include "master.h"
 
@@ -105,6 +105,18 @@ static void close_channels(master *m, int keep)
     for (int i = 0; i < m->n_retiring; i++)
         if (m->retiring[i].control >= 0 && m->retiring[i].control != keep)
             close(m->retiring[i].control);
+}
+
+/* In the check child of a reload: the master's descriptors and memory,
+ * which are not the child's to hold. */
+static void release_master(void *arg)
+{
+    master *m = arg;
+    close_channels(m, -1);
+    free(m->workers);
+    pb_listeners_close(m->listeners);
+    pb_cycle_free(m->cycle);
+    pb_shared_destroy(m->shared);
 }
 
 /* The worker's whole life, in the child process. Never returns. */
@@ -411,7 +423,7 @@ static void reload(master *m)
     }
     pb_log_notice("SIGHUP received: reloading %s", m->config_path);
     pb_notify("RELOADING=1");
-    pb_cycle *cycle = m->hooks.load(m->config_path);
+    pb_cycle *cycle = m->hooks.load(m->config_path, release_master, m);
     if (cycle == NULL) {
         reload_failed(m);
         return;

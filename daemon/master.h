@@ -9,9 +9,10 @@
 
 /* What the master asks of the program around it. */
 typedef struct pb_master_hooks {
-    /* Loads and checks a configuration for a reload; NULL (errors logged)
-     * when it is not usable. */
-    pb_cycle *(*load)(const char *path);
+    /* Loads and checks a configuration for a reload, its plugin instances
+     * in a check child that first calls holdings(arg) to let go of what
+     * the master holds; NULL (errors logged) when it is not usable. */
+    pb_cycle *(*load)(const char *path, void (*holdings)(void *), void *arg);
     /* The workers were started (for detaching and readiness). */
     void (*ready)(void);
     /* In a worker that is about to exit: release process-wide state. */
@@ -20,7 +21,8 @@ typedef struct pb_master_hooks {
 
 /*
  * Starts config->workers workers (0 = one per CPU) serving listeners with
- * cycle, supervises them until SIGTERM/SIGINT, and returns the exit status.
+ * cycle (checked, not started: each worker creates its own instances),
+ * supervises them until SIGTERM/SIGINT, and returns the exit status.
  * Takes ownership of cycle (a reload replaces it; the last one is freed on
  * return). The listeners stay the caller's.
  */

@@ -1,6 +1,7 @@
 /*
  * plugin_loader.h - turns a configured plugin entry into a live instance:
- * dlopen()s the module, checks its ABI and file permissions, runs create().
+ * opens and checks the module file, loads it, checks its ABI, runs
+ * create(). Only workers and the master's check child load modules.
  */
 #ifndef PB_PLUGIN_LOADER_H
 #define PB_PLUGIN_LOADER_H
@@ -9,9 +10,17 @@
 #include "diag.h"
 #include "plugin_host.h"
 
+/* As root, for the master, which loads nothing: that no module config
+ * names could be changed by anyone but root, through the file or any
+ * directory above it. Adds FILE:LINE errors to diag; 0 or -1. 0 when not
+ * root. */
+int pb_modules_check(const pb_config *config, pb_diag *diag);
+
 /* Creates the instance of conf, or returns NULL with the reasons in diag
  * (each naming the entry's FILE:LINE). config_dir is the base for relative
- * paths in its settings. */
+ * paths in its settings. The module is the file as it is now: loaded
+ * afresh when it changed since this process last loaded it, shared with
+ * the instances that use it when it did not. */
 pb_instance *pb_instance_create(const pb_plugin_conf *conf,
                                 const char *config_dir, pb_diag *diag);
 
@@ -22,8 +31,8 @@ pb_instance *pb_instance_create(const pb_plugin_conf *conf,
  */
 int pb_instance_start(pb_instance *instance, pb_diag *diag);
 
-/* Runs destroy() and unloads the module (dlopen counts references, so a
- * module shared by other instances stays). NULL is ignored. */
+/* Runs destroy() and unloads the module once no other instance uses it.
+ * NULL is ignored. */
 void pb_instance_destroy(pb_instance *instance);
 
 #endif

@@ -70,8 +70,7 @@ int pb_privileges_drop(const pb_config *config)
     uid_t uid;
     gid_t gid;
     if (lookup(config, &uid, &gid, &diag) != 0) {
-        for (size_t i = 0; i < diag.count; i++)
-            pb_log_error("%s", diag.lines[i]);
+        pb_diag_log(&diag);
         pb_diag_free(&diag);
         return -1;
     }

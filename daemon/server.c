@@ -216,8 +216,11 @@ static void prepare(pb_server *s, unsigned long serial, const char *text,
     s->prepared = NULL;
     pb_diag diag = PB_DIAG_INIT;
     pb_cycle *cycle = pb_cycle_parse(s->config_path, text, len, &diag);
-    for (size_t i = 0; i < diag.count; i++)
-        pb_log_error("%s", diag.lines[i]);
+    if (cycle != NULL && pb_cycle_start(cycle, NULL, NULL, &diag) != 0) {
+        pb_cycle_free(cycle);
+        cycle = NULL;
+    }
+    pb_diag_log(&diag);
     pb_diag_free(&diag);
     if (cycle != NULL && pb_cycle_serve(cycle) != 0) {
         pb_cycle_free(cycle);
@@ -311,7 +314,14 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     pb_conn_replies_init(s->loop);
     pb_plugin_host_set_loop(s->loop);
     pb_plugin_host_set_shared(shared);
-    if (pb_cycle_serve(s->cycle) != 0) {
+    /* The check passed, so creating fails only when something changed
+     * since (a data file, a module); the master restarts the worker,
+     * backing off. */
+    pb_diag diag = PB_DIAG_INIT;
+    int started = pb_cycle_start(s->cycle, NULL, NULL, &diag);
+    pb_diag_log(&diag);
+    pb_diag_free(&diag);
+    if (started != 0 || pb_cycle_serve(s->cycle) != 0) {
         pb_log_error("worker %d: cannot start its plugins", s->slot);
         return -1;
     }

@@ -45,7 +45,8 @@ typedef struct pb_server {
 } pb_server;
 
 /* Prepares a worker's loop over listeners opened by the master, taking
- * commands on control_fd. Takes ownership of cycle, of the listener set and
+ * commands on control_fd, and creates the plugin instances of cycle
+ * (parsed, not started). Takes ownership of cycle, of the listener set and
  * of control_fd. -1 (logged) on failure. */
 int pb_server_init(pb_server *server, pb_cycle *cycle, const char *config_path,
                    pb_listener_set *listeners, int control_fd,

@@ -1,5 +1,6 @@
 #!/bin/bash
-# valgrind.sh - runs the built daemon (master and workers) under valgrind's
+# valgrind.sh - runs the built daemon (master, workers and the check
+# children that create plugin instances for the master) under valgrind's
 # memcheck, drives it through the six reference exchanges, the wire errors
 # (bad_frame, bad_json, too_large, busy), a line listener and two reloads
 # (in place, and one that replaces the worker), stops it with SIGTERM, and

@@ -23,42 +23,50 @@
  *
  * WHERE AND WHEN THE ENTRY POINTS RUN
  *
- * handle() runs only in worker processes, on a worker's event-loop thread,
- * after the worker has dropped to the configured user. create() and
- * destroy() run in more places:
+ * Every entry point, and any thread a plugin starts, runs only in worker
+ * processes, after the worker has dropped to the configured user; create()
+ * and destroy() also run in the short-lived check child that proves a
+ * configuration's instances can be created (worker_start() never does).
+ * Never in the master process, and never as root when a user is
+ * configured.
  *
- *   plugboard -t   creates every instance and destroys it again, in the
- *                  command's own process, as whoever runs it.
- *   start          the master process creates every instance before it
- *                  detaches, binds the listeners or starts a worker: as
- *                  root when started as root. Each worker is a fork() of the
- *                  master and starts with a copy of those instances;
- *                  create() does not run in it. A worker that died is
- *                  replaced by a new fork of the master's instances.
- *   reload         on SIGHUP the master reads the file once and creates
- *                  the new configuration's instances, as at start, to
- *                  check it. If that succeeds, each running worker creates
- *                  its own instances from the text the master read (it
- *                  does not open the file), on its event-loop thread and as
- *                  the worker's user; once every worker has, they all
- *                  switch together. A worker whose create() fails is
- *                  replaced by a fork of the master's new instances.
- *                  Workers started for the new configuration (when the
- *                  listeners or the number of workers changed) fork from
- *                  the master's new instances too. Old instances are
- *                  destroyed once the new ones serve, in the master and in
- *                  each worker.
- *   exit           the master and each worker destroy what they hold.
+ *   check          at start, on `plugboard -t` and on every reload, the
+ *                  master forks a check child that drops privileges as a
+ *                  worker does, creates every instance and destroys them
+ *                  again. A create() that fails or crashes fails the
+ *                  check: start and -t exit 78, a reload changes nothing.
+ *                  The check child's instances never see a request, and
+ *                  host->stats() returns NULL there.
+ *   start          each worker, a fork() of the master, creates its own
+ *                  instances right after the privilege drop, before it
+ *                  accepts a connection. So does a worker started to
+ *                  replace one that died.
+ *   reload         on SIGHUP the master reads the file once and checks it
+ *                  as above. Each running worker then creates its new
+ *                  instances from the text the master read (it does not
+ *                  open the file), on its event-loop thread, while the old
+ *                  ones still serve; once every worker has, they all
+ *                  switch together and each destroys its old instances. A
+ *                  worker whose create() fails is replaced by a new worker,
+ *                  which creates its instances as at start; so are the
+ *                  workers started when the listeners or the number of
+ *                  workers changed.
+ *   exit           each worker destroys what it holds.
  *
- * So create() may run several times for the same settings, in different
- * processes, as root in the master and as the worker's user in a worker (a
- * data file must be readable by that user, not by root alone); the
- * instances of the master and of `plugboard -t` never see a request.
- * What it builds in memory reaches the workers by fork(); a thread it
- * starts does not, and a descriptor it opens is shared by every worker
- * that inherits it. destroy() runs in every process that holds a copy of
- * an instance, so it should release that copy's memory and not undo
- * anything outside the process that the other copies still rely on.
+ * So create() runs several times for the same settings, in different
+ * processes, always as the workers' user: a data file must be readable by
+ * that user (the configuration file need not be; the master reads it).
+ * Each process creates its own instances: nothing create() builds, no
+ * thread it starts and no descriptor it opens is shared with another
+ * process, and destroy() releases what its own create() made.
+ *
+ * A reload loads each module file afresh: a module rebuilt and installed
+ * over the old one is the code that runs after the reload, for new
+ * connections and for the next message of open ones, while an unchanged
+ * file is not loaded twice. Install a new build as a new file (mv, or
+ * install(1)); writing over an installed module in place changes code
+ * that running processes have mapped, and may crash them. A worker that
+ * restarts loads the files as they are then.
  *
  * THREADING AND BLOCKING
  *

@@ -324,6 +324,7 @@ void pb_run(const char *const argv[], const char *const env[],
     pb_check(NULL, pid >= 0, "fork: %s", strerror(errno));
     if (pid == 0)
         exec_child(argv, env, in, out, err);
+    r->pid = pid;
     if (wait_exit(pid, now_ms() + RUN_TIMEOUT_MS, &status) == 0) {
         r->status = decode_status(status);
     } else {
@@ -1108,6 +1109,21 @@ json_t *pb_t_stats(const pb_daemon *d)
     pb_t_reply_free(&r);
     pb_check(d, json_is_object(json), "the stats reply is not a JSON object");
     return json;
+}
+
+long long pb_t_wait_stat(const pb_daemon *d, const char *key, long long want)
+{
+    long long got = -1;
+
+    for (int i = 0; i < 1000 && got != want; i++) {
+        json_t *s = pb_t_stats(d);
+
+        got = json_integer_value(json_object_get(s, key));
+        json_decref(s);
+        if (got != want)
+            sleep_ms(20);
+    }
+    return got;
 }
 
 void pb_t_check_serving(const pb_daemon *d, int port_index)

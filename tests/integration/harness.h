@@ -98,6 +98,7 @@ typedef struct pb_exchange {
 } pb_exchange;
 
 typedef struct pb_run_result {
+    pid_t pid;                  /* the process that ran */
     int status;                 /* exit code, 128 + signal, or -1 on timeout */
     char *out;                  /* NUL-terminated captured stdout */
     size_t out_len;
@@ -209,6 +210,9 @@ void pb_t_expect_bytes(const pb_daemon *d, const char *what,
 /* Asks the stats plugin over a new connection to PORT0 (a route must send
  * {"action": "stats"} to it); the reply's JSON object (new reference). */
 json_t *pb_t_stats(const pb_daemon *d);
+/* Polls (with a hang guard, never a timing assertion) until the top-level
+ * counter key of the stats reply is want; its last value. */
+long long pb_t_wait_stat(const pb_daemon *d, const char *key, long long want);
 /* A new connection to PORTn does the search-morpheus reference exchange. */
 void pb_t_check_serving(const pb_daemon *d, int port_index);
 
@@ -251,6 +255,7 @@ void pb_t_at(const char *file, int line);
 #define pb_t_expect_bytes(...) PB_T_AT(pb_t_expect_bytes(__VA_ARGS__))
 #define pb_t_check_serving(...) PB_T_AT(pb_t_check_serving(__VA_ARGS__))
 #define pb_t_stats(...) PB_T_AT(pb_t_stats(__VA_ARGS__))
+#define pb_t_wait_stat(...) PB_T_AT(pb_t_wait_stat(__VA_ARGS__))
 #endif
 
 #endif

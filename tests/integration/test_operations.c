@@ -539,19 +539,6 @@ static int master_alive(const pb_daemon *d)
     return waitpid(d->pid, &status, WNOHANG) == 0;
 }
 
-static long long wait_stat(const pb_daemon *d, const char *key, long long want)
-{
-    long long got = -1;
-    for (int i = 0; i < 1000 && got != want; i++) {
-        json_t *s = pb_t_stats(d);
-        got = stat_at(s, key, NULL);
-        json_decref(s);
-        if (got != want)
-            sleep_ms(20);
-    }
-    return got;
-}
-
 Test(operations, user_signals_leave_master_and_workers_serving)
 {
     pb_daemon d;
@@ -591,7 +578,7 @@ Test(operations, reload_that_cannot_start_workers_binds_nothing)
     pb_daemon_start(&d, CONF("65", LISTENER_APP, "kept"));
     pb_daemon_write_config(&d, CONF("65", LISTENER_APP LISTENER_EXTRA, "never"));
     pb_daemon_signal(&d, SIGHUP);
-    cr_assert_eq(wait_stat(&d, "failed_reloads", 1), 1);
+    cr_assert_eq(pb_t_wait_stat(&d, "failed_reloads", 1), 1);
 
     int extra = pb_connect_tcp("127.0.0.1", d.port[1]);
     cr_expect_lt(extra, 0, "the new listener's port was left bound");
@@ -637,7 +624,7 @@ Test(operations, reload_reaches_every_worker_even_when_they_cannot_read_the_file
     pb_daemon_write_config(&d, CONF("2", LISTENER_APP, "after") AS_NOBODY);
     chmod(d.config_path, 0600);
     pb_daemon_signal(&d, SIGHUP);
-    cr_assert_eq(wait_stat(&d, "reloads", 1), 1);
+    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1);
 
     /* Reported done means done: every worker, for every connection. */
     for (int i = 0; i < 6; i++) {
@@ -667,14 +654,15 @@ Test(operations, reload_reaches_every_worker_even_when_they_cannot_read_the_file
     "  { content_type = \"text/json\"; plugin = \"search\"; }\n" \
     ");\n"
 
-Test(operations, worker_that_cannot_apply_a_reload_is_replaced)
+/* Plugin code runs as the user, never as root: a data file only root can
+ * read fails the check of the reload, which then changes nothing. */
+Test(operations, reload_fails_when_the_user_cannot_read_a_data_file)
 {
     pb_daemon d;
     start_as_nobody(&d, CONF("2", LISTENER_APP, "before") AS_NOBODY);
     int held = pb_dial(&d, 0);
     free(search(&d, held, "morpheus"));
 
-    /* The master, as root, can read the data file; the workers cannot. */
     char path[256];
     snprintf(path, sizeof path, "%s/secret.json", d.dir);
     static const char data[] = "{\"morpheus\": \"after\"}";
@@ -684,18 +672,16 @@ Test(operations, worker_that_cannot_apply_a_reload_is_replaced)
                                "listeners = (\n" LISTENER_APP ");\n"
                                PLUGINS_DATA_FILE AS_NOBODY);
     pb_daemon_signal(&d, SIGHUP);
-    cr_assert_eq(wait_stat(&d, "reloads", 1), 1);
+    cr_assert_eq(pb_t_wait_stat(&d, "failed_reloads", 1), 1);
 
-    for (int i = 0; i < 6; i++) {
-        char *got = search_new(&d, 0, "morpheus");
-        cr_expect_str_eq(got, "after", "new connection %d", i);
-        free(got);
-    }
-    /* The connection the replaced worker holds is not dropped. */
     char *got = search(&d, held, "morpheus");
+    cr_expect_str_eq(got, "before");
+    free(got);
+    got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "before");
     free(got);
     char *log = pb_daemon_log(&d);
-    cr_expect(strstr(log, "does not serve the new configuration") != NULL, "%s", log);
+    cr_expect(strstr(log, "secret.json") != NULL, "%s", log);
     free(log);
     close(held);
     pb_daemon_stop_clean(&d);

@@ -1,9 +1,10 @@
 /*
  * test_plugin_loader.c - loading modules: the shipped plugins load and
- * answer; a missing file, a non-plugin, another ABI, settings given to a
- * module that takes none, and (as root) a module that anyone but root could
- * change, through the file or any directory above it, are each refused with
- * a message naming the config line and the offending path.
+ * answer; a module installed over a loaded one loads afresh; a missing
+ * file, a non-plugin, another ABI, settings given to a module that takes
+ * none, and (as root) a module that anyone but root could change, through
+ * the file or any directory above it, are each refused with a message
+ * naming the config line and the offending path.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -60,6 +61,29 @@ static void expect_refused(pb_plugin_conf *conf, const char *fragment)
     json_decref(conf->settings);
 }
 
+/* What instance answers to the line content, without its \n, in buf. */
+static const char *answer_of(pb_instance *instance, const char *content,
+                             char *buf, size_t cap)
+{
+    pb_buf out = PB_BUF_INIT;
+    char error[256];
+    pb_request request = {
+        .size = sizeof request,
+        .host = &pb_host_services, .instance = instance,
+        .content_type = "text/plain", .content_encoding = "utf-8",
+        .content = (const unsigned char *)content, .content_length = strlen(content),
+        .listener = "test", .framing = PB_FRAMING_LINE,
+    };
+    cr_assert_eq(pb_instance_call(instance, &request, &out, error, sizeof error),
+                 PB_OK, "%s", error);
+    cr_assert(pb_buf_used(&out) > 0 && pb_buf_used(&out) <= cap);
+    cr_assert_eq(pb_buf_head(&out)[pb_buf_used(&out) - 1], '\n');
+    memcpy(buf, pb_buf_head(&out), pb_buf_used(&out) - 1);
+    buf[pb_buf_used(&out) - 1] = '\0';
+    pb_buf_free(&out);
+    return buf;
+}
+
 Test(plugin_loader, shipped_echo_loads_and_answers)
 {
     pb_plugin_conf conf = conf_for("e", "echo", PB_TEST_PLUGIN_DIR "/echo.so");
@@ -69,19 +93,8 @@ Test(plugin_loader, shipped_echo_loads_and_answers)
     cr_assert_eq(instance->module.abi_version, PLUGBOARD_ABI_VERSION);
     cr_assert_str_eq(instance->name, "e");
 
-    pb_buf out = PB_BUF_INIT;
-    char error[256];
-    pb_request request = {
-        .size = sizeof request,
-        .host = &pb_host_services, .instance = instance,
-        .content_type = "text/plain", .content_encoding = "utf-8",
-        .content = (const unsigned char *)"hello", .content_length = 5,
-        .listener = "test", .framing = PB_FRAMING_LINE,
-    };
-    cr_assert_eq(pb_instance_call(instance, &request, &out, error, sizeof error), PB_OK);
-    cr_assert_eq(pb_buf_used(&out), 6);
-    cr_assert(memcmp(pb_buf_head(&out), "hello\n", 6) == 0);
-    pb_buf_free(&out);
+    char got[16];
+    cr_assert_str_eq(answer_of(instance, "hello", got, sizeof got), "hello");
     pb_instance_destroy(instance);
     json_decref(conf.settings);
 }
@@ -102,6 +115,54 @@ Test(plugin_loader, two_instances_of_one_module)
     pb_instance_destroy(ib);
     json_decref(a.settings);
     json_decref(b.settings);
+}
+
+/* Installs a build of the version fixture at path, as mv would: a new
+ * file renamed over the old one. */
+static void install_version(const char *build, const char *path)
+{
+    char staged[300], cmd[700];
+    snprintf(staged, sizeof staged, "%s.new", path);
+    snprintf(cmd, sizeof cmd, "cp '%s/%s.so' '%s'", FIXTURES, build, staged);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(chmod(staged, 0755), 0);
+    cr_assert_eq(rename(staged, path), 0);
+}
+
+/* A module installed over the one loaded is the code the next instance
+ * runs, while instances of the old one keep theirs; the same file again
+ * shares what is loaded. */
+Test(plugin_loader, module_installed_over_the_loaded_one_loads_afresh)
+{
+    char dir[] = "/tmp/pb-version-XXXXXX", path[256], got[16];
+    cr_assert_not_null(mkdtemp(dir));
+    chmod(dir, 0755);
+    snprintf(path, sizeof path, "%s/mine.so", dir);
+    install_version("version1", path);
+    pb_plugin_conf conf = conf_for("v", "mine", path);
+    pb_diag diag = PB_DIAG_INIT;
+    pb_instance *first = pb_instance_create(&conf, "/tmp", &diag);
+    pb_instance *again = pb_instance_create(&conf, "/tmp", &diag);
+    cr_assert(first != NULL && again != NULL, "%s", diag.count ? diag.lines[0] : "");
+    cr_expect_eq(first->dl, again->dl, "an unchanged module is loaded once");
+
+    install_version("version2", path);
+    pb_instance *second = pb_instance_create(&conf, "/tmp", &diag);
+    cr_assert_not_null(second, "%s", diag.count ? diag.lines[0] : "");
+    cr_expect_str_eq(answer_of(second, "hi", got, sizeof got), "v2");
+    cr_expect_str_eq(answer_of(first, "hi", got, sizeof got), "v1");
+    pb_instance_destroy(first);
+    pb_instance_destroy(again);
+    pb_instance *third = pb_instance_create(&conf, "/tmp", &diag);
+    cr_assert_not_null(third);
+    cr_expect_str_eq(answer_of(third, "hi", got, sizeof got), "v2");
+    cr_expect_eq(third->dl, second->dl);
+    pb_instance_destroy(second);
+    pb_instance_destroy(third);
+    pb_diag_free(&diag);
+    json_decref(conf.settings);
+    unlink(path);
+    rmdir(dir);
 }
 
 Test(plugin_loader, missing_module)
