@@ -41,6 +41,8 @@ struct pb_conn {
     pb_decoder decoder;
     pb_buf in;                  /* a partial message, or input held back */
     pb_buf out;                 /* replies not yet written */
+    pb_buf pushed;              /* pushes made while one of its requests is
+                                 * handled, sent after that request's reply */
     pb_reply *queue, *queue_tail;   /* replies in flight, in request order */
     size_t n_queued;
     pb_client *holds;           /* plugins holding it for pushes */
@@ -60,6 +62,9 @@ struct pb_client {
     void (*on_close)(pb_client *client, void *arg);
     void *arg;
     pb_client *next;
+    /* The configuration whose instance holds it: kept, retired or not,
+     * so that a reload leaves the plugin's state for the connection. */
+    pb_cycle *cycle;
 };
 
 static void flush(pb_conn *c);
@@ -205,6 +210,7 @@ void pb_conn_close(pb_conn *c)
     drop_holds(c);
     pb_buf_free(&c->in);
     pb_buf_free(&c->out);
+    pb_buf_free(&c->pushed);
     conn_release(c);
 }
 
@@ -403,6 +409,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         json_decref(content);
         return;
     }
+    const char *peer = peer_of(c);
     reply->instance_stats = instance->stats_index;
     reply->instance_name = instance->name;
     reply->route_stats = route ? route->stats_index : -1;
@@ -418,7 +425,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .json = (const pb_json *)content,
         .listener = c->listener->name,
         .framing = c->codec->framing,
-        .peer = peer_of(c),
+        .peer = peer,
         .peer_uid = c->peer_uid,
     };
     if (reply->out != &c->out)
@@ -446,6 +453,11 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     current_request = NULL;
     current_conn = NULL;
     json_decref(content);
+    if (pb_buf_used(&c->pushed) > 0) {
+        if (pb_buf_append(&c->out, pb_buf_head(&c->pushed), pb_buf_used(&c->pushed)) != 0)
+            c->closing = 1;
+        pb_buf_free(&c->pushed);
+    }
     if (!finished) {
         if (reply->out == &c->out)
             enqueue(c, reply);
@@ -694,6 +706,8 @@ static pb_client *hold(const pb_request *request,
     h->on_close = on_close;
     h->arg = arg;
     h->next = c->holds;
+    h->cycle = c->server->cycle;
+    pb_cycle_hold(h->cycle);
     c->holds = h;
     return h;
 }
@@ -708,6 +722,7 @@ static void release(pb_client *h)
             p = &(*p)->next;
         *p = h->next;
     }
+    pb_cycle_drop(h->cycle);
     free(h);
 }
 
@@ -718,21 +733,25 @@ static int push(pb_client *h, const char *content_type,
     pb_conn *c = h->conn;
     if (c == NULL || c->closing || !pb_on_loop_thread())
         return PB_ERROR;
-    if (pb_buf_used(&c->out) > (size_t)limits(c)->max_pending_output)
+    if (pb_buf_used(&c->out) + pb_buf_used(&c->pushed) >
+        (size_t)limits(c)->max_pending_output)
         return PB_FULL;
-    size_t keep = pb_buf_used(&c->out);
+    /* A reply being written straight into the output may still be undone
+     * (its plugin fails): a push made meanwhile waits behind it. */
+    pb_buf *out = c == current_conn ? &c->pushed : &c->out;
+    size_t keep = pb_buf_used(out);
     int rc;
     if (json != NULL) {
-        rc = pb_reply_encode_json(&c->out, c->codec, json, 1);
+        rc = pb_reply_encode_json(out, c->codec, json, 1);
     } else {
-        rc = c->codec->reply_head(&c->out, content_type, content_encoding, length, 1);
-        if (rc == 0 && pb_buf_append(&c->out, content, length) != 0)
+        rc = c->codec->reply_head(out, content_type, content_encoding, length, 1);
+        if (rc == 0 && pb_buf_append(out, content, length) != 0)
             rc = -1;
         if (rc == 0)
-            rc = c->codec->reply_tail(&c->out);
+            rc = c->codec->reply_tail(out);
     }
     if (rc != 0) {
-        pb_buf_truncate(&c->out, c->out.start + keep);
+        pb_buf_truncate(out, out->start + keep);
         return PB_ERROR;
     }
     update_events(c);

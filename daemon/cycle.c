@@ -171,6 +171,9 @@ void pb_cycle_free_retired(void)
     while (retired != NULL) {
         pb_cycle *cycle = retired;
         retired = cycle->next_retired;
+        /* Holds its instances give back while they stop must not free it
+         * a second time. */
+        cycle->retired = 0;
         pb_cycle_free(cycle);
     }
 }

@@ -640,10 +640,12 @@ void pb_instance_unserve(pb_instance *instance)
     if (!instance->serving)
         return;
     instance->serving = 0;
-    if (instance->module.worker_stop != NULL)
-        instance->module.worker_stop(instance->state);
+    /* The pool's threads answer what is queued for them first: handle()
+     * never runs once worker_stop() has. */
     pb_pool_stop(instance->pool);
     instance->pool = NULL;
+    if (instance->module.worker_stop != NULL)
+        instance->module.worker_stop(instance->state);
 }
 
 void pb_plugin_host_cleanup(void)

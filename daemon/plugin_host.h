@@ -83,8 +83,8 @@ void pb_plugin_host_set_loop(struct ev_loop *loop);
  */
 int pb_instance_serve(pb_instance *instance);
 
-/* Undoes pb_instance_serve: worker_stop(), then the pool's threads are
- * joined (requests still queued for them are answered first). */
+/* Undoes pb_instance_serve: the pool's threads answer what is queued for
+ * them and are joined, then worker_stop() runs. */
 void pb_instance_unserve(pb_instance *instance);
 
 /*

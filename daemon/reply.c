@@ -67,12 +67,10 @@ static void on_wake(struct ev_loop *l, ev_async *w, int revents)
         r->next_finished = NULL;
         pthread_mutex_lock(&lock);
         r->state = PB_REPLY_READY;
-        int orphan = r->conn == NULL;
         pthread_mutex_unlock(&lock);
-        if (orphan)
-            pb_reply_free(r);
-        else
-            on_finished(r);
+        /* Whoever gets it back frees it, sent or (its connection gone)
+         * not: it holds what routed it. */
+        on_finished(r);
     }
     while (calls != NULL) {
         loop_call *call = calls;
@@ -190,11 +188,8 @@ void pb_reply_free(pb_reply *r)
 void pb_reply_orphan(pb_reply *r)
 {
     pthread_mutex_lock(&lock);
-    int ready = r->state == PB_REPLY_READY;
     r->conn = NULL;
     pthread_mutex_unlock(&lock);
-    if (ready)
-        pb_reply_free(r);
 }
 
 int pb_reply_cancelled(const pb_reply *r)

@@ -82,9 +82,8 @@ void pb_reply_free(pb_reply *reply);
  */
 int pb_reply_returned(pb_reply *reply, int rc);
 
-/* The connection closed (loop thread): frees the reply now if it was only
- * waiting for earlier ones, else marks it so that it is freed, unsent, when
- * it finishes. */
+/* The connection of a reply still to finish closed (loop thread): when it
+ * finishes, the `finished` callback gets it with conn NULL, to free it. */
 void pb_reply_orphan(pb_reply *reply);
 
 /* The reply services of pb_host. */

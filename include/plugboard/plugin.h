@@ -150,8 +150,12 @@
  * reader costs the worker bounded memory: drop the message, or
  * client_close() the connection. The on_close callback given to
  * client_hold() runs when the connection closes; the hold stays valid (its
- * pushes fail) until client_release(). A thread of the plugin's own pushes
- * through run_on_loop().
+ * pushes fail) until client_release(): release it there. A hold also keeps
+ * its instance serving across a reload (the worker stops and destroys the
+ * old instance only once its last hold and reply in flight are gone), so a
+ * connection keeps what the plugin holds for it; pushes made during a
+ * handle() for the same connection follow that request's reply. A thread
+ * of the plugin's own pushes through run_on_loop().
  *
  * THE WORKER'S LOOP
  *

@@ -29,11 +29,13 @@ TestSuite(runtime, .init = pb_harness_init, .fini = pb_harness_cleanup);
     "  { name = \"rt\"; module = \"" FIXTURES "/runtime.so\"; },\n" \
     "  { name = \"blocking\"; module = \"" FIXTURES "/runtime.so\"; threads = 4; },\n" \
     "  { name = \"old\"; module = \"" FIXTURES "/abi1.so\"; },\n" \
+    "  { name = \"stats\"; module = \"stats\"; },\n" \
     "  { name = \"search\"; module = \"search\";\n" \
     "    settings = { entries = ( (\"morpheus\", \"" answer "\") ); }; }\n" \
     ");\n" \
     "routes = (\n" \
     "  { content_type = \"text/json\"; action = \"sleep\"; plugin = \"blocking\"; },\n" \
+    "  { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
     "  { content_type = \"text/json\"; action = \"search\"; plugin = \"search\"; },\n" \
     "  { content_type = \"text/json\"; plugin = \"rt\"; },\n" \
     "  { content_type = \"text/plain\"; plugin = \"old\"; }\n" \
@@ -255,5 +257,31 @@ Test(runtime, a_deferred_reply_arrives_across_a_reload)
     send_json(&d, fd, "{\"action\": \"search\", \"value\": \"morpheus\"}");
     expect_result(&d, fd, "after");
     close(fd);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(runtime, a_held_connection_keeps_its_hold_across_a_reload)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("", "before"));
+    int sub = pb_dial(&d, 0);
+    send_json(&d, sub, "{\"action\": \"subscribe\", \"value\": \"ok\"}");
+    expect_result(&d, sub, "ok");
+
+    pb_daemon_write_config(&d, CONF("", "after"));
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1);
+
+    /* The new instance publishes to the connection the old one held. */
+    char *took = ask(&d, "{\"action\": \"publish\", \"value\": \"still\"}");
+    cr_expect_str_eq(took, "1");
+    free(took);
+    pb_t_reply r;
+    pb_t_recv_frame(&d, sub, &r);
+    cr_expect(json_is_true(json_object_get(r.header, "push")));
+    pb_t_expect_bytes(&d, "push content", r.content, r.content_length,
+                      "{\"message\": \"still\"}", 20);
+    pb_t_reply_free(&r);
+    close(sub);
     pb_daemon_stop_clean(&d);
 }
