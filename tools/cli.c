@@ -664,23 +664,32 @@ static void receive(session *s)
         s->eof = 1;
 }
 
-/* Decodes the reply frame once it is whole; 1 when done. */
+/* Decodes the reply frame once it is whole; 1 when done. Pushes (frames
+ * whose header says "push": true) answer no request: they are skipped. */
 static int take_frame_reply(session *s, pb_frame_decoder *d)
 {
     pb_message msg;
     size_t consumed;
     pb_error err;
-    switch (pb_frame_decode(d, pb_buf_head(&s->in), pb_buf_used(&s->in), &msg, &consumed,
-                            NULL, &err)) {
-    case PB_DECODE_MESSAGE:
-        s->status = print_frame_reply(s, &msg);
-        pb_message_clear(&msg);
-        return 1;
-    case PB_DECODE_ERROR:
-        fflush(stdout);
-        message("%s: malformed reply: %s", s->peer, err.text);
-        exit(EXIT_IO);
-    case PB_DECODE_NEED_MORE:
+    for (;;) {
+        switch (pb_frame_decode(d, pb_buf_head(&s->in), pb_buf_used(&s->in), &msg,
+                                &consumed, NULL, &err)) {
+        case PB_DECODE_MESSAGE:
+            if (json_is_true(json_object_get(msg.header, "push"))) {
+                pb_message_clear(&msg);
+                pb_buf_consume(&s->in, consumed);
+                continue;
+            }
+            s->status = print_frame_reply(s, &msg);
+            pb_message_clear(&msg);
+            return 1;
+        case PB_DECODE_ERROR:
+            fflush(stdout);
+            message("%s: malformed reply: %s", s->peer, err.text);
+            exit(EXIT_IO);
+        case PB_DECODE_NEED_MORE:
+            break;
+        }
         break;
     }
     if (s->eof) {
