@@ -613,8 +613,8 @@ struct pb_host {
      * configured that no longer fit in the counter tables}. A name longer
      * than 127 bytes is cut between characters and ends with "…" and a hash
      * of the whole name, so that distinct names stay distinct.
-     * Call it from handle(): from create() it returns NULL when create()
-     * runs in the master or in `plugboard -t`, which hold no counters.
+     * Call it from handle(): in the configuration check (`plugboard -t`,
+     * or a reload's check) there are no counters, and it returns NULL.
      * The shipped `stats` plugin answers with it.
      */
     pb_json *(*stats)(void);
@@ -729,8 +729,8 @@ typedef struct pb_plugin {
      * PB_ERROR; the daemon then refuses the whole configuration (at start,
      * on `plugboard -t`, or on reload, which keeps the old one running; a
      * worker whose own create() fails on reload logs why and is replaced
-     * by a fork of the master's new instances). See WHERE AND WHEN THE ENTRY POINTS RUN above for the
-     * processes and users it runs as.
+     * by a new worker). See WHERE AND WHEN THE ENTRY POINTS RUN above for
+     * the processes and users it runs as.
      * Reject settings you do not know: an operator's typo should not pass.
      * May be NULL for a plugin that takes no settings (the daemon then
      * rejects any setting given to it) and keeps no state.
@@ -749,11 +749,10 @@ typedef struct pb_plugin {
      */
     int (*handle)(void *state, const pb_request *request, pb_reply *reply);
 
-    /* Frees an instance's state. May be NULL. Called in each process that
-     * holds the instance, the one whose create() made it and every worker
-     * that inherited a copy by fork(), when that process no longer uses it
-     * (at exit, after a reload that dropped or replaced it, and right away
-     * in `plugboard -t`). */
+    /* Frees an instance's state. May be NULL. Called in the process whose
+     * create() made it, once it no longer uses it: at the worker's exit,
+     * after a reload replaced it (once its last reply in flight and hold
+     * are done), and right away in the configuration check. */
     void (*destroy)(void *state);
 
     /* --- ABI 2 ---------------------------------------------------------- */
