@@ -382,7 +382,8 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     }
 
     const char *action = content ? json_action(content) : NULL;
-    pb_instance *instance = c->listener->pinned_instance;
+    pb_server *s = c->server;
+    pb_instance *instance = s->pinned[c->listener->index];
     const pb_route *route = NULL;
     if (instance == NULL) {
         route = pb_router_match(&c->server->cycle->router, msg->content_type,
@@ -410,9 +411,9 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         return;
     }
     const char *peer = peer_of(c);
-    reply->instance_stats = instance->stats_index;
+    reply->instance_stats = s->instance_stats[instance->index];
     reply->instance_name = instance->name;
-    reply->route_stats = route ? route->stats_index : -1;
+    reply->route_stats = route ? s->route_stats[route - s->cycle->router.routes] : -1;
     pb_request request = {
         .size = sizeof(pb_request),
         .host = &pb_host_services,

@@ -72,6 +72,7 @@ int pb_cycle_start(pb_cycle *cycle, pb_cycle_step *step, void *arg,
             failed = 1;
             continue;
         }
+        instance->index = cycle->n_instances;
         cycle->instances[cycle->n_instances++] = instance;
     }
     if (!failed && pb_router_build(&cycle->router, cycle) != 0) {

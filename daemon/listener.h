@@ -24,7 +24,7 @@ typedef struct pb_listener {
     char *key;                  /* "tcp ADDRESS PORT" or "unix PATH": what
                                  * a reload must keep open */
     char *pinned;               /* instance name every message goes to, or NULL */
-    pb_instance *pinned_instance;  /* resolved against the current cycle */
+    size_t index;               /* its place in the worker's listener set */
     void *server;
 } pb_listener;
 

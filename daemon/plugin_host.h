@@ -44,7 +44,7 @@ struct pb_instance {
     int created;                    /* create() succeeded: destroy() is owed */
     int serving;                    /* worker_start() ran: worker_stop() is owed */
     struct pb_pool *pool;           /* threads = N: where handle() runs */
-    int stats_index;                /* its counters in this worker's slot, or -1 */
+    size_t index;                   /* its place in the cycle's instances */
 };
 
 extern const pb_host pb_host_services;

@@ -30,7 +30,6 @@ int pb_router_build(pb_router *router, const pb_cycle *cycle)
                       strpbrk(rc->content_type, "*?[") != NULL;
         route->action = rc->action;
         route->instance = pb_cycle_instance(cycle, rc->plugin);
-        route->stats_index = -1;
         if (route->instance == NULL ||
             asprintf(&route->name, "%zu: %s%s%s -> %s", i + 1,
                      rc->content_type ? rc->content_type : "*",

@@ -17,7 +17,6 @@ typedef struct pb_route {
     const char *action;         /* NULL = any */
     pb_instance *instance;
     char *name;                 /* "N: TYPE ACTION -> INSTANCE", for statistics */
-    int stats_index;            /* its counters in this worker's slot, or -1 */
 } pb_route;
 
 typedef struct pb_router {

@@ -29,27 +29,38 @@
 #define ACCEPT_PAUSE_SECONDS 0.1
 #define ACCEPTS_PER_WAKEUP 64
 
-/* Names this worker's counters for the cycle's instances and routes. */
-static void bind_stats(pb_server *s)
+/* Derives this worker's view of cycle: the instance each listener is
+ * pinned to, and the counters its instances and routes count into. -1 and
+ * the view unchanged when out of memory. */
+static int bind_cycle(pb_server *s, const pb_cycle *cycle)
 {
-    pb_stats_rebind(s->shared, s->slot);
-    for (size_t i = 0; i < s->cycle->n_instances; i++)
-        s->cycle->instances[i]->stats_index =
-            pb_stats_index(s->shared, s->slot, PB_STATS_INSTANCES,
-                           s->cycle->instances[i]->name);
-    for (size_t i = 0; i < s->cycle->router.n_routes; i++)
-        s->cycle->router.routes[i].stats_index =
-            pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
-                           s->cycle->router.routes[i].name);
-}
-
-static void resolve_pinned(pb_server *s)
-{
-    for (size_t i = 0; i < s->listeners.count; i++) {
-        pb_listener *l = s->listeners.items[i];
-        l->pinned_instance = l->pinned ? pb_cycle_instance(s->cycle, l->pinned)
-                                       : NULL;
+    pb_instance **pinned = calloc(s->listeners.count + 1, sizeof *pinned);
+    int *instance_stats = calloc(cycle->n_instances + 1, sizeof *instance_stats);
+    int *route_stats = calloc(cycle->router.n_routes + 1, sizeof *route_stats);
+    if (pinned == NULL || instance_stats == NULL || route_stats == NULL) {
+        free(pinned);
+        free(instance_stats);
+        free(route_stats);
+        return -1;
     }
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        const pb_listener *l = s->listeners.items[i];
+        pinned[i] = l->pinned ? pb_cycle_instance(cycle, l->pinned) : NULL;
+    }
+    pb_stats_rebind(s->shared, s->slot);
+    for (size_t i = 0; i < cycle->n_instances; i++)
+        instance_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_INSTANCES,
+                                           cycle->instances[i]->name);
+    for (size_t i = 0; i < cycle->router.n_routes; i++)
+        route_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
+                                        cycle->router.routes[i].name);
+    free(s->pinned);
+    free(s->instance_stats);
+    free(s->route_stats);
+    s->pinned = pinned;
+    s->instance_stats = instance_stats;
+    s->route_stats = route_stats;
+    return 0;
 }
 
 static void pause_accepting(pb_server *s);
@@ -244,15 +255,14 @@ static void commit(pb_server *s, unsigned long serial)
 {
     if (s->prepared == NULL || s->prepared_serial != serial)
         return;
-    if (pb_listeners_update(&s->listeners, s->prepared->config) != 0) {
+    if (pb_listeners_update(&s->listeners, s->prepared->config) != 0 ||
+        bind_cycle(s, s->prepared) != 0) {
         pb_log_error("worker %d: out of memory applying the configuration", s->slot);
         return;
     }
     pb_cycle *old = s->cycle;
     s->cycle = s->prepared;
     s->prepared = NULL;
-    resolve_pinned(s);
-    bind_stats(s);
     pb_log_apply(s->cycle->config);
     pb_cycle_retire(old);
     atomic_store(&s->shared->configs[s->slot].serving, serial);
@@ -290,6 +300,8 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
 {
     s->cycle = cycle;
     s->prepared = NULL;
+    s->pinned = NULL;
+    s->instance_stats = s->route_stats = NULL;
     s->config_path = config_path;
     s->listeners = *listeners;
     listeners->items = NULL;
@@ -328,10 +340,13 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     for (size_t i = 0; i < s->listeners.count; i++) {
         pb_listener *l = s->listeners.items[i];
         l->server = s;
+        l->index = i;
         ev_io_init(&l->watcher, on_accept, l->fd, EV_READ);
     }
-    resolve_pinned(s);
-    bind_stats(s);
+    if (bind_cycle(s, s->cycle) != 0) {
+        pb_log_error("worker %d: out of memory", s->slot);
+        return -1;
+    }
 
     ev_signal_init(&s->sig_term, on_stop_signal, SIGTERM);
     ev_signal_init(&s->sig_int, on_stop_signal, SIGINT);
@@ -381,6 +396,11 @@ void pb_server_free(pb_server *s)
     s->prepared = NULL;
     pb_cycle_free_retired();
     pb_replies_cleanup();
+    free(s->pinned);
+    free(s->instance_stats);
+    free(s->route_stats);
+    s->pinned = NULL;
+    s->instance_stats = s->route_stats = NULL;
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);
     s->loop = NULL;

@@ -19,6 +19,12 @@ typedef struct pb_server {
     struct ev_loop *loop;
     pb_cycle *cycle;                /* current configuration; owned */
     pb_cycle *prepared;             /* the next one, until the master commits it */
+    /* What this worker derives from the cycle, which it never writes:
+     * each listener's pinned instance (by listener index), and the
+     * counters of each instance and route (by their index; -1 = none). */
+    pb_instance **pinned;
+    int *instance_stats;
+    int *route_stats;
     unsigned long prepared_serial;
     const char *config_path;        /* names the file in messages */
     pb_listener_set listeners;       /* inherited from the master; owned */
