@@ -137,6 +137,8 @@ static void run_worker(master *m, int slot, int control)
 
     if (pb_privileges_drop(m->cycle->config) != 0)
         _exit(WORKER_FATAL);
+    pb_log_info("worker %d running as uid %ld, gid %ld", slot, (long)getuid(),
+                (long)getgid());
 
     static pb_server server;
     int status = 1;

@@ -89,6 +89,5 @@ int pb_privileges_drop(const pb_config *config)
                      "with only the group changed", config->user);
         return -1;
     }
-    pb_log_info("running as uid %ld, gid %ld", (long)getuid(), (long)getgid());
     return 0;
 }

@@ -178,6 +178,8 @@ Test(lifecycle, test_creates_instances_in_a_child_as_the_user)
     pb_run(argv, NULL, NULL, 0, &r);
     pb_check(&d, r.status == 0 && strstr(r.out, "configuration OK"),
              "plugboard -t exited %d:\n%s", r.status, r.err);
+    /* What -t says is the verdict alone, as scripts read it. */
+    cr_expect_eq(r.err_len, 0, "plugboard -t wrote on stderr: %s", r.err);
     calls n = read_trace(&d, r.pid, nobody);
     cr_expect_eq(n.create, 1);
     cr_expect_eq(n.destroy, 1);
