@@ -343,6 +343,7 @@ Test(frame, message_keeps_whole_header)
     cr_expect_null(d.header, "the message took the header over");
     pb_message_clear(&msg);
     cr_expect_null(msg.header);
+    pb_frame_decoder_reset(&d);
     pb_buf_free(&frame);
 }
 
@@ -379,6 +380,7 @@ Test(frame, header_is_parsed_once_and_wanted_is_known)
     cr_expect_eq(consumed, total);
     cr_expect_eq(memcmp(msg.content, "hello", 5), 0);
     pb_message_clear(&msg);
+    pb_frame_decoder_reset(&d);
     pb_buf_free(&frame);
 }
 
