@@ -32,7 +32,8 @@ typedef struct pb_frame_decoder {
 } pb_frame_decoder;
 
 void pb_frame_decoder_init(pb_frame_decoder *d, size_t max_message_bytes);
-/* Frees the header of a frame in progress and the cached one, if any. */
+/* Frees the header of a frame in progress and the cached one, if any;
+ * call it when done with the decoder. */
 void pb_frame_decoder_reset(pb_frame_decoder *d);
 
 /*

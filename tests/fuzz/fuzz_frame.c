@@ -63,6 +63,7 @@ static void check_reencode(const pb_message *msg)
     CHECK(msg->content_length == 0
           || memcmp(again.content, msg->content, msg->content_length) == 0);
     pb_message_clear(&again);
+    pb_frame_decoder_reset(&d);
     pb_buf_free(&out);
 }
 
@@ -86,6 +87,7 @@ static void check_error_frame(const pb_error *err)
                  pb_error_token(err->code)) == 0);
     json_decref(content);
     pb_message_clear(&msg);
+    pb_frame_decoder_reset(&d);
     pb_buf_free(&out);
 }
 

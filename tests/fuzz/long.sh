@@ -44,7 +44,8 @@ for target in $targets; do
     # Only inputs that add coverage to the committed corpus are kept, so
     # it grows by what the run learned rather than by everything it tried.
     before=$(find "$seeds" -type f | wc -l)
-    "$build/$target" -merge=1 "$seeds" "$work/grown" > "$work/merge.log" 2>&1
+    "$build/$target" -merge=1 -artifact_prefix="$work/artifacts/" \
+        "$seeds" "$work/grown" > "$work/merge.log" 2>&1
     after=$(find "$seeds" -type f | wc -l)
     echo "fuzz $target: ${execs:-0} execs in ${elapsed} s, $crashes crashes"
     echo "fuzz $target: last status: $last"

@@ -343,6 +343,7 @@ Test(frame, message_keeps_whole_header)
     cr_expect_null(d.header, "the message took the header over");
     pb_message_clear(&msg);
     cr_expect_null(msg.header);
+    pb_frame_decoder_reset(&d);
     pb_buf_free(&frame);
 }
 
