@@ -491,6 +491,9 @@ static void follow_reload(master *m)
     if (waiting > 0)
         return;
     m->applying = 0;
+    /* From here on every worker switches before it handles another event
+     * (see server.c): the reload is done for anyone who sees it counted. */
+    atomic_store(&m->shared->committed, m->serial);
     atomic_fetch_add(&m->shared->reloads, 1);
     pb_log_notice("configuration reloaded: %d workers serve it", m->n_workers);
     for (int i = 0; i < m->n_workers; i++)

@@ -155,6 +155,7 @@ pb_reply *pb_reply_new(struct pb_conn *conn, const pb_codec *codec, pb_buf *out)
     r->failed = 0;
     r->error[0] = '\0';
     r->state = PB_REPLY_CALLING;
+    r->complete = 0;
     r->conn = conn;
     r->next = r->next_finished = NULL;
     r->cycle = NULL;
@@ -242,7 +243,8 @@ int pb_reply_returned(pb_reply *r, int rc)
         return 1;
     }
     pthread_mutex_lock(&lock);
-    int waiting = rc == PB_DEFER && r->done == 0;
+    /* An answer another thread is still writing is not one yet. */
+    int waiting = rc == PB_DEFER && !r->complete;
     if (waiting) {
         r->state = PB_REPLY_DEFERRED;
     } else {
@@ -281,9 +283,12 @@ static int claim(pb_reply *r)
 /* After an answer: a deferred reply goes back to the loop now. */
 static void answered(pb_reply *r)
 {
-    if (r->state == PB_REPLY_CALLING && pb_on_loop_thread())
+    if (r->state == PB_REPLY_CALLING && pb_on_loop_thread()) {
+        r->complete = 1;
         return;
+    }
     pthread_mutex_lock(&lock);
+    r->complete = 1;
     int deferred = r->state == PB_REPLY_DEFERRED;
     if (deferred)
         queue_finished(r);
@@ -367,6 +372,8 @@ unsigned char *pb_reply_buffer(pb_reply *r, const char *content_type,
     if (content == NULL)
         encode_failed(r, buf, keep, e == 0 ? PB_FRAME_NO_MEMORY : e,
                       content_type, content_encoding, length);
+    /* Written in full once handle(), on this thread, returns. */
+    r->complete = 1;
     return content;
 }
 

@@ -42,6 +42,7 @@ struct pb_reply {
 
     /* Shared with other threads, under the replies' lock. */
     pb_reply_state state;
+    int complete;                   /* an answer is written in full */
     struct pb_conn *conn;           /* NULL once the connection closed */
 
     /* The loop thread's alone. */

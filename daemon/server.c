@@ -269,6 +269,18 @@ static void commit(pb_server *s, unsigned long serial)
     pb_log_info("worker %d: serving the new configuration", s->slot);
 }
 
+/* Runs after every poll, before the events it found are handled: once the
+ * master has committed the prepared configuration (and counted the reload),
+ * no event of this worker is handled by the old one, whether or not the
+ * commit command has been read yet. */
+static void on_switch_check(struct ev_loop *loop, ev_check *w, int revents)
+{
+    pb_server *s = w->data;
+    if (s->prepared != NULL &&
+        atomic_load(&s->shared->committed) == s->prepared_serial)
+        commit(s, s->prepared_serial);
+}
+
 static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 {
     pb_server *s = w->data;
@@ -361,6 +373,11 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     ev_init(&s->shutdown_timer, on_shutdown_timeout);
     ev_init(&s->accept_pause, on_accept_pause_end);
     ev_prepare_init(&s->stop_check, on_stop_check);
+    ev_check_init(&s->switch_check, on_switch_check);
+    s->switch_check.data = s;
+    ev_check_start(s->loop, &s->switch_check);
+    /* It alone must not keep the loop running. */
+    ev_unref(s->loop);
     s->stop_check.data = s;
     return 0;
 }
@@ -382,6 +399,8 @@ void pb_server_free(pb_server *s)
         ev_timer_stop(s->loop, &s->shutdown_timer);
         ev_timer_stop(s->loop, &s->accept_pause);
         ev_prepare_stop(s->loop, &s->stop_check);
+        ev_ref(s->loop);
+        ev_check_stop(s->loop, &s->switch_check);
         ev_signal_stop(s->loop, &s->sig_term);
         ev_signal_stop(s->loop, &s->sig_int);
         ev_io_stop(s->loop, &s->control);

@@ -37,6 +37,8 @@ typedef struct pb_server {
     ev_timer shutdown_timer;        /* bounds a graceful stop */
     ev_timer accept_pause;          /* accepting resumes after EMFILE */
     ev_prepare stop_check;          /* notices the last close while stopping */
+    ev_check switch_check;          /* switches to a committed configuration
+                                     * before handling any event */
 
     /* Every connection, least recently active first. */
     pb_conn *oldest, *newest;

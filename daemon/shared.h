@@ -93,6 +93,9 @@ typedef struct pb_shared {
      * that are gone and of names evicted, so totals never go backwards. */
     pb_worker_stats slots[PB_MAX_WORKERS + 1];
     pb_worker_config configs[PB_MAX_WORKERS];
+    /* The serial of the configuration every worker is to serve: the master
+     * sets it once all are prepared, then counts the reload. */
+    atomic_ulong committed;
 } pb_shared;
 
 #define PB_ARCHIVE_SLOT PB_MAX_WORKERS
