@@ -137,6 +137,8 @@ static void run_worker(master *m, int slot, int control)
 
     if (pb_privileges_drop(m->cycle->config) != 0)
         _exit(WORKER_FATAL);
+    if (getppid() == 1)
+        _exit(0);
     pb_log_info("worker %d running as uid %ld, gid %ld", slot, (long)getuid(),
                 (long)getgid());
 

@@ -9,6 +9,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -50,7 +51,21 @@ int pb_privileges_check(const pb_config *config, pb_diag *diag)
     return lookup(config, &uid, &gid, diag);
 }
 
+static int drop(const pb_config *config);
+
 int pb_privileges_drop(const pb_config *config)
+{
+    /* The kernel forgets a process's parent-death signal when its
+     * credentials change: a worker would outlive a master that died. */
+    int parent_death = 0;
+    prctl(PR_GET_PDEATHSIG, &parent_death);
+    int rc = drop(config);
+    if (rc == 0 && parent_death != 0)
+        prctl(PR_SET_PDEATHSIG, parent_death);
+    return rc;
+}
+
+static int drop(const pb_config *config)
 {
     if (config->user == NULL && config->group == NULL)
         return 0;

@@ -751,3 +751,28 @@ Test(operations, workers_hold_neither_the_pidfile_nor_inherited_descriptors)
     }
     cr_expect(gone, "the daemon stops");
 }
+
+Test(operations, workers_running_as_another_user_die_with_the_master)
+{
+    pb_daemon d;
+    start_as_nobody(&d, CONF("2", LISTENER_APP, "orphans") AS_NOBODY);
+    pid_t pids[8];
+    cr_assert_eq(wait_workers(&d, pids, 8, 2), 2);
+    char *got = search_new(&d, 0, "morpheus");
+    cr_expect_str_eq(got, "orphans");
+    free(got);
+
+    cr_assert_eq(kill(d.pid, SIGKILL), 0);
+    pb_daemon_wait(&d);
+    int left = 2;
+    for (int i = 0; i < 1000 && left > 0; i++) {
+        left = 0;
+        for (int w = 0; w < 2; w++)
+            left += kill(pids[w], 0) == 0;
+        if (left > 0)
+            sleep_ms(10);
+    }
+    for (int w = 0; w < 2; w++)
+        kill(pids[w], SIGKILL);
+    cr_expect_eq(left, 0, "%d workers outlived their master", left);
+}
