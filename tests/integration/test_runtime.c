@@ -77,6 +77,18 @@ static char *ask(const pb_daemon *d, const char *json)
     return got;
 }
 
+/* Receives a push: its header says "push": true, its content is want. */
+static void expect_push(const pb_daemon *d, int fd, const char *want)
+{
+    pb_t_reply r;
+    pb_t_recv_frame(d, fd, &r);
+    cr_expect(json_is_true(json_object_get(r.header, "push")),
+              "a push's header says \"push\": true");
+    pb_t_expect_bytes(d, "push content", r.content, r.content_length,
+                      want, strlen(want));
+    pb_t_reply_free(&r);
+}
+
 /* Whether fd has something to read within ms. */
 static int readable(int fd, int ms)
 {
@@ -178,13 +190,7 @@ Test(runtime, pushes_reach_holders_and_closes_are_told)
     char *took = ask(&d, "{\"action\": \"publish\", \"value\": \"hello\"}");
     cr_expect_str_eq(took, "1");
     free(took);
-    pb_t_reply r;
-    pb_t_recv_frame(&d, sub, &r);
-    cr_expect(json_is_true(json_object_get(r.header, "push")),
-              "a push's header says \"push\": true");
-    pb_t_expect_bytes(&d, "push content", r.content, r.content_length,
-                      "{\"message\": \"hello\"}", 20);
-    pb_t_reply_free(&r);
+    expect_push(&d, sub, "{\"message\": \"hello\"}");
 
     close(sub);
     char *closed = NULL;
@@ -276,12 +282,7 @@ Test(runtime, a_held_connection_keeps_its_hold_across_a_reload)
     char *took = ask(&d, "{\"action\": \"publish\", \"value\": \"still\"}");
     cr_expect_str_eq(took, "1");
     free(took);
-    pb_t_reply r;
-    pb_t_recv_frame(&d, sub, &r);
-    cr_expect(json_is_true(json_object_get(r.header, "push")));
-    pb_t_expect_bytes(&d, "push content", r.content, r.content_length,
-                      "{\"message\": \"still\"}", 20);
-    pb_t_reply_free(&r);
+    expect_push(&d, sub, "{\"message\": \"still\"}");
     close(sub);
     pb_daemon_stop_clean(&d);
 }
