@@ -128,7 +128,8 @@ static void resolved(char *out, const char *name)
 
 /* --- Values -------------------------------------------------------------- */
 
-static const char brief_example[] =
+/* The example of plugboard.conf(5), every key set. */
+static const char documented_example[] =
     "plugin_dir = \"/usr/lib/x86_64-linux-gnu/plugboard\";\n"
     "user = \"plugboard\"; group = \"plugboard\";\n"
     "pidfile = \"/run/plugboard/plugboard.pid\";\n"
@@ -163,9 +164,9 @@ static const char brief_example[] =
     "  { plugin = \"first10\"; }\n"
     ");\n";
 
-Test(config, brief_example_loads_with_every_value)
+Test(config, documented_example_loads_with_every_value)
 {
-    pb_config *c = load_ok(brief_example);
+    pb_config *c = load_ok(documented_example);
 
     cr_assert_str_eq(c->path, main_path);
     cr_assert_str_eq(c->dir, tmpdir);
