@@ -201,9 +201,17 @@ static void check_same(const outcome *a, const outcome *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    /* The first byte picks a small limit now and then, so that too_large
-     * paths are reached; the rest of the time the limit is generous. */
-    size_t limit = size > 0 && data[0] < 32 ? (size_t)data[0] * 8 : 1 << 20;
+    /* An input starting with 0xff (a header length over 65279, which no
+     * input of this size completes) takes its limit from the next byte and
+     * its stream from the rest, so that small limits and too_large are
+     * reached; any other input is a stream under a generous limit. Every
+     * usual frame starts with 0x00, so the limit must not come from it. */
+    size_t limit = 1 << 20;
+    if (size >= 2 && data[0] == 0xff) {
+        limit = (size_t)data[1] * 8;
+        data += 2;
+        size -= 2;
+    }
     static const size_t whole[] = { 0 };
     static const size_t bytes[] = { 1 };
     static const size_t mixed[] = { 3, 1, 7, 2, 64, 5 };
