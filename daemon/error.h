@@ -1,5 +1,5 @@
 /*
- * error.h - the error codes a peer can be sent (BRIEF section 2) and the
+ * error.h - the error codes a peer can be sent (docs/protocol.md) and the
  * error value the codecs and the message path hand back to the connection.
  */
 #ifndef PB_ERROR_H
