@@ -218,7 +218,7 @@ static void to_host_order(pb_buf *frame)
     p[1] = (unsigned char)(h & 0xff);
 }
 
-/* What the reference replies carry (docs/protocol.md). */
+/* What the reference replies carry (docs/protocol.md, reference exchanges). */
 static const struct {
     const char *result;     /* JSON replies: {"result": result} */
     const char *binary;     /* otherwise these raw bytes */
