@@ -49,7 +49,7 @@ static const char *const limits_keys[] = {
     "max_pending_output", "shutdown_timeout", "max_inflight", NULL
 };
 static const char *const listener_keys[] = {
-    "name", "address", "port", "path", "mode", "framing", "plugin", NULL
+    "name", "address", "port", "path", "mode", "framing", "plugin", "allow", NULL
 };
 static const char *const plugin_keys[] = {
     "name", "module", "threads", "settings", NULL
@@ -786,6 +786,52 @@ static void name_listener(loader *ld, pb_listener_conf *l)
              v6 ? "]" : "", l->port);
 }
 
+/* allow = [ "10.0.0.0/8", "::1/128", ... ]: the networks a TCP listener
+ * accepts peers from. */
+static void load_allow(loader *ld, const config_setting_t *entry,
+                       pb_listener_conf *l, int unix_socket)
+{
+    const config_setting_t *s = config_setting_get_member(entry, "allow");
+    if (!s)
+        return;
+    int type = config_setting_type(s);
+    int n = config_setting_length(s);
+    if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+        error_at(ld, s, "\"allow\" must be a list of networks: "
+                 "allow = [ \"10.0.0.0/8\", \"::1/128\" ];");
+        return;
+    }
+    if (unix_socket) {
+        error_at(ld, s, "\"allow\" applies only to a TCP listener (\"address\")");
+        return;
+    }
+    if (n == 0) {
+        error_at(ld, s, "\"allow\" is empty, which would refuse every peer: "
+                 "leave it out to accept all");
+        return;
+    }
+    l->allow = calloc((size_t)n, sizeof *l->allow);
+    if (!l->allow) {
+        out_of_memory(ld);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *text = config_setting_get_string(e);
+        if (!text) {
+            error_at(ld, e, "\"allow\" holds networks as strings "
+                     "(\"10.0.0.0/8\")");
+            continue;
+        }
+        if (pb_cidr_parse(text, &l->allow[l->n_allow]) != 0) {
+            error_at(ld, e, "\"%s\" is not an IPv4 or IPv6 address or "
+                     "network (ADDRESS or ADDRESS/PREFIX)", text);
+            continue;
+        }
+        l->n_allow++;
+    }
+}
+
 static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 {
     pb_listener_conf *l = out;
@@ -829,6 +875,7 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
     }
     if (mode_s && has_path == ABSENT)
         error_at(ld, mode_s, "\"mode\" applies only to a Unix socket (\"path\")");
+    load_allow(ld, entry, l, has_path == PRESENT);
 
     if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
         l->framing = (pb_framing_kind)framing->value;
@@ -1110,6 +1157,7 @@ void pb_config_free(pb_config *config)
         free(l->address);
         free(l->path);
         free(l->plugin);
+        free(l->allow);
     }
     free(config->listeners);
     for (size_t i = 0; i < config->n_plugins; i++) {

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "access.h"
 #include "diag.h"
 
 /* A word a setting may be, and what it stands for; tables of them end
@@ -39,6 +40,8 @@ typedef struct pb_listener_conf {
     int mode;               /* Unix socket permission bits; -1 = leave as umask makes them */
     pb_framing_kind framing;
     char *plugin;           /* instance every message goes to, or NULL */
+    pb_cidr *allow;         /* peers accepted: n_allow networks; none = all */
+    size_t n_allow;
     pb_conf_pos pos;
 } pb_listener_conf;
 

@@ -37,6 +37,19 @@ static char *socket_key(const pb_listener_conf *lc)
 
 static void listener_free(pb_listener *l);
 
+/* A copy of lc's allow-list into *allow (NULL for none). 0 or -1. */
+static int copy_allow(const pb_listener_conf *lc, pb_cidr **allow)
+{
+    *allow = NULL;
+    if (lc->n_allow == 0)
+        return 0;
+    *allow = malloc(lc->n_allow * sizeof **allow);
+    if (*allow == NULL)
+        return -1;
+    memcpy(*allow, lc->allow, lc->n_allow * sizeof **allow);
+    return 0;
+}
+
 static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
                                  const char *address, const char *unix_path)
 {
@@ -51,8 +64,10 @@ static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
     l->unix_path = unix_path ? strdup(unix_path) : NULL;
     l->pinned = lc->plugin ? strdup(lc->plugin) : NULL;
     l->key = socket_key(lc);
+    l->n_allow = lc->n_allow;
     if (l->name == NULL || l->address == NULL || l->key == NULL ||
-        (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL)) {
+        (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL) ||
+        copy_allow(lc, &l->allow) != 0) {
         l->fd = -1;     /* the caller still owns the socket */
         listener_free(l);
         return NULL;
@@ -77,6 +92,7 @@ static void listener_free(pb_listener *l)
     free(l->address);
     free(l->unix_path);
     free(l->pinned);
+    free(l->allow);
     free(l->key);
     free(l);
 }
@@ -324,7 +340,8 @@ static int apply_conf(pb_listener *l, const pb_listener_conf *lc)
 {
     char *name = strdup(lc->name);
     char *pinned = lc->plugin ? strdup(lc->plugin) : NULL;
-    if (name == NULL || (lc->plugin && pinned == NULL)) {
+    pb_cidr *allow;
+    if (name == NULL || (lc->plugin && pinned == NULL) || copy_allow(lc, &allow) != 0) {
         free(name);
         free(pinned);
         return -1;
@@ -333,6 +350,9 @@ static int apply_conf(pb_listener *l, const pb_listener_conf *lc)
     l->name = name;
     free(l->pinned);
     l->pinned = pinned;
+    free(l->allow);
+    l->allow = allow;
+    l->n_allow = lc->n_allow;
     l->framing = lc->framing;
     if (l->unix_path != NULL && lc->mode >= 0 && l->owner == getpid() &&
         chmod(l->unix_path, (mode_t)lc->mode) != 0)

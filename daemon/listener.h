@@ -24,6 +24,8 @@ typedef struct pb_listener {
     char *key;                  /* "tcp ADDRESS PORT" or "unix PATH": what
                                  * a reload must keep open */
     char *pinned;               /* instance name every message goes to, or NULL */
+    pb_cidr *allow;             /* peers accepted (n_allow networks); NULL = all */
+    size_t n_allow;
     size_t index;               /* its place in the worker's listener set */
     void *server;
 } pb_listener;

@@ -72,7 +72,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     const pb_limits *limits = &s->cycle->config->limits;
 
     for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -88,6 +91,19 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                                l->address, strerror(errno));
             }
             return;
+        }
+        if (l->n_allow > 0 && !pb_cidr_match(l->allow, l->n_allow,
+                                             (const struct sockaddr *)&peer)) {
+            /* Closed before a byte is read: a peer outside the list learns
+             * nothing of the protocol behind the port. */
+            static pb_log_limit refused = PB_LOG_LIMIT(10.0, 5);
+            pb_log_limited(&refused, PB_LOG_DEBUG,
+                           "refusing a peer on %s: not in its allow list",
+                           l->address);
+            atomic_fetch_add_explicit(&s->shared->slots[s->slot].refused, 1,
+                                      memory_order_relaxed);
+            close(fd);
+            continue;
         }
         if (!pb_shared_take_connection(s->shared, s->slot,
                                        limits->max_connections)) {

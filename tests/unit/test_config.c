@@ -837,6 +837,34 @@ Test(config, group_without_user)
     pb_config_free(c);
 }
 
+Test(config, allow_lists_networks_of_a_tcp_listener)
+{
+    pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                           "  allow = [ \"10.0.0.0/8\", \"::1\" ]; } );\n");
+    cr_assert_eq(c->listeners[0].n_allow, 2);
+    cr_expect_eq(c->listeners[0].allow[0].prefix, 8);
+    cr_expect_eq(c->listeners[0].allow[1].prefix, 128);
+    pb_config_free(c);
+
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                 "  allow = [ \"10.0.0.0/33\" ]; } );\n", 2,
+                 "\"10.0.0.0/33\" is not an IPv4 or IPv6 address or network "
+                 "(ADDRESS or ADDRESS/PREFIX)");
+    pb_diag_free(&diag);
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                 "  allow = [ ]; } );\n", 2, "\"allow\" is empty, which would "
+                 "refuse every peer: leave it out to accept all");
+    pb_diag_free(&diag);
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                 "  allow = \"10.0.0.0/8\"; } );\n", 2,
+                 "\"allow\" must be a list of networks: "
+                 "allow = [ \"10.0.0.0/8\", \"::1/128\" ];");
+    pb_diag_free(&diag);
+    expect_error("listeners = ( { path = \"s.sock\";\n"
+                 "  allow = [ \"10.0.0.0/8\" ]; } );\n", 2,
+                 "\"allow\" applies only to a TCP listener (\"address\")");
+}
+
 /* --- Diagnostics ------------------------------------------------------------ */
 
 Test(config, diag_formats)
