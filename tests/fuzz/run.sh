@@ -21,7 +21,7 @@ CFLAGS="-std=gnu11 -D_GNU_SOURCE -pthread -g -O1 -fsanitize=fuzzer,address,undef
 targets='
 fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
-fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c|libconfig jansson
+fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c|libconfig jansson
 fuzz_plugin_echo|tests/fuzz/fuzz_plugin.c plugins/echo/echo.c PLUGIN_HOST|libconfig jansson
 fuzz_plugin_uppercase|tests/fuzz/fuzz_plugin.c plugins/uppercase/uppercase.c PLUGIN_HOST -lunistring|libconfig jansson
 fuzz_plugin_search|tests/fuzz/fuzz_plugin.c plugins/search/search.c PLUGIN_HOST|libconfig jansson
@@ -31,7 +31,7 @@ fuzz_plugin_first10|tests/fuzz/fuzz_plugin.c plugins/first10/first10.c PLUGIN_HO
 # What a plugin handler needs of the daemon: the host services and the
 # instance start-up, with what they call.
 plugin_host="daemon/plugin_host.c daemon/plugin_loader.c daemon/reply.c
-  daemon/pool.c daemon/codec.c daemon/config.c daemon/diag.c daemon/log.c
+  daemon/pool.c daemon/codec.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c
   daemon/buffer.c daemon/error.c daemon/json_dump.c daemon/frame.c
   daemon/frame_fast.c daemon/line.c daemon/shared.c -lev"
 
