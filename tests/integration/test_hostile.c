@@ -6,11 +6,13 @@
  * attack the daemon must still be up, with the same worker, and serving.
  */
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -664,11 +666,29 @@ typedef struct stuck_peer {
 
 /* Pipelines 64 KiB echo requests without reading until sending has been
  * blocked for STUCK_QUIET_MS. */
+/* A connection to PORT0 whose receive window stays small: the kernel's
+ * receive-buffer autotuning could otherwise take in megabytes of replies
+ * the peer never reads, and the daemon would have none left to hold. */
+static int dial_small_window(const pb_daemon *d)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int size = 64 * KIB;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)d->port[0]) };
+
+    pb_check(d, fd >= 0, "socket: %s", strerror(errno));
+    pb_check(d, setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size) == 0,
+             "SO_RCVBUF: %s", strerror(errno));
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    pb_check(d, connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0,
+             "connect: %s", strerror(errno));
+    return fd;
+}
+
 static void stuck_fill(const pb_daemon *d, stuck_peer *p)
 {
     static unsigned char content[STUCK_CONTENT];
 
-    p->fd = pb_dial(d, 0);
+    p->fd = dial_small_window(d);
     fcntl(p->fd, F_SETFL, fcntl(p->fd, F_GETFL) | O_NONBLOCK);
     for (;;) {
         struct pollfd pfd = { p->fd, POLLOUT, 0 };
