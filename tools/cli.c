@@ -3,12 +3,14 @@
  * the line framing, a batch of lines) to a daemon and prints the reply.
  */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "buffer.h"
 #include "frame.h"
@@ -62,11 +67,20 @@ typedef struct options {
     int timeout_ms;         /* -1: wait forever */
     char **args;            /* ACTION VALUE, or the TEXTs of --line */
     int nargs;
+    int tls;
+    const char *ca;         /* NULL: the system's trusted certificates */
+    const char *cert;
+    const char *key;
+    const char *servername; /* NULL: HOST */
+    int insecure;
 } options;
 
 /* One connection and the bytes moving through it. */
 typedef struct session {
     int fd;
+    SSL *ssl;               /* NULL without --tls */
+    short tls_recv_wait;    /* POLLOUT while SSL_read waits to write */
+    short tls_close_wait;   /* what a blocked close_notify waits for */
     char peer[128];         /* host:port or socket path, for messages */
     const options *opt;
     pb_buf out;
@@ -115,14 +129,25 @@ static const char help_text[] =
     "  -r, --raw              print the reply content exactly as received\n"
     "  -w, --timeout SECONDS  give up after SECONDS without progress while connecting\n"
     "                         or waiting for a reply (default 10; 0 = never)\n"
+    "      --tls              speak TLS (1.2 or later) to the daemon\n"
+    "      --ca FILE          trust the CA certificates in FILE (PEM) instead of the\n"
+    "                         system's when verifying the daemon's certificate\n"
+    "      --cert FILE        present the client certificate in FILE (PEM)\n"
+    "      --key FILE         the client certificate's private key (PEM; default:\n"
+    "                         the --cert file)\n"
+    "      --servername NAME  the name the daemon's certificate must carry, also sent\n"
+    "                         as SNI (default HOST; with -u, give it or --insecure)\n"
+    "      --insecure         do not verify the daemon's certificate\n"
     "  -h, --help             print this help and exit\n"
     "  -V, --version          print the version and exit\n"
+    "\n"
+    "--ca, --cert, --key, --servername and --insecure each imply --tls.\n"
     "\n"
     "A text/json reply with a \"result\" member prints that member; any other reply\n"
     "prints its content. An error reply is printed on standard error.\n"
     "\n"
     "Exit status: 0 success, 1 the daemon replied with an error, 2 usage error,\n"
-    "3 connection, I/O, timeout or malformed reply.\n";
+    "3 connection, TLS handshake, I/O, timeout or malformed reply.\n";
 
 static void message(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -185,6 +210,7 @@ static void parse_port(const char *port)
 
 static void parse_options(int argc, char **argv, options *o)
 {
+    enum { OPT_TLS = 256, OPT_CA, OPT_CERT, OPT_KEY, OPT_SERVERNAME, OPT_INSECURE };
     static const struct option long_options[] = {
         { "unix",     required_argument, NULL, 'u' },
         { "json",     required_argument, NULL, 'j' },
@@ -195,6 +221,12 @@ static void parse_options(int argc, char **argv, options *o)
         { "header",   no_argument,       NULL, 'H' },
         { "raw",      no_argument,       NULL, 'r' },
         { "timeout",  required_argument, NULL, 'w' },
+        { "tls",        no_argument,       NULL, OPT_TLS },
+        { "ca",         required_argument, NULL, OPT_CA },
+        { "cert",       required_argument, NULL, OPT_CERT },
+        { "key",        required_argument, NULL, OPT_KEY },
+        { "servername", required_argument, NULL, OPT_SERVERNAME },
+        { "insecure",   no_argument,       NULL, OPT_INSECURE },
         { "help",     no_argument,       NULL, 'h' },
         { "version",  no_argument,       NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -216,6 +248,12 @@ static void parse_options(int argc, char **argv, options *o)
         case 'H': o->print_header = 1; break;
         case 'r': o->raw = 1; break;
         case 'w': o->timeout_text = optarg; break;
+        case OPT_TLS: o->tls = 1; break;
+        case OPT_CA: o->ca = optarg; break;
+        case OPT_CERT: o->cert = optarg; break;
+        case OPT_KEY: o->key = optarg; break;
+        case OPT_SERVERNAME: o->servername = optarg; break;
+        case OPT_INSECURE: o->insecure = 1; break;
         case 'h':
             fputs(synopsis, stdout);
             fputs(help_text, stdout);
@@ -232,6 +270,15 @@ static void parse_options(int argc, char **argv, options *o)
         }
     }
     o->timeout_ms = parse_timeout(o->timeout_text);
+    if (o->ca || o->cert || o->key || o->servername || o->insecure)
+        o->tls = 1;
+    if (o->key != NULL && o->cert == NULL)
+        usage_error("--key needs --cert");
+    if (o->servername != NULL && o->servername[0] == '\0')
+        usage_error("--servername must not be empty");
+    /* A socket path is no name a certificate can carry. */
+    if (o->tls && o->unix_path != NULL && o->servername == NULL && !o->insecure)
+        usage_error("TLS over -u PATH needs --servername NAME (or --insecure)");
 
     if ((o->json_text != NULL) + (o->file != NULL) + line > 1)
         usage_error("--json, --file and --line exclude each other");
@@ -483,6 +530,163 @@ static void connect_tcp(session *s, const char *host, const char *port)
     pb_buf_free(&failures);
 }
 
+/* ---- TLS ----------------------------------------------------------------- */
+
+/* OpenSSL's reason for its earliest queued failure, which names the root
+ * cause (a missing file, a bad PEM block) rather than its consequences;
+ * the queue is left empty. */
+static const char *tls_reason(void)
+{
+    static char text[256];
+    unsigned long e = ERR_get_error();
+    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    if (reason != NULL)
+        snprintf(text, sizeof text, "%s", reason);
+    else if (e != 0)
+        ERR_error_string_n(e, text, sizeof text);
+    else
+        snprintf(text, sizeof text, "unknown TLS error");
+    ERR_clear_error();
+    return text;
+}
+
+/* Exits naming the file and what OpenSSL made of it. */
+static void tls_file_failure(const char *option, const char *path, const char *wanted)
+    __attribute__((noreturn));
+
+static void tls_file_failure(const char *option, const char *path, const char *wanted)
+{
+    if (access(path, R_OK) != 0)
+        message("%s %s: %s", option, path, strerror(errno));
+    else
+        message("%s %s: no usable %s in it (%s)", option, path, wanted, tls_reason());
+    exit(EXIT_USAGE);
+}
+
+static int is_ip_literal(const char *name)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+}
+
+/* The name the daemon's certificate must carry: --servername, else HOST;
+ * NULL over a Unix socket with --insecure and no --servername. */
+static const char *tls_name(const options *o)
+{
+    return o->servername != NULL ? o->servername : o->host;
+}
+
+static SSL_CTX *tls_context(const options *o)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        out_of_memory();
+    /* With renegotiation refused, a write never has to wait for a read.
+     * A close without close_notify reads as end of file: the framing
+     * itself tells a whole reply from a cut one. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    /* Like send(), a write returns once part of the buffer is out; and
+     * send_pending() retries with the head of a buffer that may have grown
+     * and moved since. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+    if (o->insecure) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (o->ca != NULL) {
+            if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1)
+                tls_file_failure("--ca", o->ca, "PEM certificate");
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            message("cannot load the system's trusted certificates: %s", tls_reason());
+            exit(EXIT_IO);
+        }
+        const char *name = tls_name(o);
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+        int ok = is_ip_literal(name) ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                                     : X509_VERIFY_PARAM_set1_host(param, name, 0);
+        if (ok != 1)
+            usage_error("cannot verify a certificate against the name '%s'", name);
+    }
+    if (o->cert != NULL) {
+        const char *key = o->key != NULL ? o->key : o->cert;
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
+            tls_file_failure("--cert", o->cert, "PEM certificate");
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+                message("the key in %s does not match the certificate in %s", key, o->cert);
+            else if (o->key == NULL)
+                message("--cert %s: no private key found in it; give --key FILE", o->cert);
+            else
+                tls_file_failure("--key", key, "PEM private key");
+            exit(EXIT_USAGE);
+        }
+    }
+    return ctx;
+}
+
+static void handshake_failure(const session *s, int error) __attribute__((noreturn));
+
+static void handshake_failure(const session *s, int error)
+{
+    long verified = SSL_get_verify_result(s->ssl);
+
+    if (verified != X509_V_OK && !s->opt->insecure) {
+        int mismatch = verified == X509_V_ERR_HOSTNAME_MISMATCH
+                       || verified == X509_V_ERR_IP_ADDRESS_MISMATCH;
+        message("cannot connect to %s: certificate verification failed: %s%s%s", s->peer,
+                X509_verify_cert_error_string(verified), mismatch ? " for " : "",
+                mismatch ? tls_name(s->opt) : "");
+    } else if (error == SSL_ERROR_SSL) {
+        message("cannot connect to %s: TLS handshake failed: %s", s->peer, tls_reason());
+    } else if (error == SSL_ERROR_SYSCALL && errno != 0) {
+        message("cannot connect to %s: TLS handshake: %s", s->peer, strerror(errno));
+    } else {
+        message("cannot connect to %s: connection closed during the TLS handshake", s->peer);
+    }
+    exit(EXIT_IO);
+}
+
+/* Completes the handshake on the non-blocking socket, each wait for the
+ * socket held to the timeout like the connect before it. */
+static void tls_handshake(session *s, SSL_CTX *ctx)
+{
+    const char *name = tls_name(s->opt);
+
+    s->ssl = SSL_new(ctx);
+    if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1)
+        out_of_memory();
+    /* RFC 6066: a server name indication is a host name, never an address. */
+    if (name != NULL && !is_ip_literal(name) && SSL_set_tlsext_host_name(s->ssl, name) != 1)
+        usage_error("invalid server name '%s'", name);
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(s->ssl);
+        if (r == 1)
+            return;
+        int error = SSL_get_error(s->ssl, r);
+        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE)
+            handshake_failure(s, error);
+        struct pollfd p = { .fd = s->fd,
+                            .events = error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT };
+        while ((r = poll(&p, 1, s->opt->timeout_ms)) < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            message("%s: poll: %s", s->peer, strerror(errno));
+            exit(EXIT_IO);
+        }
+        if (r == 0) {
+            message("cannot connect to %s: timed out after %s s in the TLS handshake",
+                    s->peer, s->opt->timeout_text);
+            exit(EXIT_IO);
+        }
+    }
+}
+
 static void write_stdout(const void *data, size_t len)
 {
     if (len > 0 && fwrite(data, 1, len, stdout) != len) {
@@ -592,10 +796,83 @@ static void io_failure(const session *s, const char *what, int error)
     exit(EXIT_IO);
 }
 
+/* SSL_write and SSL_read made to answer as send() and recv() do, so that
+ * one loop drives both transports: -1 with EAGAIN until the socket is
+ * ready, 0 at the daemon's close, -1 with errno for a broken connection.
+ * A TLS protocol failure ends the run. */
+static ssize_t tls_result(const session *s, int error, const char *what)
+{
+    switch (error) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
+        return errno == 0 ? 0 : -1;
+    default:
+        fflush(stdout);
+        message("%s: %s: TLS: %s", s->peer, what, tls_reason());
+        exit(EXIT_IO);
+    }
+}
+
+static ssize_t tls_send(session *s, const void *data, size_t len)
+{
+    size_t n;
+    ERR_clear_error();
+    if (SSL_write_ex(s->ssl, data, len, &n) == 1)
+        return (ssize_t)n;
+    ssize_t r = tls_result(s, SSL_get_error(s->ssl, 0), "cannot send");
+    if (r == 0) {
+        errno = EPIPE;
+        r = -1;
+    }
+    return r;
+}
+
+static ssize_t tls_recv(session *s, void *into, size_t len)
+{
+    size_t n;
+    ERR_clear_error();
+    if (SSL_read_ex(s->ssl, into, len, &n) == 1) {
+        s->tls_recv_wait = 0;
+        return (ssize_t)n;
+    }
+    int error = SSL_get_error(s->ssl, 0);
+    /* A read may have to write (an answer to the daemon's key update) and
+     * find the socket full. */
+    s->tls_recv_wait = error == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+    return tls_result(s, error, "cannot receive");
+}
+
+/* Tells the daemon that no more lines come: with TLS, close_notify first,
+ * so that the end reads as a clean one and not as a cut connection. */
+static void end_writes(session *s)
+{
+    if (s->ssl != NULL) {
+        ERR_clear_error();
+        int r = SSL_shutdown(s->ssl);
+        if (r < 0 && SSL_get_error(s->ssl, r) == SSL_ERROR_WANT_WRITE) {
+            s->tls_close_wait = POLLOUT;
+            return;
+        }
+        /* Any other failure is a broken connection, which reading reports. */
+        ERR_clear_error();
+        s->tls_close_wait = 0;
+    }
+    shutdown(s->fd, SHUT_WR);
+    s->write_shut = 1;
+}
+
 static void send_pending(session *s)
 {
     while (pb_buf_used(&s->out) > 0) {
-        ssize_t n = send(s->fd, pb_buf_head(&s->out), pb_buf_used(&s->out), MSG_NOSIGNAL);
+        ssize_t n = s->ssl != NULL
+                    ? tls_send(s, pb_buf_head(&s->out), pb_buf_used(&s->out))
+                    : send(s->fd, pb_buf_head(&s->out), pb_buf_used(&s->out), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -649,7 +926,7 @@ static void receive(session *s)
     unsigned char *p = pb_buf_extend(&s->in, READ_CHUNK);
     if (p == NULL)
         out_of_memory();
-    ssize_t n = recv(s->fd, p, READ_CHUNK, 0);
+    ssize_t n = s->ssl != NULL ? tls_recv(s, p, READ_CHUNK) : recv(s->fd, p, READ_CHUNK, 0);
     pb_buf_truncate(&s->in, s->in.len - READ_CHUNK + (n > 0 ? (size_t)n : 0));
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
@@ -760,13 +1037,14 @@ static void run(session *s)
     pb_frame_decoder_init(&frames, MAX_REPLY_BYTES);
     pb_line_decoder_init(&lines, MAX_REPLY_BYTES);
     for (;;) {
-        if (line && !s->stdin_open && !s->write_shut && pb_buf_used(&s->out) == 0) {
-            shutdown(s->fd, SHUT_WR);
-            s->write_shut = 1;
-        }
+        if (line && !s->stdin_open && !s->write_shut && pb_buf_used(&s->out) == 0)
+            end_writes(s);
 
+        short events = POLLIN | (pb_buf_used(&s->out) ? POLLOUT : 0);
+        if (s->ssl != NULL)
+            events |= s->tls_recv_wait | s->tls_close_wait;
         struct pollfd p[2] = {
-            { .fd = s->fd, .events = POLLIN | (pb_buf_used(&s->out) ? POLLOUT : 0) },
+            { .fd = s->fd, .events = events },
             { .fd = STDIN_FILENO, .events = POLLIN }
         };
         int reading_stdin = s->stdin_open && pb_buf_used(&s->out) < STDIN_HIGH_WATER;
@@ -774,17 +1052,23 @@ static void run(session *s)
          * daemon owing us something is held to the timeout. */
         int idle = s->stdin_open && pb_buf_used(&s->out) == 0
                    && s->lines_received >= s->lines_sent;
-        int r = poll(p, reading_stdin ? 2 : 1, idle ? -1 : s->opt->timeout_ms);
+        /* Reply bytes OpenSSL has already taken off the socket wake no poll. */
+        int buffered = s->ssl != NULL && SSL_pending(s->ssl) > 0;
+        int r = poll(p, reading_stdin ? 2 : 1, buffered ? 0 : idle ? -1 : s->opt->timeout_ms);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             io_failure(s, "poll", errno);
         }
-        if (r == 0)
+        if (r == 0 && !buffered)
             timed_out(s);
 
         if (reading_stdin && p[1].revents)
             read_stdin_lines(s);
+        /* A TLS read may be waiting for the socket to take bytes and a
+         * write for buffered input: with TLS, any readiness retries both. */
+        if (s->ssl != NULL && (p[0].revents || buffered))
+            p[0].revents |= POLLIN | POLLOUT;
         if (p[0].revents & (POLLOUT | POLLERR | POLLHUP) && pb_buf_used(&s->out))
             send_pending(s);
         if (p[0].revents & (POLLIN | POLLERR | POLLHUP)) {
@@ -812,12 +1096,28 @@ int main(int argc, char **argv)
         build_frame_request(&opt, &s.out);
     }
 
+    SSL_CTX *tls = NULL;
+    if (opt.tls) {
+        tls = tls_context(&opt);
+        /* OpenSSL writes with write(2), which has no MSG_NOSIGNAL. */
+        signal(SIGPIPE, SIG_IGN);
+    }
+
     if (opt.unix_path != NULL)
         connect_unix(&s, opt.unix_path);
     else
         connect_tcp(&s, opt.host, opt.port);
+    if (tls != NULL)
+        tls_handshake(&s, tls);
 
     run(&s);
+    if (s.ssl != NULL) {
+        /* A courtesy close_notify, unless --line sent it already. */
+        if (!s.write_shut)
+            SSL_shutdown(s.ssl);
+        SSL_free(s.ssl);
+        SSL_CTX_free(tls);
+    }
     close(s.fd);
     pb_buf_free(&s.in);
     pb_buf_free(&s.out);
