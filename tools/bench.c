@@ -4,6 +4,7 @@
  * throughput, latency percentiles and its own CPU cost per request.
  */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
@@ -12,7 +13,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +54,11 @@
 #define REPLY_TIMEOUT_NS (5 * 1000000000ull)
 #define MAX_CONNECTIONS 1000000
 #define MAX_PIPELINE 65536
+#define MAX_RATE 1e6
+/* --rate starts connections from a timer this often at most; the number
+ * due is worked out from the clock, so a coarser tick costs no accuracy
+ * over a second, only smoothness within it. */
+#define PACE_TICK 0.001
 
 #define SEARCH_REQUEST "{\"action\": \"search\", \"value\": \"morpheus\"}"
 #define SEARCH_REPLY "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"
@@ -136,9 +146,17 @@ typedef struct options {
     const char *content_file;
     const char *type;
     int new_conn;
+    double rate;                /* new connections per second; 0: no pacing */
     int line;
     int json;
     int quiet;
+    int tls;
+    const char *ca;             /* NULL: the system's trusted certificates */
+    const char *cert;
+    const char *key;
+    const char *servername;     /* NULL: HOST */
+    int insecure;
+    int no_resume;
 } options;
 
 /* ---- what is sent and what must come back -------------------------------- */
@@ -164,6 +182,10 @@ typedef struct conn {
     ev_timer retry;
     int fd;                     /* -1 when closed */
     int connecting;
+    SSL *ssl;                   /* NULL without --tls */
+    int handshaking;
+    int tls_read_wants_write;   /* SSL_read must write before it can go on */
+    uint64_t connect_ns;        /* when a TLS connection's connect began */
     unsigned inflight;          /* sent (or queued) and not yet answered */
     uint64_t *sent_at;          /* ring of pipeline send times, oldest first */
     unsigned ring_head;
@@ -193,6 +215,22 @@ typedef struct bench {
     unsigned char *read_chunk;
     int running;
 
+    SSL_CTX *tls;               /* one per run; NULL without --tls */
+    const char *tls_name;       /* what the certificate must carry */
+    int tls_sni;                /* tls_name is a host name, sent as SNI */
+    SSL_SESSION *session;       /* the newest the daemon issued, to resume */
+    char tls_error[256];        /* the reason for the last EPROTO */
+    const char *tls_version;    /* of the first handshake, for the report */
+    const char *tls_cipher;
+    uint64_t handshakes;
+    uint64_t resumed;
+    histogram handshake_time;   /* from connect() to the handshake's end */
+
+    unsigned long *idle;        /* with --rate: closed connections, a stack */
+    unsigned long idle_count;
+    ev_timer pace;
+    uint64_t opened;            /* connections started */
+
     uint64_t budget;            /* requests still to send (with -n) */
     uint64_t resolved;          /* answered, wrong or lost (with -n) */
     uint64_t replies;           /* right or wrong */
@@ -215,6 +253,7 @@ typedef struct bench {
     int said_lost;
     int said_connect;
     int said_stall;
+    int said_behind;
 } bench;
 
 static uint64_t now_ns(void)
@@ -264,10 +303,175 @@ static void resolve(bench *b, uint64_t n)
         stop(b);
 }
 
+/* ---- TLS ----------------------------------------------------------------- */
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
+static void out_of_memory(void) __attribute__((noreturn));
+
+/* OpenSSL's reason for its earliest queued failure, which names the root
+ * cause rather than its consequences; the queue is left empty. */
+static const char *tls_reason(void)
+{
+    static char text[256];
+    unsigned long e = ERR_get_error();
+    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+    if (reason != NULL)
+        snprintf(text, sizeof text, "%s", reason);
+    else if (e != 0)
+        ERR_error_string_n(e, text, sizeof text);
+    else
+        snprintf(text, sizeof text, "unknown TLS error");
+    ERR_clear_error();
+    return text;
+}
+
+/* Why a handshake failed, in one line. */
+static void handshake_error(const bench *b, SSL *ssl, int error, char *text, size_t size)
+{
+    long verified = SSL_get_verify_result(ssl);
+
+    if (verified != X509_V_OK && !b->opt.insecure) {
+        int mismatch = verified == X509_V_ERR_HOSTNAME_MISMATCH
+                       || verified == X509_V_ERR_IP_ADDRESS_MISMATCH;
+        snprintf(text, size, "certificate verification failed: %s%s%s",
+                 X509_verify_cert_error_string(verified), mismatch ? " for " : "",
+                 mismatch ? b->tls_name : "");
+        ERR_clear_error();
+    } else if (error == SSL_ERROR_SSL) {
+        snprintf(text, size, "TLS handshake failed: %s", tls_reason());
+    } else if (error == SSL_ERROR_SYSCALL && errno != 0) {
+        snprintf(text, size, "TLS handshake: %s", strerror(errno));
+    } else {
+        snprintf(text, size, "connection closed during the TLS handshake");
+    }
+}
+
+static SSL *tls_new(bench *b, int fd)
+{
+    SSL *ssl = SSL_new(b->tls);
+
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1
+        || (b->tls_sni && SSL_set_tlsext_host_name(ssl, b->tls_name) != 1))
+        out_of_memory();
+    if (b->session != NULL && !b->opt.no_resume)
+        SSL_set_session(ssl, b->session);
+    return ssl;
+}
+
+/* Maps a failed SSL_read or SSL_write onto the answers of recv() and
+ * send(): -1 with EAGAIN to wait for the socket, 0 for the daemon's close,
+ * -1 with errno for a broken connection (EPROTO: the reason is in
+ * b->tls_error). */
+static ssize_t tls_failure(conn *c, int error)
+{
+    switch (error) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
+        return errno == 0 ? 0 : -1;
+    default:
+        snprintf(c->b->tls_error, sizeof c->b->tls_error, "TLS: %s", tls_reason());
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+/* SSL_read in place of recv(). OpenSSL reads ahead, so records may wait
+ * in it with the socket drained: they are taken while there is room, and
+ * what is left when the room is full is fed back as a read event, since
+ * the socket will not signal it. */
+static ssize_t tls_recv(conn *c, unsigned char *into, size_t room)
+{
+    size_t got = 0, n;
+
+    do {
+        ERR_clear_error();
+        if (SSL_read_ex(c->ssl, into + got, room - got, &n) != 1) {
+            int error = SSL_get_error(c->ssl, 0);
+            if (error == SSL_ERROR_WANT_WRITE) {
+                /* Answering the daemon (a key update) found the socket full:
+                 * reading goes on once it can take bytes. */
+                c->tls_read_wants_write = 1;
+                ev_io_stop(c->b->loop, &c->rio);
+                ev_io_start(c->b->loop, &c->wio);
+            }
+            if (got == 0)
+                return tls_failure(c, error);
+            /* The bytes in hand first; the failure shows again next time. */
+            if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE)
+                ev_feed_event(c->b->loop, &c->rio, EV_READ);
+            return (ssize_t)got;
+        }
+        got += n;
+    } while (got < room && SSL_has_pending(c->ssl));
+    if (got == room && SSL_has_pending(c->ssl))
+        ev_feed_event(c->b->loop, &c->rio, EV_READ);
+    return (ssize_t)got;
+}
+
+/* SSL_write in place of send(), writing all of len or nothing yet: a write
+ * that has to wait is retried with the same bytes at the same address
+ * (the pre-encoded stream), and perhaps more of them. */
+static ssize_t tls_send(conn *c, const unsigned char *data, size_t len)
+{
+    size_t n;
+
+    ERR_clear_error();
+    if (SSL_write_ex(c->ssl, data, len, &n) == 1)
+        return (ssize_t)n;
+    int error = SSL_get_error(c->ssl, 0);
+    if (error == SSL_ERROR_WANT_READ) {
+        /* Renegotiation is refused, so no write ever waits for a read;
+         * one that did would find no event to wake it. */
+        snprintf(c->b->tls_error, sizeof c->b->tls_error, "TLS: a write waits for a read");
+        errno = EPROTO;
+        return -1;
+    }
+    ssize_t r = tls_failure(c, error);
+    if (r == 0) {
+        errno = EPIPE;
+        r = -1;
+    }
+    return r;
+}
+
+static const char *io_error(const conn *c, int error)
+{
+    return c->ssl != NULL && error == EPROTO ? c->b->tls_error : strerror(error);
+}
+
+/* Keeps the newest session the daemon offers (TLS 1.3 offers them after
+ * the handshake, with the first reply), for the next connection. */
+static int keep_session(SSL *ssl, SSL_SESSION *session)
+{
+    bench *b = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+
+    SSL_SESSION_free(b->session);
+    b->session = session;
+    return 1;                   /* the reference is ours now */
+}
+
+/* ---- connections --------------------------------------------------------- */
+
 static void conn_close(conn *c)
 {
     ev_io_stop(c->b->loop, &c->rio);
     ev_io_stop(c->b->loop, &c->wio);
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        c->handshaking = 0;
+        c->tls_read_wants_write = 0;
+        ev_set_cb(&c->rio, on_readable);
+        ev_set_cb(&c->wio, on_writable);
+    }
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -282,10 +486,33 @@ static void conn_close(conn *c)
     pb_line_decoder_init(&c->line_decoder, MAX_REPLY_BYTES);
 }
 
+/* Closes a connection in good order: with TLS, close_notify first, which
+ * also keeps its session resumable (OpenSSL forgets the session of a
+ * connection dropped without it). */
+static void conn_finish(conn *c)
+{
+    if (c->ssl != NULL && !c->handshaking) {
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    conn_close(c);
+}
+
+/* With --rate, a closed connection waits to be started by the pace. */
+static void idle_push(conn *c)
+{
+    bench *b = c->b;
+    b->idle[b->idle_count++] = (unsigned long)(c - b->conns);
+}
+
 static void schedule_reconnect(conn *c, double delay)
 {
     if (!has_work(c->b))
         return;
+    if (c->b->opt.rate > 0) {
+        idle_push(c);
+        return;
+    }
     ev_timer_set(&c->retry, delay, 0.);
     ev_timer_start(c->b->loop, &c->retry);
 }
@@ -306,12 +533,11 @@ static void conn_lost(conn *c, const char *why)
     schedule_reconnect(c, 0.);
 }
 
-static void connect_failed(conn *c, int error)
+static void connect_failed(conn *c, const char *why)
 {
     bench *b = c->b;
 
-    note(b, &b->said_connect, "cannot connect to %s: %s", b->addr_text,
-         strerror(error));
+    note(b, &b->said_connect, "cannot connect to %s: %s", b->addr_text, why);
     conn_close(c);
     b->connect_errors++;
     b->errors++;
@@ -357,13 +583,14 @@ static void conn_flush(conn *c)
         size_t chunk = b->stream_bytes - c->out_offset;
         if (chunk > c->out_pending)
             chunk = c->out_pending;
-        ssize_t n = send(c->fd, b->stream + c->out_offset, chunk, MSG_NOSIGNAL);
+        ssize_t n = c->ssl != NULL ? tls_send(c, b->stream + c->out_offset, chunk)
+                                   : send(c->fd, b->stream + c->out_offset, chunk, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            conn_lost(c, strerror(errno));
+            conn_lost(c, io_error(c, errno));
             return;
         }
         b->bytes_out += (uint64_t)n;
@@ -378,16 +605,77 @@ static void conn_flush(conn *c)
         ev_io_stop(b->loop, &c->wio);
 }
 
+/* The connection can carry requests: the first ones go out. */
+static void conn_ready(conn *c)
+{
+    bench *b = c->b;
+
+    b->last_progress_ns = now_ns();
+    ev_io_start(b->loop, &c->rio);
+    conn_enqueue(c, (unsigned)b->opt.pipeline);
+    conn_flush(c);
+}
+
+/* Takes the handshake one step further; it waits on whichever way the
+ * socket must turn ready, never on both. */
+static void tls_step(conn *c)
+{
+    bench *b = c->b;
+
+    ERR_clear_error();
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        c->handshaking = 0;
+        ev_io_stop(b->loop, &c->wio);
+        ev_set_cb(&c->rio, on_readable);
+        ev_set_cb(&c->wio, on_writable);
+        b->handshakes++;
+        b->resumed += SSL_session_reused(c->ssl) == 1;
+        hist_record(&b->handshake_time, now_ns() - c->connect_ns);
+        if (b->tls_version == NULL) {
+            b->tls_version = SSL_get_version(c->ssl);
+            b->tls_cipher = SSL_get_cipher_name(c->ssl);
+        }
+        /* Reading ahead may have taken more than the handshake. */
+        if (SSL_has_pending(c->ssl))
+            ev_feed_event(b->loop, &c->rio, EV_READ);
+        conn_ready(c);
+        return;
+    }
+    int error = SSL_get_error(c->ssl, r);
+    if (error == SSL_ERROR_WANT_READ) {
+        ev_io_stop(b->loop, &c->wio);
+        ev_io_start(b->loop, &c->rio);
+    } else if (error == SSL_ERROR_WANT_WRITE) {
+        ev_io_stop(b->loop, &c->rio);
+        ev_io_start(b->loop, &c->wio);
+    } else {
+        char why[300];
+        handshake_error(b, c->ssl, error, why, sizeof why);
+        connect_failed(c, why);
+    }
+}
+
+static void on_handshake(struct ev_loop *loop, ev_io *w, int revents)
+{
+    tls_step(w->data);
+}
+
 static void conn_connected(conn *c)
 {
     bench *b = c->b;
 
     c->connecting = 0;
-    b->last_progress_ns = now_ns();
     ev_io_set(&c->rio, c->fd, EV_READ);
-    ev_io_start(b->loop, &c->rio);
-    conn_enqueue(c, (unsigned)b->opt.pipeline);
-    conn_flush(c);
+    if (b->tls == NULL) {
+        conn_ready(c);
+        return;
+    }
+    c->ssl = tls_new(b, c->fd);
+    c->handshaking = 1;
+    ev_set_cb(&c->rio, on_handshake);
+    ev_set_cb(&c->wio, on_handshake);
+    tls_step(c);
 }
 
 static void conn_start(conn *c)
@@ -395,11 +683,14 @@ static void conn_start(conn *c)
     bench *b = c->b;
     int fd = socket(b->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
+    b->opened++;
     if (fd < 0) {
-        connect_failed(c, errno);
+        connect_failed(c, strerror(errno));
         return;
     }
     c->fd = fd;
+    if (b->tls != NULL)
+        c->connect_ns = now_ns();
     if (b->tcp) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -410,11 +701,27 @@ static void conn_start(conn *c)
         return;
     }
     if (errno != EINPROGRESS) {
-        connect_failed(c, errno);
+        connect_failed(c, strerror(errno));
         return;
     }
     c->connecting = 1;
     ev_io_start(b->loop, &c->wio);
+}
+
+/* With --rate: starts as many connections as are due by now, from those
+ * closed. When none is closed the pace falls behind, and catches up as
+ * they close. */
+static void on_pace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    bench *b = w->data;
+    uint64_t due = (uint64_t)((double)(now_ns() - b->start_ns) / 1e9 * b->opt.rate) + 1;
+
+    while (b->opened < due && b->idle_count > 0 && has_work(b))
+        conn_start(&b->conns[b->idle[--b->idle_count]]);
+    /* A tenth of a second behind is no passing jitter. */
+    if (b->opened + 1 + (uint64_t)(b->opt.rate / 10) < due && b->running)
+        note(b, &b->said_behind, "all %lu connections busy, the pace of %g new connections "
+             "per second falls behind (raise --connections)", b->opt.connections, b->opt.rate);
 }
 
 /* ---- judging replies ----------------------------------------------------- */
@@ -605,10 +912,10 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         room = c->carry.cap - c->carry.len;
     }
 
-    ssize_t n = recv(c->fd, into, room, 0);
+    ssize_t n = c->ssl != NULL ? tls_recv(c, into, room) : recv(c->fd, into, room, 0);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            conn_lost(c, strerror(errno));
+            conn_lost(c, io_error(c, errno));
         return;
     }
     if (n == 0) {
@@ -645,8 +952,10 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 
     if (b->opt.new_conn) {
         if (c->inflight == 0) {
-            conn_close(c);
-            if (has_work(b))
+            conn_finish(c);
+            if (b->opt.rate > 0)
+                idle_push(c);
+            else if (has_work(b))
                 conn_start(c);
         }
         return;
@@ -668,12 +977,17 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0)
             error = errno;
         if (error != 0) {
-            connect_failed(c, error);
+            connect_failed(c, strerror(error));
             return;
         }
         ev_io_stop(loop, w);
         conn_connected(c);
         return;
+    }
+    if (c->tls_read_wants_write) {
+        c->tls_read_wants_write = 0;
+        ev_io_start(loop, &c->rio);
+        ev_feed_event(loop, &c->rio, EV_READ);
     }
     conn_flush(c);
 }
@@ -706,14 +1020,25 @@ static int overdue(const conn *c, uint64_t now)
     return c->inflight > 0 && now - c->sent_at[c->ring_head] > REPLY_TIMEOUT_NS;
 }
 
+/* A TLS connection still connecting or in its handshake after as long as a
+ * reply may take; it would hold its place for ever. */
+static int stuck(const conn *c, uint64_t now)
+{
+    return c->b->tls != NULL && (c->connecting || c->handshaking)
+           && now - c->connect_ns > REPLY_TIMEOUT_NS;
+}
+
 static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
 {
     bench *b = w->data;
     uint64_t now = now_ns();
 
-    for (unsigned long i = 0; i < b->opt.connections && b->running; i++)
+    for (unsigned long i = 0; i < b->opt.connections && b->running; i++) {
         if (overdue(&b->conns[i], now))
             conn_lost(&b->conns[i], "no reply in time");
+        else if (stuck(&b->conns[i], now))
+            connect_failed(&b->conns[i], "no TLS handshake in time");
+    }
     if (b->running && now - b->last_progress_ns > REPLY_TIMEOUT_NS) {
         note(b, &b->said_stall, "nothing answered or connected for %.0f s; stopping",
              (double)REPLY_TIMEOUT_NS / 1e9);
@@ -766,14 +1091,28 @@ static void usage(FILE *to)
           "      --type TYPE        content-type for kind file\n"
           "                         (default application/octet-stream)\n"
           "      --new-conn         open a new connection for every request\n"
+          "      --rate N           open N new connections per second, each for one\n"
+          "                         request, at most --connections at once (implies\n"
+          "                         --new-conn)\n"
           "  -l, --line             line framing (kinds search and echo)\n"
           "      --json             print the report as one JSON object\n"
+          "      --tls              speak TLS (1.2 or later) to the daemon\n"
+          "      --ca FILE          trust the CA certificates in FILE (PEM) instead of the\n"
+          "                         system's when verifying the daemon's certificate\n"
+          "      --cert FILE        present the client certificate in FILE (PEM)\n"
+          "      --key FILE         its private key (PEM; default: the --cert file)\n"
+          "      --servername NAME  the name the daemon's certificate must carry, also sent\n"
+          "                         as SNI (default HOST; with -u, give it or --insecure)\n"
+          "      --insecure         do not verify the daemon's certificate\n"
+          "      --no-resume        a full handshake for every connection: do not resume\n"
+          "                         the daemon's last TLS session\n"
           "  -q, --quiet            no live progress line\n"
           "  -h, --help             show this help\n"
           "  -V, --version          show the version\n"
           "\n"
           "Every reply is checked; a wrong reply counts as an error, and so does a\n"
-          "request unanswered after 5 s. MB are 10^6 bytes.\n"
+          "request unanswered after 5 s. MB are 10^6 bytes. --ca, --cert, --key,\n"
+          "--servername, --insecure and --no-resume each imply --tls.\n"
           "Exit status: 0 no errors, 1 errors, 2 usage error, 3 cannot connect.\n",
           to);
 }
@@ -827,7 +1166,8 @@ static size_t parse_size(const char *text)
 
 static void parse_options(options *o, int argc, char **argv)
 {
-    enum { OPT_CONTENT = 256, OPT_CONTENT_FILE, OPT_TYPE, OPT_NEW_CONN, OPT_JSON };
+    enum { OPT_CONTENT = 256, OPT_CONTENT_FILE, OPT_TYPE, OPT_NEW_CONN, OPT_RATE, OPT_JSON,
+           OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY, OPT_SERVERNAME, OPT_INSECURE, OPT_NO_RESUME };
     static const struct option longopts[] = {
         { "unix", required_argument, NULL, 'u' },
         { "connections", required_argument, NULL, 'c' },
@@ -840,8 +1180,16 @@ static void parse_options(options *o, int argc, char **argv)
         { "content-file", required_argument, NULL, OPT_CONTENT_FILE },
         { "type", required_argument, NULL, OPT_TYPE },
         { "new-conn", no_argument, NULL, OPT_NEW_CONN },
+        { "rate", required_argument, NULL, OPT_RATE },
         { "line", no_argument, NULL, 'l' },
         { "json", no_argument, NULL, OPT_JSON },
+        { "tls", no_argument, NULL, OPT_TLS },
+        { "ca", required_argument, NULL, OPT_CA },
+        { "cert", required_argument, NULL, OPT_CERT },
+        { "key", required_argument, NULL, OPT_KEY },
+        { "servername", required_argument, NULL, OPT_SERVERNAME },
+        { "insecure", no_argument, NULL, OPT_INSECURE },
+        { "no-resume", no_argument, NULL, OPT_NO_RESUME },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -904,11 +1252,41 @@ static void parse_options(options *o, int argc, char **argv)
         case OPT_NEW_CONN:
             o->new_conn = 1;
             break;
+        case OPT_RATE:
+            errno = 0;
+            o->rate = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' || !(o->rate > 0)
+                || o->rate > MAX_RATE)
+                usage_error("--rate must be a positive number of connections per second "
+                            "up to %g, not '%s'", MAX_RATE, optarg);
+            o->new_conn = 1;
+            break;
         case 'l':
             o->line = 1;
             break;
         case OPT_JSON:
             o->json = 1;
+            break;
+        case OPT_TLS:
+            o->tls = 1;
+            break;
+        case OPT_CA:
+            o->ca = optarg;
+            break;
+        case OPT_CERT:
+            o->cert = optarg;
+            break;
+        case OPT_KEY:
+            o->key = optarg;
+            break;
+        case OPT_SERVERNAME:
+            o->servername = optarg;
+            break;
+        case OPT_INSECURE:
+            o->insecure = 1;
+            break;
+        case OPT_NO_RESUME:
+            o->no_resume = 1;
             break;
         case 'q':
             o->quiet = 1;
@@ -939,7 +1317,17 @@ static void parse_options(options *o, int argc, char **argv)
     if (have_duration && o->requests != 0)
         usage_error("give either --duration or --requests, not both");
     if (o->new_conn && o->pipeline > 1)
-        usage_error("--new-conn sends one request per connection; --pipeline does not apply");
+        usage_error("--new-conn and --rate send one request per connection; "
+                    "--pipeline does not apply");
+    if (o->ca || o->cert || o->key || o->servername || o->insecure || o->no_resume)
+        o->tls = 1;
+    if (o->key != NULL && o->cert == NULL)
+        usage_error("--key needs --cert");
+    if (o->servername != NULL && o->servername[0] == '\0')
+        usage_error("--servername must not be empty");
+    /* A socket path is no name a certificate can carry. */
+    if (o->tls && o->unix_path != NULL && o->servername == NULL && !o->insecure)
+        usage_error("TLS over -u PATH needs --servername NAME (or --insecure)");
     if (o->content != NULL && o->kind != KIND_JSON)
         usage_error("--content is for --kind json");
     if ((o->content_file != NULL || o->type != NULL) && o->kind != KIND_FILE)
@@ -1103,8 +1491,97 @@ static void build_requests(bench *b)
     pb_buf_free(&one);
 }
 
+static int is_ip_literal(const char *name)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+}
+
+/* Exits naming the file and what OpenSSL made of it. */
+static void tls_file_failure(const char *option, const char *path, const char *wanted)
+    __attribute__((noreturn));
+
+static void tls_file_failure(const char *option, const char *path, const char *wanted)
+{
+    if (access(path, R_OK) != 0)
+        fprintf(stderr, "plugboard-bench: %s %s: %s\n", option, path, strerror(errno));
+    else
+        fprintf(stderr, "plugboard-bench: %s %s: no usable %s in it (%s)\n", option, path,
+                wanted, tls_reason());
+    exit(EXIT_USAGE);
+}
+
+/* The one TLS context of the run, which every connection shares. */
+static void tls_setup(bench *b)
+{
+    const options *o = &b->opt;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        out_of_memory();
+    /* With renegotiation refused, a write never has to wait for a read.
+     * A close without close_notify reads as end of file: the framing
+     * itself tells a whole reply from a cut one. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    /* Whole runs of records in one read(); tls_recv() drains them. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+
+    b->tls_name = o->servername != NULL ? o->servername : o->host;
+    /* RFC 6066: a server name indication is a host name, never an address. */
+    b->tls_sni = b->tls_name != NULL && !is_ip_literal(b->tls_name);
+    if (o->insecure) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (o->ca != NULL) {
+            if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1)
+                tls_file_failure("--ca", o->ca, "PEM certificate");
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            fprintf(stderr, "plugboard-bench: cannot load the system's trusted certificates: "
+                    "%s\n", tls_reason());
+            exit(EXIT_CONNECT);
+        }
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+        int ok = b->tls_sni ? X509_VERIFY_PARAM_set1_host(param, b->tls_name, 0)
+                            : X509_VERIFY_PARAM_set1_ip_asc(param, b->tls_name);
+        if (ok != 1)
+            usage_error("cannot verify a certificate against the name '%s'", b->tls_name);
+    }
+    if (o->cert != NULL) {
+        const char *key = o->key != NULL ? o->key : o->cert;
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
+            tls_file_failure("--cert", o->cert, "PEM certificate");
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+                fprintf(stderr, "plugboard-bench: the key in %s does not match the certificate "
+                        "in %s\n", key, o->cert);
+            else if (o->key == NULL)
+                fprintf(stderr, "plugboard-bench: --cert %s: no private key found in it; "
+                        "give --key FILE\n", o->cert);
+            else
+                tls_file_failure("--key", key, "PEM private key");
+            exit(EXIT_USAGE);
+        }
+    }
+    if (o->no_resume) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    } else {
+        SSL_CTX_set_app_data(ctx, b);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT
+                                            | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, keep_session);
+    }
+    /* OpenSSL writes with write(2), which has no MSG_NOSIGNAL. */
+    signal(SIGPIPE, SIG_IGN);
+    b->tls = ctx;
+}
+
 /* A blocking connect with a timeout, tried once before the run so that an
- * unreachable daemon is reported plainly instead of as a flood of errors. */
+ * unreachable daemon is reported plainly instead of as a flood of errors;
+ * the connected socket, or -1. */
 static int probe(const struct sockaddr *addr, socklen_t addrlen, int *error)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1132,8 +1609,47 @@ static int probe(const struct sockaddr *addr, socklen_t addrlen, int *error)
             return -1;
         }
     }
+    return fd;
+}
+
+/* One handshake on the probe's socket, so that a certificate that does not
+ * verify is reported once and plainly, as a failure to connect. */
+static void probe_tls(bench *b, int fd)
+{
+    SSL *ssl = tls_new(b, fd);
+    char why[300];
+
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(ssl);
+        if (r == 1)
+            break;
+        int error = SSL_get_error(ssl, r);
+        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
+            handshake_error(b, ssl, error, why, sizeof why);
+            fprintf(stderr, "plugboard-bench: cannot connect to %s: %s\n", b->addr_text, why);
+            exit(EXIT_CONNECT);
+        }
+        struct pollfd p = { .fd = fd,
+                            .events = error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT };
+        if (poll(&p, 1, PROBE_TIMEOUT_MS) == 0) {
+            fprintf(stderr, "plugboard-bench: cannot connect to %s: no TLS handshake in %d s\n",
+                    b->addr_text, PROBE_TIMEOUT_MS / 1000);
+            exit(EXIT_CONNECT);
+        }
+    }
+    SSL_shutdown(ssl);
+    ERR_clear_error();
+    SSL_free(ssl);
+}
+
+/* The probe's socket served its purpose once it connected (and, with TLS,
+ * shook hands). */
+static void probed(bench *b, int fd)
+{
+    if (b->tls != NULL)
+        probe_tls(b, fd);
     close(fd);
-    return 0;
 }
 
 static void resolve_address(bench *b)
@@ -1148,8 +1664,11 @@ static void resolve_address(bench *b)
         memcpy(sun->sun_path, o->unix_path, strlen(o->unix_path) + 1);
         b->addrlen = sizeof *sun;
         snprintf(b->addr_text, sizeof b->addr_text, "%s", o->unix_path);
-        if (probe((struct sockaddr *)sun, b->addrlen, &error) == 0)
+        int fd = probe((struct sockaddr *)sun, b->addrlen, &error);
+        if (fd >= 0) {
+            probed(b, fd);
             return;
+        }
     } else {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
         struct addrinfo *list;
@@ -1162,11 +1681,13 @@ static void resolve_address(bench *b)
             exit(EXIT_CONNECT);
         }
         for (struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
-            if (probe(ai->ai_addr, ai->ai_addrlen, &error) == 0) {
+            int fd = probe(ai->ai_addr, ai->ai_addrlen, &error);
+            if (fd >= 0) {
                 memcpy(&b->addr, ai->ai_addr, ai->ai_addrlen);
                 b->addrlen = ai->ai_addrlen;
                 b->tcp = 1;
                 freeaddrinfo(list);
+                probed(b, fd);
                 return;
             }
         }
@@ -1200,6 +1721,15 @@ static void setup_connections(bench *b)
     b->read_chunk = malloc(READ_CHUNK);
     if (b->conns == NULL || b->read_chunk == NULL)
         out_of_memory();
+    if (b->opt.rate > 0) {
+        b->idle = malloc(b->opt.connections * sizeof *b->idle);
+        if (b->idle == NULL)
+            out_of_memory();
+        /* Stacked so that the first connection is the first taken. */
+        for (unsigned long i = 0; i < b->opt.connections; i++)
+            b->idle[i] = b->opt.connections - 1 - i;
+        b->idle_count = b->opt.connections;
+    }
     for (unsigned long i = 0; i < b->opt.connections; i++) {
         conn *c = &b->conns[i];
         c->b = b;
@@ -1220,13 +1750,16 @@ static void teardown(bench *b)
 {
     for (unsigned long i = 0; i < b->opt.connections; i++) {
         conn *c = &b->conns[i];
-        conn_close(c);
+        conn_finish(c);
         ev_timer_stop(b->loop, &c->retry);
         pb_buf_free(&c->carry);
         free(c->sent_at);
     }
     free(b->conns);
+    free(b->idle);
     free(b->read_chunk);
+    SSL_SESSION_free(b->session);
+    SSL_CTX_free(b->tls);
     free(b->stream);
     pb_buf_free(&b->expect.wire);
     free(b->expect.content);
@@ -1240,6 +1773,8 @@ static void teardown(bench *b)
 typedef struct results {
     double seconds;
     double rps;
+    double connections_per_s;   /* connections opened */
+    double handshake_us[3];     /* p50, p99, max */
     double mb_out;
     double mb_in;
     double percentile_us[5];
@@ -1294,6 +1829,28 @@ static void report_json(const bench *b, const results *r)
            | add_count(root, "size", b->content_bytes)
            | json_object_set_new(root, "framing", json_string(o->line ? "line" : "frame"))
            | json_object_set_new(root, "new_conn", json_boolean(o->new_conn));
+    if (o->new_conn)
+        bad |= add_count(root, "connections_opened", b->opened)
+               | add_number(root, "connections_per_s", rounded(r->connections_per_s, 10));
+    if (o->rate > 0)
+        bad |= add_number(root, "rate", o->rate);
+    if (b->tls != NULL) {
+        json_t *tls = json_object();
+        json_t *handshake = json_object();
+        if (tls == NULL || handshake == NULL)
+            out_of_memory();
+        bad |= json_object_set_new(tls, "version", b->tls_version ? json_string(b->tls_version)
+                                                                  : json_null())
+               | json_object_set_new(tls, "cipher", b->tls_cipher ? json_string(b->tls_cipher)
+                                                                  : json_null())
+               | add_count(tls, "handshakes", b->handshakes)
+               | add_count(tls, "resumed", b->resumed)
+               | add_number(handshake, "p50", rounded(r->handshake_us[0], 10))
+               | add_number(handshake, "p99", rounded(r->handshake_us[1], 10))
+               | add_number(handshake, "max", rounded(r->handshake_us[2], 10))
+               | json_object_set_new(tls, "handshake_us", handshake)
+               | json_object_set_new(root, "tls", tls);
+    }
     if (bad != 0 || pb_json_dump(&out, root) != 0 || pb_buf_append_byte(&out, '\n') != 0)
         out_of_memory();
     fwrite(pb_buf_head(&out), 1, pb_buf_used(&out), stdout);
@@ -1305,10 +1862,10 @@ static void report_text(const bench *b, const results *r)
 {
     const options *o = &b->opt;
 
-    printf("plugboard-bench: %s, %s framing, kind %s (%zu bytes of content, %zu on the wire), "
+    printf("plugboard-bench: %s%s, %s framing, kind %s (%zu bytes of content, %zu on the wire), "
            "%lu connection%s, pipeline %lu%s\n",
-           b->addr_text, o->line ? "line" : "frame", kind_names[o->kind], b->content_bytes,
-           b->request_bytes,
+           b->addr_text, b->tls != NULL ? " over TLS" : "", o->line ? "line" : "frame",
+           kind_names[o->kind], b->content_bytes, b->request_bytes,
            o->connections, o->connections == 1 ? "" : "s", o->pipeline,
            o->new_conn ? ", new connection per request" : "");
     printf("  requests      %llu\n", (unsigned long long)b->ok);
@@ -1321,6 +1878,20 @@ static void report_text(const bench *b, const results *r)
     printf("  latency (us)  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
            r->percentile_us[0], r->percentile_us[1], r->percentile_us[2],
            r->percentile_us[3], r->percentile_us[4]);
+    if (o->new_conn) {
+        printf("  connections   %llu opened, %.1f/s", (unsigned long long)b->opened,
+               r->connections_per_s);
+        if (o->rate > 0)
+            printf(" (paced at %g/s)", o->rate);
+        putchar('\n');
+    }
+    if (b->tls != NULL) {
+        printf("  TLS           %s %s, %llu handshakes, %llu resumed\n",
+               b->tls_version ? b->tls_version : "-", b->tls_cipher ? b->tls_cipher : "-",
+               (unsigned long long)b->handshakes, (unsigned long long)b->resumed);
+        printf("  handshake (us) p50 %.1f  p99 %.1f  max %.1f (from connect)\n",
+               r->handshake_us[0], r->handshake_us[1], r->handshake_us[2]);
+    }
     if (r->cpu_us_per_request >= 0)
         printf("  bench CPU     %.2f us per request, %.0f%% of one core%s\n",
                r->cpu_us_per_request, r->cpu_percent,
@@ -1344,6 +1915,8 @@ int main(int argc, char **argv)
     parse_options(&b.opt, argc, argv);
     build_requests(&b);
     ensure_descriptors(b.opt.connections);
+    if (b.opt.tls)
+        tls_setup(&b);
     resolve_address(&b);
 
     b.loop = ev_default_loop(EVFLAG_AUTO);
@@ -1365,6 +1938,11 @@ int main(int argc, char **argv)
     b.progress_timer.data = &b;
     ev_timer_init(&b.watchdog, on_watchdog, 1., 1.);
     b.watchdog.data = &b;
+    if (b.opt.rate > 0) {
+        double tick = 1. / b.opt.rate;
+        ev_timer_init(&b.pace, on_pace, 0., tick > PACE_TICK ? tick : PACE_TICK);
+        b.pace.data = &b;
+    }
 
     double cpu_start = cpu_seconds();
     ev_now_update(b.loop);
@@ -1375,8 +1953,11 @@ int main(int argc, char **argv)
         ev_timer_start(b.loop, &b.duration_timer);
     if (b.progress)
         ev_timer_start(b.loop, &b.progress_timer);
-    for (unsigned long i = 0; i < b.opt.connections && has_work(&b); i++)
-        conn_start(&b.conns[i]);
+    if (b.opt.rate > 0)
+        ev_timer_start(b.loop, &b.pace);
+    else
+        for (unsigned long i = 0; i < b.opt.connections && has_work(&b); i++)
+            conn_start(&b.conns[i]);
     if (b.running)
         ev_run(b.loop, 0);
     uint64_t elapsed_ns = now_ns() - b.start_ns;
@@ -1394,6 +1975,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < 4; i++)
         r.percentile_us[i] = (double)hist_percentile(&b.latency, report_percentiles[i]) / 1e3;
     r.percentile_us[4] = (double)b.latency.max / 1e3;
+    r.connections_per_s = (double)b.opened / r.seconds;
+    r.handshake_us[0] = (double)hist_percentile(&b.handshake_time, 50.0) / 1e3;
+    r.handshake_us[1] = (double)hist_percentile(&b.handshake_time, 99.0) / 1e3;
+    r.handshake_us[2] = (double)b.handshake_time.max / 1e3;
     r.cpu_us_per_request = b.ok > 0 ? cpu * 1e6 / (double)b.ok : -1;
     r.cpu_percent = cpu / r.seconds * 100;
     if (b.opt.json)
@@ -1406,6 +1991,8 @@ int main(int argc, char **argv)
     ev_timer_stop(b.loop, &b.duration_timer);
     ev_timer_stop(b.loop, &b.progress_timer);
     ev_timer_stop(b.loop, &b.watchdog);
+    if (b.opt.rate > 0)
+        ev_timer_stop(b.loop, &b.pace);
     teardown(&b);
     ev_loop_destroy(b.loop);
     return b.errors > 0 ? EXIT_ERRORS : 0;
