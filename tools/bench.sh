@@ -1,7 +1,9 @@
 #!/bin/bash
 # bench.sh - runs plugboard's fixed benchmark matrix side by side with
 # redis-server PING and the guide's Python server, measures the memory of
-# idle connections, and writes the results into docs/benchmarks.md.
+# idle connections, and writes the results into docs/benchmarks.md. Search
+# over TLS is measured against plugboard without TLS and redis PING over
+# TLS, with certificates made at run time by openssl.
 #
 # Usage: tools/bench.sh [OPTIONS]
 #   -q, --quick          1 s per cell instead of 3 (about a minute in all)
@@ -13,10 +15,13 @@
 #                        plugins/.libs; or a daemon binary alone, which then
 #                        loads this tree's plugins)
 #       --no-redis, --no-python, --no-memory   skip those parts
+#       --no-tls         skip the TLS rows
 # Environment: BUILDDIR (default .) holds daemon/plugboard,
 # tools/plugboard-bench and plugins/.libs. Needs taskset, python3 and, for
 # the comparison, redis-server and redis-benchmark (Debian: redis-server,
-# redis-tools). Not part of make check: the numbers are recorded, not judged.
+# redis-tools); the TLS rows need openssl, and redis built with TLS (as
+# Debian's is) for its TLS rows. Not part of make check: the numbers are
+# recorded, not judged.
 set -eu
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +33,7 @@ OUT=$SRCDIR/docs/benchmarks.md
 DURATION=3
 BEFORE=
 BEFORE_PLUGINS=
-DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1
+DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1 DO_TLS=1
 IDLE_CONNECTIONS=10000
 
 while [ $# -gt 0 ]; do
@@ -47,6 +52,7 @@ while [ $# -gt 0 ]; do
     --no-redis) DO_REDIS=0 ;;
     --no-python) DO_PYTHON=0 ;;
     --no-memory) DO_MEMORY=0 ;;
+    --no-tls) DO_TLS=0 ;;
     -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -59,6 +65,10 @@ done
 if [ "$DO_REDIS" = 1 ] && ! command -v redis-server >/dev/null; then
     echo "bench.sh: redis-server not found; skipping redis (apt-get install redis-server redis-tools)" >&2
     DO_REDIS=0
+fi
+if [ "$DO_TLS" = 1 ] && ! command -v openssl >/dev/null; then
+    echo "bench.sh: openssl not found; skipping the TLS rows" >&2
+    DO_TLS=0
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/plugboard-bench.XXXXXX")
@@ -105,6 +115,43 @@ cpu_ticks() {
 }
 TICKS=$(getconf CLK_TCK)
 
+# A CA and a server certificate for 127.0.0.1 and localhost, both ECDSA
+# P-256, in TLS_DIR.
+TLS_DIR=$WORK/tls
+make_certificates() {
+    mkdir -p "$TLS_DIR"
+    cat >"$TLS_DIR/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = plugboard benchmark CA
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+EOF
+    {
+        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" -days 2 \
+            -config "$TLS_DIR/openssl.cnf" -extensions ca
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj /CN=localhost
+        openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" \
+            -CAkey "$TLS_DIR/ca.key" -CAcreateserial -days 2 -out "$TLS_DIR/server.crt" \
+            -extfile "$TLS_DIR/openssl.cnf" -extensions server
+    } 2>"$TLS_DIR/openssl.log"
+}
+if [ "$DO_TLS" = 1 ] && ! make_certificates; then
+    echo "bench.sh: cannot make certificates ($(tail -1 "$TLS_DIR/openssl.log")); skipping the TLS rows" >&2
+    DO_TLS=0
+fi
+
 SERVER_PID=
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
@@ -114,16 +161,18 @@ stop_server() {
 }
 
 # start_daemon BINARY WORKERS CPUS
-# start_daemon BINARY WORKERS CPUS [PLUGIN_DIR]
+# start_daemon BINARY WORKERS CPUS [PLUGIN_DIR [tls]]
 start_daemon() {
     PORT=$(free_port)
+    local tls=
+    [ "${5:-}" = tls ] && tls="tls = { certificate = \"$TLS_DIR/server.crt\"; key = \"$TLS_DIR/server.key\"; };"
     cat >"$WORK/plugboard.conf" <<EOF
 plugin_dir = "${4:-$PLUGINS}";
 workers = $2;
 log = { level = "warning"; target = "stderr"; };
 limits = { max_connections = 20000; max_message_bytes = 2097152;
            idle_timeout = 0.0; max_pending_output = 4194304; };
-listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; } );
+listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; $tls } );
 plugins = (
   { name = "echo"; module = "echo"; },
   { name = "search"; module = "search";
@@ -138,6 +187,10 @@ routes = (
   { plugin = "first10"; }
 );
 EOF
+    if [ -n "$tls" ] && ! "$1" -t -c "$WORK/plugboard.conf" >>"$WORK/daemon.log" 2>&1; then
+        echo "bench.sh: this daemon takes no TLS listener; skipping its TLS rows" >&2
+        return 1
+    fi
     taskset -c "$3" "$1" -f -c "$WORK/plugboard.conf" 2>>"$WORK/daemon.log" &
     SERVER_PID=$!
     PIDS="$PIDS $SERVER_PID"
@@ -152,8 +205,10 @@ record() {
 }
 
 # pb SERVER_LABEL WORKERS KIND SIZE CONNS PIPELINE NEWCONN
+# (PB_FLAGS: more plugboard-bench options, such as TLS's)
+PB_FLAGS=
 pb() {
-    local flags="-k $3 -c $5 -P $6"
+    local flags="-k $3 -c $5 -P $6 $PB_FLAGS"
     [ "$3" = search ] || flags="$flags -s $4"
     [ "$7" = new-conn ] && flags="$flags --new-conn"
     local before after json
@@ -177,17 +232,24 @@ print(r["rps"], r["mb_per_s_in"], r["mb_per_s_out"], r["latency_us"]["p50"],
 }
 
 # redis CONNS PIPELINE KEEPALIVE(1|0)
+# (REDIS_LABEL: the server column; REDIS_FLAGS: more redis-benchmark options)
+REDIS_LABEL=redis
+REDIS_FLAGS=
 redis() {
     local n=20000 csv before after rps
     [ "$3" = 0 ] && n=5000
     # A first short run sizes the measured one to about DURATION seconds.
-    rps=$(taskset -c "$BENCH_CPU" redis-benchmark -h 127.0.0.1 -p "$PORT" -c "$1" -P "$2" \
-              -k "$3" -n "$n" -t ping_mbulk --csv 2>/dev/null | awk -F'"' '/PING/ { print int($4) }')
+    # shellcheck disable=SC2086
+    rps=$(taskset -c "$BENCH_CPU" redis-benchmark -h 127.0.0.1 -p "$PORT" $REDIS_FLAGS -c "$1" \
+              -P "$2" -k "$3" -n "$n" -t ping_mbulk --csv 2>/dev/null | awk -F'"' '/PING/ { print int($4) }')
     n=$(( ${rps:-10000} * DURATION ))
     [ "$n" -ge "$1" ] || n=$1
     before=$(cpu_ticks "$SERVER_PID")
+    # shellcheck disable=SC2086
     csv=$(timeout $((DURATION * 5 + 60)) taskset -c "$BENCH_CPU" redis-benchmark -h 127.0.0.1 \
-              -p "$PORT" -c "$1" -P "$2" -k "$3" -n "$n" -t ping_mbulk --csv 2>/dev/null | grep PING)
+              -p "$PORT" $REDIS_FLAGS -c "$1" -P "$2" -k "$3" -n "$n" -t ping_mbulk --csv \
+              2>/dev/null | grep PING) || true
+    [ -n "$csv" ] || { echo "bench.sh: no report from redis-benchmark for $REDIS_LABEL $*" >&2; return 0; }
     after=$(cpu_ticks "$SERVER_PID")
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     local f
@@ -199,7 +261,7 @@ print(row[1], "-", "-", float(row[4]) * 1000, float(row[6]) * 1000, 0, "%.2f" % 
     local mode=keep
     [ "$3" = 0 ] && mode=new-conn
     # shellcheck disable=SC2086
-    record redis 1 ping - "$1" "$2" "$mode" $f
+    record "$REDIS_LABEL" 1 ping - "$1" "$2" "$mode" $f
 }
 
 # Resident memory of the worker for IDLE_CONNECTIONS idle connections.
@@ -254,6 +316,16 @@ done
 pb plugboard 2 search - 50 1 new-conn
 stop_server
 
+if [ "$DO_TLS" = 1 ]; then
+    echo "plugboard over TLS, 1 worker"
+    if start_daemon "$DAEMON" 1 "$SERVER_CPU" "$PLUGINS" tls; then
+        PB_FLAGS="--ca $TLS_DIR/ca.crt"
+        for p in 16 1; do pb plugboard-tls 1 search - 50 "$p" keep; done
+        PB_FLAGS=
+        stop_server
+    fi
+fi
+
 if [ "$DO_REDIS" = 1 ]; then
     echo "redis-server PING"
     PORT=$(free_port)
@@ -267,6 +339,32 @@ if [ "$DO_REDIS" = 1 ]; then
     done
     redis 50 1 0
     stop_server
+
+    if [ "$DO_TLS" = 1 ]; then
+        echo "redis-server PING over TLS"
+        PORT=$(free_port)
+        taskset -c "$SERVER_CPU" redis-server --bind 127.0.0.1 --port 0 --tls-port "$PORT" \
+            --tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" \
+            --tls-ca-cert-file "$TLS_DIR/ca.crt" --tls-auth-clients no --save '' \
+            --appendonly no --daemonize no --maxclients 10000 >"$WORK/redis-tls.log" 2>&1 &
+        SERVER_PID=$!
+        PIDS="$PIDS $SERVER_PID"
+        # A redis built without TLS refuses the --tls-* directives and exits.
+        sleep 0.5
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "bench.sh: redis-server has no TLS ($(grep -m1 -i -e error -e bad "$WORK/redis-tls.log")); skipping redis over TLS" >&2
+            SERVER_PID=
+        elif ! redis-benchmark --help 2>&1 | grep -q -e --tls; then
+            echo "bench.sh: redis-benchmark has no --tls; skipping redis over TLS" >&2
+            stop_server
+        else
+            wait_port "$PORT"
+            REDIS_LABEL=redis-tls REDIS_FLAGS="--tls --cacert $TLS_DIR/ca.crt"
+            for p in 16 1; do redis 50 "$p" 1; done
+            REDIS_LABEL=redis REDIS_FLAGS=
+            stop_server
+        fi
+    fi
 fi
 
 if [ "$DO_PYTHON" = 1 ]; then
@@ -382,6 +480,22 @@ if os.path.exists(memory):
     per = int(open(memory).read().split()[4])
     w(f"| 10 000 idle connections <= 1 KiB RSS each | {per} bytes | {'yes' if per <= 1024 else 'no'} |")
 w("")
+
+tls_rows = [(p, find("plugboard", "search", 50, p, "keep"), find("plugboard-tls", "search", 50, p, "keep"),
+             find("redis-tls", "ping", 50, p, "keep")) for p in (16, 1)]
+if any(t or r for _, _, t, r in tls_rows):
+    w("TLS (search, 50 connections, 1 worker; redis answering PING over TLS):")
+    w("")
+    w("| pipeline | plugboard req/s | plugboard TLS req/s | TLS / plain | server CPU us/req, plain / TLS | redis TLS req/s | plugboard TLS / redis TLS |")
+    w("|---|---:|---:|---:|---:|---:|---:|")
+    def q(a, b):
+        return f"{a / b:.2f}x" if a is not None and b else "-"
+    for p, plain, tls, rtls in tls_rows:
+        a, t, r = best_rps(plain), best_rps(tls), best_rps(rtls)
+        cpu = f"{plain[0]['cpu'] if plain else '-'} / {tls[0]['cpu'] if tls else '-'}"
+        w(f"| {p} | {fmt(a) if a is not None else '-'} | {fmt(t) if t is not None else '-'} | "
+          f"{q(t, a)} | {cpu} | {fmt(r) if r is not None else '-'} | {q(t, r)} |")
+    w("")
 
 pairs = [r for r in rows if r["server"] in ("before", "after")]
 if pairs:
