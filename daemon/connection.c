@@ -765,12 +765,11 @@ static void flush(pb_conn *c)
 }
 
 /* A handshake that failed costs the daemon nothing more than the close:
- * a scanner, plaintext on a TLS port or a refused certificate. */
-static void handshake_failed(pb_conn *c)
+ * a scanner, plaintext on a TLS port, a refused certificate, a peer that
+ * stalled past idle_timeout. */
+static void handshake_failed(pb_conn *c, const char *why)
 {
     static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
-    char why[256];
-    pb_tls_reason(why, sizeof why);
     pb_log_limited(&limit, PB_LOG_DEBUG, "TLS handshake with %s on %s failed: %s",
                    peer_of(c), c->listener->address, why);
     atomic_fetch_add_explicit(&stats(c)->refused_tls, 1, memory_order_relaxed);
@@ -793,8 +792,10 @@ static void continue_handshake(pb_conn *c)
     case PB_TLS_WANT_WRITE:
         set_events(c, EV_WRITE);
         return;
-    default:
-        handshake_failed(c);
+    default: {
+        char why[256];
+        handshake_failed(c, pb_tls_reason(why, sizeof why));
+    }
     }
 }
 
@@ -996,6 +997,10 @@ void pb_conn_expire_idle(pb_server *s)
             touch(c);
             if (s->oldest == c)
                 break;
+            continue;
+        }
+        if (c->handshaking) {
+            handshake_failed(c, "no handshake within idle_timeout");
             continue;
         }
         pb_log_debug("closing idle connection on %s", c->listener->address);
