@@ -1,7 +1,7 @@
 /*
  * test_cli.c - the command lines: plugboard -V, -t on good and bad
  * configurations, a port already in use, and plugboard-cli's forms against
- * a running daemon.
+ * a running daemon, in the clear and over TLS.
  */
 
 #include <arpa/inet.h>
@@ -277,7 +277,7 @@ Test(cli, port_in_use)
 /* --- plugboard-cli ------------------------------------------------------- */
 
 typedef struct cli_case {
-    const char *args[8];    /* after the program; "@PORTn@", "@SOCK@" are replaced */
+    const char *args[12];   /* after the program; "@PORTn@", "@SOCK@" are replaced */
     const char *input;
     int status;
     const char *out;        /* exact stdout */
@@ -286,7 +286,7 @@ typedef struct cli_case {
 
 static void run_cli(const pb_daemon *d, const cli_case *c)
 {
-    const char *argv[10] = { PB_T_CLI_BIN };
+    const char *argv[14] = { PB_T_CLI_BIN };
     char ports[PB_T_PORTS][16], what[512];
     pb_run_result r;
     size_t n = 1;
@@ -467,4 +467,128 @@ Test(cli, usage_errors_exit_2)
     pb_run(bad_json, NULL, NULL, 0, &r);
     expect_run(NULL, &r, r.status == 2 && r.err_len > 0, "wanted exit status 2");
     pb_run_free(&r);
+}
+
+/* --- plugboard-cli over TLS ---------------------------------------------- */
+
+/* TLS on every listener: PORT0 frame, PORT1 line pinned to echo, PORT2
+ * frame asking for a client certificate, SOCK frame. */
+#define TLS_CONF \
+    BASE "listeners = (\n" \
+    "  { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\"; }; },\n" \
+    "  { address = \"127.0.0.1\"; port = @PORT1@; framing = \"line\"; plugin = \"echo\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\"; }; },\n" \
+    "  { address = \"127.0.0.1\"; port = @PORT2@; framing = \"frame\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\";\n" \
+    "            ca = \"@DIR@/ca.crt\"; verify_client = \"require\"; }; },\n" \
+    "  { path = \"@SOCK@\"; framing = \"frame\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\"; }; }\n" \
+    ");\n"
+
+/* An ECDSA P-256 CA, a server certificate for 127.0.0.1 and localhost, and
+ * a client certificate with its key in the same file (client.pem). */
+#define MAKE_CERTIFICATES \
+    "set -e\n" \
+    "cat > openssl.cnf <<EOF\n" \
+    "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = plugboard-cli test CA\n" \
+    "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign\n" \
+    "[server]\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n" \
+    "[client]\nextendedKeyUsage = clientAuth\n" \
+    "EOF\n" \
+    "ec='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n" \
+    "openssl req -x509 -new $ec -keyout ca.key -out ca.crt -days 2 -config openssl.cnf " \
+    "-extensions ca\n" \
+    "for who in server client; do\n" \
+    "  openssl req -new $ec -keyout $who.key -out $who.csr -subj /CN=$who\n" \
+    "  openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 " \
+    "-out $who.crt -extfile openssl.cnf -extensions $who\n" \
+    "done\n" \
+    "cat client.crt client.key > client.pem\n"
+
+static void make_certificates(const char *dir)
+{
+    char script[2048];
+    const char *argv[] = { "/bin/sh", "-c", script, NULL };
+    pb_run_result r;
+
+    snprintf(script, sizeof script, "cd '%s'\n%s", dir, MAKE_CERTIFICATES);
+    pb_run(argv, NULL, NULL, 0, &r);
+    expect_run(NULL, &r, r.status == 0, "cannot make the test certificates with openssl");
+    pb_run_free(&r);
+}
+
+/* A failure whose message holds `reason` somewhere after the address. */
+static void expect_cli_failure(const pb_daemon *d, const char *const args[], int status,
+                               const char *reason)
+{
+    const char *argv[14] = { PB_T_CLI_BIN };
+    char ports[PB_T_PORTS][16], what[256];
+    pb_run_result r;
+    size_t n = 1;
+
+    for (int i = 0; i < PB_T_PORTS; i++)
+        snprintf(ports[i], sizeof ports[i], "%d", d->port[i]);
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = strncmp(args[i], "@PORT", 5) == 0 ? ports[args[i][5] - '0'] : args[i];
+    pb_run(argv, NULL, NULL, 0, &r);
+    snprintf(what, sizeof what, "wanted exit status %d and \"%s\" on stderr", status, reason);
+    expect_run(d, &r, r.status == status && r.out_len == 0 && strstr(r.err, reason), what);
+    pb_run_free(&r);
+}
+
+Test(cli, tls_forms)
+{
+    char ca[256], pem[256];
+    pb_daemon d;
+    const cli_case cases[] = {
+        { { "--tls", "--ca", ca, "127.0.0.1", "@PORT0@", "search", "morpheus" }, NULL, 0,
+          "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        /* the name, not the address, is verified, and sent as SNI */
+        { { "--ca", ca, "localhost", "@PORT0@", "search", "morpheus" }, NULL, 0,
+          "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        { { "--ca", ca, "--line", "127.0.0.1", "@PORT1@", "hi", "there" }, NULL, 0,
+          "hi\nthere\n", NULL },
+        { { "--ca", ca, "-l", "127.0.0.1", "@PORT1@" }, "from\nstdin", 0, "from\nstdin\n", NULL },
+        { { "--ca", ca, "--cert", pem, "127.0.0.1", "@PORT2@", "search", "morpheus" }, NULL, 0,
+          "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        { { "--ca", ca, "--servername", "localhost", "-u", "@SOCK@", "search", "morpheus" },
+          NULL, 0, "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        { { "--insecure", "-u", "@SOCK@", "search", "morpheus" }, NULL, 0,
+          "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        { { "--insecure", "127.0.0.1", "@PORT0@", "search", "morpheus" }, NULL, 0,
+          "Follow the white rabbit. \xf0\x9f\x90\xb0\n", NULL },
+        { { "--tls", "-u", "@SOCK@", "search", "morpheus" }, NULL, 2, "",
+          "plugboard-cli: TLS over -u PATH needs --servername" },
+        { { "--ca", "/nonexistent/ca.crt", "127.0.0.1", "@PORT0@", "search", "morpheus" },
+          NULL, 2, "", "plugboard-cli: --ca /nonexistent/ca.crt: No such file or directory\n" },
+        { { "--key", pem, "127.0.0.1", "@PORT0@", "search", "morpheus" }, NULL, 2, "",
+          "plugboard-cli: --key needs --cert" },
+    };
+    const char *unknown_ca[] = { "--tls", "127.0.0.1", "@PORT0@", "search", "morpheus", NULL };
+    const char *wrong_name[] = { "--ca", ca, "--servername", "wrong.example", "127.0.0.1",
+                                 "@PORT0@", "search", "morpheus", NULL };
+    const char *no_client_cert[] = { "--ca", ca, "127.0.0.1", "@PORT2@", "search", "morpheus",
+                                     NULL };
+    const char *plain_client[] = { "-w", "5", "127.0.0.1", "@PORT0@", "search", "morpheus",
+                                   NULL };
+
+    pb_daemon_prepare(&d, TLS_CONF);
+    make_certificates(d.dir);
+    snprintf(ca, sizeof ca, "%s/ca.crt", d.dir);
+    snprintf(pem, sizeof pem, "%s/client.pem", d.dir);
+    pb_daemon_launch(&d, TLS_CONF);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_cli(&d, &cases[i]);
+
+    expect_cli_failure(&d, unknown_ca, 3, ": certificate verification failed: unable to get "
+                       "local issuer certificate\n");
+    expect_cli_failure(&d, wrong_name, 3, ": certificate verification failed: hostname "
+                       "mismatch for wrong.example\n");
+    /* TLS 1.3 finishes the client's handshake before the daemon judges its
+     * certificate: the refusal comes as an alert in place of the reply. */
+    expect_cli_failure(&d, no_client_cert, 3, "certificate required");
+    /* A client without TLS gets no reply, and no hang. */
+    expect_cli_failure(&d, plain_client, 3, "connection closed without a reply");
+    pb_daemon_stop_clean(&d);
 }
