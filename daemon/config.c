@@ -49,18 +49,31 @@ static const char *const limits_keys[] = {
     "max_pending_output", "shutdown_timeout", "max_inflight", NULL
 };
 static const char *const listener_keys[] = {
-    "name", "address", "port", "path", "mode", "framing", "plugin", "allow", NULL
+    "name", "address", "port", "path", "mode", "framing", "plugin", "allow",
+    "tls", NULL
+};
+static const char *const tls_keys[] = {
+    "certificate", "key", "ca", "verify_client", "min_version", NULL
 };
 static const char *const plugin_keys[] = {
     "name", "module", "threads", "settings", NULL
 };
-static const char *const route_keys[] = { "content_type", "action", "plugin", NULL };
+static const char *const route_keys[] = {
+    "content_type", "action", "plugin", "listeners", NULL
+};
 
 static const pb_conf_word targets[] = {
     { "stderr", PB_LOG_STDERR }, { "syslog", PB_LOG_SYSLOG }, { NULL, 0 }
 };
 static const pb_conf_word framings[] = {
     { "frame", PB_FRAME }, { "line", PB_LINE }, { NULL, 0 }
+};
+static const pb_conf_word verify_words[] = {
+    { "none", PB_VERIFY_NONE }, { "optional", PB_VERIFY_OPTIONAL },
+    { "require", PB_VERIFY_REQUIRE }, { NULL, 0 }
+};
+static const pb_conf_word tls_versions[] = {
+    { "1.2", PB_TLS_1_2 }, { "1.3", PB_TLS_1_3 }, { NULL, 0 }
 };
 
 /* --- Reporting ------------------------------------------------------------ */
@@ -832,6 +845,54 @@ static void load_allow(loader *ld, const config_setting_t *entry,
     }
 }
 
+/* A file the tls group names, resolved, with where it was named. */
+static void tls_file(loader *ld, const config_setting_t *group, const char *key,
+                     char **field, pb_conf_pos *pos)
+{
+    const char *value;
+    const config_setting_t *s;
+    if (get_name(ld, group, key, &value, &s) != PRESENT)
+        return;
+    take_string(ld, field, value, 1);
+    *pos = position(ld, s);
+}
+
+/* tls = { certificate; key; ca; verify_client; min_version; }: whether the
+ * files load and match is checked where the keys are read (tls.c). */
+static void load_tls(loader *ld, const config_setting_t *entry, pb_listener_conf *l)
+{
+    const config_setting_t *group;
+    if (get_group(ld, entry, "tls", &group) != PRESENT)
+        return;
+    pb_tls_conf *t = calloc(1, sizeof *t);
+    if (!t) {
+        out_of_memory(ld);
+        return;
+    }
+    l->tls = t;
+    t->pos = position(ld, group);
+    t->min_version = PB_TLS_1_2;
+    check_keys(ld, group, tls_keys, "in tls");
+    tls_file(ld, group, "certificate", &t->certificate, &t->certificate_pos);
+    tls_file(ld, group, "key", &t->key, &t->key_pos);
+    tls_file(ld, group, "ca", &t->ca, &t->ca_pos);
+    const pb_conf_word *word;
+    if (get_choice(ld, group, "verify_client", verify_words, &word) == PRESENT)
+        t->verify_client = (pb_verify_client)word->value;
+    if (get_choice(ld, group, "min_version", tls_versions, &word) == PRESENT)
+        t->min_version = word->value;
+    if (!config_setting_get_member(group, "certificate"))
+        error_pos(ld, t->pos, "\"tls\" needs \"certificate\" (PEM, the "
+                  "server's certificate and its chain)");
+    if (!config_setting_get_member(group, "key"))
+        error_pos(ld, t->pos, "\"tls\" needs \"key\" (PEM, the certificate's "
+                  "private key)");
+    if (t->verify_client != PB_VERIFY_NONE && !config_setting_get_member(group, "ca"))
+        error_pos(ld, t->pos, "verify_client = \"%s\" needs \"ca\": the "
+                  "certificates client certificates are checked against",
+                  t->verify_client == PB_VERIFY_REQUIRE ? "require" : "optional");
+}
+
 static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 {
     pb_listener_conf *l = out;
@@ -876,6 +937,7 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
     if (mode_s && has_path == ABSENT)
         error_at(ld, mode_s, "\"mode\" applies only to a Unix socket (\"path\")");
     load_allow(ld, entry, l, has_path == PRESENT);
+    load_tls(ld, entry, l);
 
     if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
         l->framing = (pb_framing_kind)framing->value;
@@ -922,6 +984,46 @@ static void take_text(loader *ld, const config_setting_t *entry,
         take_string(ld, field, value, 0);
 }
 
+/* listeners = [ "local", ... ]: the listeners whose messages the route
+ * takes; a message from another one goes on to the next route. */
+static void load_route_listeners(loader *ld, const config_setting_t *entry,
+                                 pb_route_conf *r)
+{
+    const config_setting_t *s = config_setting_get_member(entry, "listeners");
+    if (!s)
+        return;
+    int type = config_setting_type(s);
+    int n = config_setting_length(s);
+    if ((type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) || n == 0) {
+        error_at(ld, s, "\"listeners\" must be a list of listener names: "
+                 "listeners = [ \"local\" ];");
+        return;
+    }
+    r->listeners = calloc((size_t)n, sizeof *r->listeners);
+    if (!r->listeners) {
+        out_of_memory(ld);
+        return;
+    }
+    const pb_config *c = ld->config;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *name = config_setting_get_string(e);
+        if (!name) {
+            error_at(ld, e, "\"listeners\" holds listener names as strings");
+            continue;
+        }
+        size_t k = 0;
+        while (k < c->n_listeners &&
+               !(c->listeners[k].name && strcmp(c->listeners[k].name, name) == 0))
+            k++;
+        if (k == c->n_listeners) {
+            error_at(ld, e, "route refers to undefined listener \"%s\"", name);
+            continue;
+        }
+        r->listeners[r->n_listeners++] = k;
+    }
+}
+
 static void load_route(loader *ld, const config_setting_t *entry, void *out)
 {
     pb_route_conf *r = out;
@@ -939,6 +1041,7 @@ static void load_route(loader *ld, const config_setting_t *entry, void *out)
         error_at(ld, s, "route refers to undefined plugin instance \"%s\"", value);
     else if (rc == PRESENT)
         take_string(ld, &r->plugin, value, 0);
+    load_route_listeners(ld, entry, r);
 }
 
 /* --- The file ------------------------------------------------------------------- */
@@ -1158,6 +1261,12 @@ void pb_config_free(pb_config *config)
         free(l->path);
         free(l->plugin);
         free(l->allow);
+        if (l->tls) {
+            free(l->tls->certificate);
+            free(l->tls->key);
+            free(l->tls->ca);
+            free(l->tls);
+        }
     }
     free(config->listeners);
     for (size_t i = 0; i < config->n_plugins; i++) {
@@ -1174,6 +1283,7 @@ void pb_config_free(pb_config *config)
         free(r->content_type);
         free(r->action);
         free(r->plugin);
+        free(r->listeners);
     }
     free(config->routes);
     for (size_t i = 0; i < config->n_files; i++)

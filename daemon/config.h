@@ -32,6 +32,29 @@ typedef struct pb_conf_pos {
     int line;
 } pb_conf_pos;
 
+/* Whether a TLS listener asks for client certificates, and insists. */
+typedef enum pb_verify_client {
+    PB_VERIFY_NONE = 0,
+    PB_VERIFY_OPTIONAL = 1,
+    PB_VERIFY_REQUIRE = 2,
+} pb_verify_client;
+
+/* The oldest protocol a TLS listener speaks, by its wire number. */
+#define PB_TLS_1_2 0x0303
+#define PB_TLS_1_3 0x0304
+
+/* A listener's tls group. The files are read by the master, which may be
+ * the only one that can (keys readable by root alone). */
+typedef struct pb_tls_conf {
+    char *certificate;      /* PEM: the certificate, then its chain */
+    char *key;              /* PEM private key, unencrypted */
+    char *ca;               /* PEM CAs for client certificates, or NULL */
+    pb_conf_pos certificate_pos, key_pos, ca_pos;
+    pb_verify_client verify_client;
+    int min_version;        /* PB_TLS_1_2 (default) or PB_TLS_1_3 */
+    pb_conf_pos pos;
+} pb_tls_conf;
+
 typedef struct pb_listener_conf {
     char *name;             /* given, or derived: "127.0.0.1:65432", path */
     char *address;          /* host name or literal; NULL for a Unix socket */
@@ -42,6 +65,7 @@ typedef struct pb_listener_conf {
     char *plugin;           /* instance every message goes to, or NULL */
     pb_cidr *allow;         /* peers accepted: n_allow networks; none = all */
     size_t n_allow;
+    pb_tls_conf *tls;       /* NULL: plaintext */
     pb_conf_pos pos;
 } pb_listener_conf;
 
@@ -67,6 +91,9 @@ typedef struct pb_route_conf {
     char *content_type;     /* exact or glob; NULL = any */
     char *action;           /* NULL = any */
     char *plugin;           /* instance name */
+    size_t *listeners;      /* the listeners it serves, as indices into
+                             * pb_config.listeners; none = all */
+    size_t n_listeners;
     pb_conf_pos pos;
 } pb_route_conf;
 

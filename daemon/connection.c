@@ -5,7 +5,9 @@
  * out (flush). A reply that comes later (deferred, or from a thread pool)
  * waits in the connection's queue with every reply behind it, so replies
  * leave in request order however deep the peer pipelines; pushes from
- * plugins holding the connection go out whole, between replies.
+ * plugins holding the connection go out whole, between replies. On a TLS
+ * listener the bytes pass through the connection's SSL object, after a
+ * handshake that comes first.
  */
 #include "connection.h"
 
@@ -25,6 +27,7 @@
 #include "log.h"
 #include "plugin_host.h"
 #include "reply.h"
+#include "tls.h"
 
 /* How long a closing connection keeps draining the peer's bytes after
  * sending its last reply, so that the close is a FIN the peer reads after
@@ -51,6 +54,11 @@ struct pb_conn {
     ev_timer *linger;           /* set while lingering */
     char peer[INET6_ADDRSTRLEN + 8];    /* "" until a request needs it */
     long peer_uid;
+    SSL *ssl;                   /* NULL: plaintext */
+    char *tls_subject;          /* the client certificate's, or NULL */
+    unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
+    unsigned read_wants_write : 1;  /* TLS: reading waits for the socket
+                                     * to take bytes first */
     unsigned read_closed : 1;   /* the peer half-closed */
     unsigned closing : 1;       /* close once the output is written */
     unsigned paused : 1;        /* input waits for the output to drain */
@@ -155,9 +163,13 @@ static void update_events(pb_conn *c)
     int events = 0;
     if (!c->read_closed && !c->paused && (!c->closing || c->linger))
         events |= EV_READ;
-    if (pb_buf_used(&c->out) > 0)
+    if (pb_buf_used(&c->out) > 0 || c->read_wants_write)
         events |= EV_WRITE;
     set_events(c, events);
+    /* Plaintext OpenSSL already decrypted is not on the socket: nothing
+     * would wake the loop for it. */
+    if ((events & EV_READ) && c->ssl != NULL && SSL_pending(c->ssl) > 0)
+        ev_feed_event(c->server->loop, &c->io, EV_READ);
 }
 
 static const pb_limits *limits(const pb_conn *c)
@@ -191,6 +203,8 @@ void pb_conn_close(pb_conn *c)
         ev_timer_stop(s->loop, c->linger);
         free(c->linger);
     }
+    SSL_free(c->ssl);
+    free(c->tls_subject);
     close(c->fd);
     list_unlink(c);
     s->n_connections--;
@@ -383,11 +397,12 @@ static void handle_message(pb_conn *c, const pb_message *msg)
 
     const char *action = content ? json_action(content) : NULL;
     pb_server *s = c->server;
-    pb_instance *instance = s->pinned[c->listener->index];
+    const pb_listener_view *view = &s->views[c->listener->index];
+    pb_instance *instance = view->pinned;
     const pb_route *route = NULL;
     if (instance == NULL) {
-        route = pb_router_match(&c->server->cycle->router, msg->content_type,
-                                action);
+        route = pb_router_match(&c->server->cycle->router, view->conf,
+                                msg->content_type, action);
         instance = route ? route->instance : NULL;
     }
     if (instance == NULL) {
@@ -428,6 +443,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .framing = c->codec->framing,
         .peer = peer,
         .peer_uid = c->peer_uid,
+        .tls_subject = c->tls_subject,
     };
     if (reply->out != &c->out)
         enqueue(c, reply);
@@ -473,6 +489,61 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         reply->state = PB_REPLY_READY;
         let_out(c);
     }
+}
+
+/* --- Transport: the socket, or TLS over it ----------------------------------- */
+
+/* As read(2): bytes, 0 at the end of the stream, or -1 with errno, EAGAIN
+ * when the socket must be readable first (or writable: read_wants_write). */
+static ssize_t transport_read(pb_conn *c, void *buf, size_t len)
+{
+    if (c->ssl == NULL || c->linger)
+        return read(c->fd, buf, len);
+    size_t n;
+    c->read_wants_write = 0;
+    switch (pb_tls_read(c->ssl, buf, len, &n)) {
+    case PB_TLS_OK:
+        return (ssize_t)n;
+    case PB_TLS_WANT_WRITE:
+        c->read_wants_write = 1;
+        errno = EAGAIN;
+        return -1;
+    case PB_TLS_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case PB_TLS_CLOSED:
+        return 0;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+/* As send(2). Renegotiation is off, so a TLS write that must first read
+ * comes only from a broken peer, and fails. */
+static ssize_t transport_write(pb_conn *c, const void *buf, size_t len)
+{
+    if (c->ssl == NULL)
+        return send(c->fd, buf, len, MSG_NOSIGNAL);
+    size_t n;
+    switch (pb_tls_write(c->ssl, buf, len, &n)) {
+    case PB_TLS_OK:
+        return (ssize_t)n;
+    case PB_TLS_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+/* Why a read or write failed: OpenSSL's reason over TLS. */
+static const char *transport_error(const pb_conn *c, char *text, size_t size)
+{
+    if (c->ssl != NULL && errno == EPROTO)
+        return pb_tls_reason(text, size);
+    return strerror(errno);
 }
 
 /* --- Input ------------------------------------------------------------------ */
@@ -571,14 +642,15 @@ static int read_input(pb_conn *c)
             }
             dst = c->in.data + c->in.len;
         }
-        ssize_t n = read(c->fd, dst, room);
+        ssize_t n = transport_read(c, dst, room);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
+            char why[256];
             pb_log_debug("read from %s failed: %s", c->listener->address,
-                         strerror(errno));
+                         transport_error(c, why, sizeof why));
             pb_conn_close(c);
             return -1;
         }
@@ -595,7 +667,9 @@ static int read_input(pb_conn *c)
             c->in.len += (size_t)n;
             feed(c, pb_buf_head(&c->in), pb_buf_used(&c->in), 0);
         }
-        if (c->closing || (size_t)n < room)
+        /* A short read drained the socket, but not OpenSSL, which hands
+         * out one record at a time. */
+        if (c->closing || ((size_t)n < room && c->ssl == NULL))
             break;
     }
     if (c->linger && c->read_closed) {
@@ -616,6 +690,8 @@ static void on_linger_timeout(struct ev_loop *loop, ev_timer *w, int revents)
  * discarding what it still sends. */
 static void start_linger(pb_conn *c)
 {
+    if (c->ssl != NULL)
+        SSL_shutdown(c->ssl);   /* close_notify, if the socket takes it */
     if (c->read_closed || shutdown(c->fd, SHUT_WR) != 0 ||
         (c->linger = malloc(sizeof *c->linger)) == NULL) {
         pb_conn_close(c);
@@ -640,15 +716,15 @@ static void flush(pb_conn *c)
 {
     for (;;) {
         while (pb_buf_used(&c->out) > 0) {
-            ssize_t n = send(c->fd, pb_buf_head(&c->out), pb_buf_used(&c->out),
-                             MSG_NOSIGNAL);
+            ssize_t n = transport_write(c, pb_buf_head(&c->out), pb_buf_used(&c->out));
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     break;
+                char why[256];
                 pb_log_debug("write to %s failed: %s", c->listener->address,
-                             strerror(errno));
+                             transport_error(c, why, sizeof why));
                 pb_conn_close(c);
                 return;
             }
@@ -681,14 +757,52 @@ static void flush(pb_conn *c)
     update_events(c);
 }
 
+/* A handshake that failed costs the daemon nothing more than the close:
+ * a scanner, plaintext on a TLS port or a refused certificate. */
+static void handshake_failed(pb_conn *c)
+{
+    static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
+    char why[256];
+    pb_tls_reason(why, sizeof why);
+    pb_log_limited(&limit, PB_LOG_DEBUG, "TLS handshake with %s on %s failed: %s",
+                   peer_of(c), c->listener->address, why);
+    atomic_fetch_add_explicit(&stats(c)->refused_tls, 1, memory_order_relaxed);
+    pb_conn_close(c);
+}
+
+static void continue_handshake(pb_conn *c)
+{
+    switch (pb_tls_handshake(c->ssl)) {
+    case PB_TLS_OK:
+        c->handshaking = 0;
+        c->tls_subject = pb_tls_subject(c->ssl);
+        /* The first request may have come with the handshake's end. */
+        if (read_input(c) == 0)
+            flush(c);
+        return;
+    case PB_TLS_WANT_READ:
+        set_events(c, EV_READ);
+        return;
+    case PB_TLS_WANT_WRITE:
+        set_events(c, EV_WRITE);
+        return;
+    default:
+        handshake_failed(c);
+    }
+}
+
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     pb_conn *c = (pb_conn *)w;
-    if (revents & EV_WRITE) {
+    if (c->handshaking) {
+        continue_handshake(c);
+        return;
+    }
+    if ((revents & EV_WRITE) && !c->read_wants_write) {
         flush(c);
         return; /* flush() may have closed c; a pending read fires again */
     }
-    if ((revents & EV_READ) && read_input(c) == 0)
+    if (read_input(c) == 0)
         flush(c);
 }
 
@@ -792,6 +906,17 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->listener = listener;
     c->fd = fd;
     c->codec = pb_codec_for(listener->framing);
+    SSL_CTX *tls = s->views[listener->index].tls;
+    if (tls != NULL) {
+        if ((c->ssl = pb_tls_new(tls, fd)) == NULL) {
+            pb_log_warning("out of memory for a TLS connection on %s", listener->address);
+            pb_shared_release_connection(s->shared, s->slot);
+            close(fd);
+            conn_release(c);
+            return;
+        }
+        c->handshaking = 1;
+    }
     c->codec->decoder_init(&c->decoder,
                            (size_t)s->cycle->config->limits.max_message_bytes);
     c->peer_uid = -1;
@@ -822,6 +947,10 @@ void pb_conn_refuse(pb_listener *listener, int fd, int code, const char *text)
 
 static void shutdown_one(pb_conn *c)
 {
+    if (c->handshaking) {
+        pb_conn_close(c);
+        return;
+    }
     if (c->closing)
         return;
     /* Bytes the kernel already holds count as received: answer them, and

@@ -1,8 +1,9 @@
 /*
  * control.h - the channel from the master to one worker. A reload is a
- * command the master sends, carrying the configuration text it has checked,
- * so that every worker applies the same bytes: no worker reads the file
- * itself, and none can see another version of it.
+ * command the master sends, carrying the configuration it has checked (the
+ * text and the TLS files, pb_cycle_pack), so that every worker applies the
+ * same bytes: no worker reads the files itself, and none can see another
+ * version of them.
  */
 #ifndef PB_CONTROL_H
 #define PB_CONTROL_H
@@ -10,7 +11,7 @@
 #include <stddef.h>
 
 typedef enum pb_control_command {
-    /* Build a cycle from the attached text, ready to serve it. */
+    /* Build a cycle from the attached configuration, ready to serve it. */
     PB_CONTROL_PREPARE = 1,
     /* Every worker is prepared: serve the cycle prepared for `serial`. */
     PB_CONTROL_COMMIT = 2,

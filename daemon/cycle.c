@@ -25,7 +25,71 @@ pb_cycle *pb_cycle_read(const char *path, pb_diag *diag)
         return NULL;
     pb_cycle *cycle = pb_cycle_parse(path, text, len, diag);
     free(text);
+    if (cycle != NULL &&
+        pb_tls_files_read(&cycle->tls_files, cycle->config, diag) != 0) {
+        pb_cycle_free(cycle);
+        return NULL;
+    }
     return cycle;
+}
+
+int pb_cycle_pack(const pb_cycle *cycle, pb_buf *out)
+{
+    if (pb_tls_files_pack(&cycle->tls_files, out) != 0 ||
+        pb_buf_append(out, cycle->text, cycle->text_len) != 0)
+        return -1;
+    return 0;
+}
+
+pb_cycle *pb_cycle_unpack(const char *path, const unsigned char *data,
+                          size_t len, pb_diag *diag)
+{
+    pb_tls_files files;
+    size_t used;
+    if (pb_tls_files_unpack(&files, data, len, &used) != 0) {
+        pb_diag_add(diag, path, 0, "the configuration sent by the master is "
+                    "truncated, or out of memory");
+        return NULL;
+    }
+    pb_cycle *cycle = pb_cycle_parse(path, (const char *)data + used, len - used, diag);
+    if (cycle == NULL) {
+        pb_tls_files_free(&files);
+        return NULL;
+    }
+    cycle->tls_files = files;
+    return cycle;
+}
+
+/* A context for each TLS listener; every broken one is reported. */
+static int start_tls(pb_cycle *cycle, pb_diag *diag)
+{
+    const pb_config *config = cycle->config;
+    cycle->tls = calloc(config->n_listeners, sizeof *cycle->tls);
+    if (cycle->tls == NULL) {
+        pb_diag_add(diag, config->path, 0, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        if (config->listeners[i].tls == NULL)
+            continue;
+        cycle->tls[i] = pb_tls_context_new(&config->listeners[i],
+                                           &cycle->tls_files, diag);
+        if (cycle->tls[i] == NULL)
+            rc = -1;
+    }
+    return rc;
+}
+
+static void stop_tls(pb_cycle *cycle)
+{
+    if (cycle->tls == NULL)
+        return;
+    /* Connections still in TLS hold their own reference to the context. */
+    for (size_t i = 0; i < cycle->config->n_listeners; i++)
+        SSL_CTX_free(cycle->tls[i]);
+    free(cycle->tls);
+    cycle->tls = NULL;
 }
 
 pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
@@ -53,16 +117,17 @@ int pb_cycle_start(pb_cycle *cycle, pb_cycle_step *step, void *arg,
                    pb_diag *diag)
 {
     const pb_config *config = cycle->config;
+    /* Create every instance even after one failed, so that one run of
+     * `plugboard -t` names every broken plugin and certificate. */
+    int failed = start_tls(cycle, diag) != 0;
     if (config->n_plugins > 0) {
         cycle->instances = calloc(config->n_plugins, sizeof *cycle->instances);
         if (cycle->instances == NULL) {
             pb_diag_add(diag, config->path, 0, "out of memory");
+            stop_tls(cycle);
             return -1;
         }
     }
-    /* Create every instance even after one failed, so that one run of
-     * `plugboard -t` names every broken plugin. */
-    int failed = 0;
     for (size_t i = 0; i < config->n_plugins; i++) {
         if (step != NULL)
             step(arg, i, "create");
@@ -98,6 +163,7 @@ void pb_cycle_stop(pb_cycle *cycle, pb_cycle_step *step, void *arg)
     free(cycle->instances);
     cycle->instances = NULL;
     cycle->n_instances = 0;
+    stop_tls(cycle);
 }
 
 pb_instance *pb_cycle_instance(const pb_cycle *cycle, const char *name)
@@ -114,6 +180,7 @@ void pb_cycle_free(pb_cycle *cycle)
         return;
     pb_cycle_stop(cycle, NULL, NULL);
     pb_config_free(cycle->config);
+    pb_tls_files_free(&cycle->tls_files);
     free(cycle->text);
     free(cycle);
 }

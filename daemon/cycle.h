@@ -12,6 +12,7 @@
 #include "diag.h"
 #include "plugin_host.h"
 #include "router.h"
+#include "tls.h"
 
 typedef struct pb_cycle {
     pb_config *config;
@@ -19,6 +20,12 @@ typedef struct pb_cycle {
      * all of them apply the very text the master checked. */
     char *text;
     size_t text_len;
+    /* The certificates and keys its TLS listeners name, read with the
+     * text, by the master: workers may not be able to read them. */
+    pb_tls_files tls_files;
+    /* Once started: each TLS listener's context, by its index in
+     * config->listeners (NULL for plaintext ones). */
+    SSL_CTX **tls;
     /* Empty until pb_cycle_start(): the master's cycles stay so. */
     pb_instance **instances;
     size_t n_instances;
@@ -38,23 +45,29 @@ typedef void pb_cycle_step(void *arg, size_t index, const char *call);
  * $PLUGBOARD_PLUGIN_DIR, else the one fixed at build time. */
 const char *pb_default_plugin_dir(void);
 
-/* Reads and parses the file; no plugin code runs. NULL with every problem
- * in diag. */
+/* Reads and parses the file, and reads the TLS files it names; no plugin
+ * code runs. NULL with every problem in diag. */
 pb_cycle *pb_cycle_read(const char *path, pb_diag *diag);
 
-/* The same from text read from path earlier (copied); path names the file
- * in messages and is the base of relative paths. */
+/* Parses text read from path earlier (copied); path names the file in
+ * messages and is the base of relative paths. Reads no TLS file. */
 pb_cycle *pb_cycle_parse(const char *path, const char *text, size_t len,
                          pb_diag *diag);
 
-/* Creates every plugin instance, in the config's order, and resolves the
- * routes; step (when not NULL) is told before each create(). 0, or -1 with
+/* What the master sends a worker to build the same cycle: the text and
+ * the TLS files, in one buffer; and the cycle rebuilt from it. */
+int pb_cycle_pack(const pb_cycle *cycle, pb_buf *out);
+pb_cycle *pb_cycle_unpack(const char *path, const unsigned char *data,
+                          size_t len, pb_diag *diag);
+
+/* Builds the TLS listeners' contexts, creates every plugin instance, in
+ * the config's order, and resolves the routes; step (when not NULL) is told before each create(). 0, or -1 with
  * every problem in diag and no instance left. */
 int pb_cycle_start(pb_cycle *cycle, pb_cycle_step *step, void *arg,
                    pb_diag *diag);
 
-/* Destroys the instances, last created first, and forgets the routes: the
- * cycle is as parsed again. step as for pb_cycle_start(). */
+/* Destroys the instances, last created first, and forgets the routes and
+ * TLS contexts: the cycle is as parsed again. step as for pb_cycle_start(). */
 void pb_cycle_stop(pb_cycle *cycle, pb_cycle_step *step, void *arg);
 
 /* The instance called name, or NULL. */

@@ -22,6 +22,7 @@
 #include "plugin_host.h"
 #include "plugin_loader.h"
 #include "privileges.h"
+#include "tls.h"
 
 #define EXIT_RUNTIME 1
 
@@ -165,6 +166,11 @@ int main(int argc, char **argv)
         config_path[sizeof config_path - 1] = '\0';
     }
 
+    if (pb_tls_init() != 0) {
+        pb_log_error("cannot draw the TLS session ticket keys");
+        cleanup_process();
+        return EXIT_RUNTIME;
+    }
     pb_cycle *cycle = load(config_path, FOR_START, &release_main);
     if (cycle == NULL) {
         cleanup_process();

@@ -340,8 +340,15 @@ static void signal_retiring(master *m, int sig)
 /* Sends a worker m->cycle to prepare. */
 static int send_prepare(master *m, const worker *w)
 {
-    if (pb_control_send_prepare(w->control, m->serial, m->cycle->text,
-                                m->cycle->text_len) == 0)
+    pb_buf packed = PB_BUF_INIT;
+    int rc = pb_cycle_pack(m->cycle, &packed);
+    if (rc == 0)
+        rc = pb_control_send_prepare(w->control, m->serial,
+                                     (const char *)pb_buf_head(&packed),
+                                     pb_buf_used(&packed));
+    explicit_bzero(packed.data, packed.cap);
+    pb_buf_free(&packed);
+    if (rc == 0)
         return 0;
     pb_log_error("cannot send the new configuration to worker %d (pid %ld): %s",
                  w->slot, (long)w->pid, strerror(errno));

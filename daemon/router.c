@@ -1,5 +1,5 @@
 /*
- * router.c - first-match routing by content-type and action. Routes are
+ * router.c - first-match routing by content-type, action and listener. Routes are
  * few and checked in order, as operators read them in the config; a glob
  * costs an fnmatch() only for patterns that need one.
  */
@@ -29,6 +29,8 @@ int pb_router_build(pb_router *router, const pb_cycle *cycle)
         route->glob = rc->content_type != NULL &&
                       strpbrk(rc->content_type, "*?[") != NULL;
         route->action = rc->action;
+        route->listeners = rc->listeners;
+        route->n_listeners = rc->n_listeners;
         route->instance = pb_cycle_instance(cycle, rc->plugin);
         if (route->instance == NULL ||
             asprintf(&route->name, "%zu: %s%s%s -> %s", i + 1,
@@ -54,7 +56,17 @@ static int content_type_matches(const pb_route *route, const char *content_type)
     return strcmp(route->content_type, content_type) == 0;
 }
 
-const pb_route *pb_router_match(const pb_router *router,
+static int listener_matches(const pb_route *route, size_t listener)
+{
+    if (route->n_listeners == 0)
+        return 1;
+    for (size_t i = 0; i < route->n_listeners; i++)
+        if (route->listeners[i] == listener)
+            return 1;
+    return 0;
+}
+
+const pb_route *pb_router_match(const pb_router *router, size_t listener,
                                 const char *content_type, const char *action)
 {
     for (size_t i = 0; i < router->n_routes; i++) {
@@ -63,6 +75,8 @@ const pb_route *pb_router_match(const pb_router *router,
             continue;
         if (route->action != NULL &&
             (action == NULL || strcmp(route->action, action) != 0))
+            continue;
+        if (!listener_matches(route, listener))
             continue;
         return route;
     }

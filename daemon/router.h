@@ -15,6 +15,8 @@ typedef struct pb_route {
     const char *content_type;   /* NULL = any (points into the config) */
     int glob;                   /* content_type has glob characters */
     const char *action;         /* NULL = any */
+    const size_t *listeners;    /* config listener indices; none = any */
+    size_t n_listeners;
     pb_instance *instance;
     char *name;                 /* "N: TYPE ACTION -> INSTANCE", for statistics */
 } pb_route;
@@ -30,9 +32,10 @@ struct pb_cycle;
  * -1 (out of memory; names were checked when the config was loaded). */
 int pb_router_build(pb_router *router, const struct pb_cycle *cycle);
 
-/* The route for a message, or NULL when none matches. action is the
- * string "action" member of text/json content, or NULL. */
-const pb_route *pb_router_match(const pb_router *router,
+/* The route for a message that came in on the config's listener number
+ * `listener`, or NULL when none matches. action is the string "action"
+ * member of text/json content, or NULL. */
+const pb_route *pb_router_match(const pb_router *router, size_t listener,
                                 const char *content_type, const char *action);
 
 void pb_router_free(pb_router *router);

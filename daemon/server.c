@@ -29,23 +29,36 @@
 #define ACCEPT_PAUSE_SECONDS 0.1
 #define ACCEPTS_PER_WAKEUP 64
 
-/* Derives this worker's view of cycle: the instance each listener is
- * pinned to, and the counters its instances and routes count into. -1 and
- * the view unchanged when out of memory. */
+/* The entry of config's listeners named name (names are unique). */
+static size_t listener_conf(const pb_config *config, const char *name)
+{
+    size_t i = 0;
+    while (i < config->n_listeners && strcmp(config->listeners[i].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* Derives this worker's view of cycle: for each listener the instance it
+ * is pinned to, its config entry and TLS context, and the counters the
+ * instances and routes count into. -1 and the view unchanged when out of
+ * memory. */
 static int bind_cycle(pb_server *s, const pb_cycle *cycle)
 {
-    pb_instance **pinned = calloc(s->listeners.count + 1, sizeof *pinned);
+    pb_listener_view *views = calloc(s->listeners.count + 1, sizeof *views);
     int *instance_stats = calloc(cycle->n_instances + 1, sizeof *instance_stats);
     int *route_stats = calloc(cycle->router.n_routes + 1, sizeof *route_stats);
-    if (pinned == NULL || instance_stats == NULL || route_stats == NULL) {
-        free(pinned);
+    if (views == NULL || instance_stats == NULL || route_stats == NULL) {
+        free(views);
         free(instance_stats);
         free(route_stats);
         return -1;
     }
     for (size_t i = 0; i < s->listeners.count; i++) {
         const pb_listener *l = s->listeners.items[i];
-        pinned[i] = l->pinned ? pb_cycle_instance(cycle, l->pinned) : NULL;
+        views[i].pinned = l->pinned ? pb_cycle_instance(cycle, l->pinned) : NULL;
+        views[i].conf = listener_conf(cycle->config, l->name);
+        if (views[i].conf < cycle->config->n_listeners)
+            views[i].tls = cycle->tls[views[i].conf];
     }
     pb_stats_rebind(s->shared, s->slot);
     for (size_t i = 0; i < cycle->n_instances; i++)
@@ -54,10 +67,10 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
     for (size_t i = 0; i < cycle->router.n_routes; i++)
         route_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
                                         cycle->router.routes[i].name);
-    free(s->pinned);
+    free(s->views);
     free(s->instance_stats);
     free(s->route_stats);
-    s->pinned = pinned;
+    s->views = views;
     s->instance_stats = instance_stats;
     s->route_stats = route_stats;
     return 0;
@@ -100,7 +113,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             pb_log_limited(&refused, PB_LOG_DEBUG,
                            "refusing a peer on %s: not in its allow list",
                            l->address);
-            atomic_fetch_add_explicit(&s->shared->slots[s->slot].refused, 1,
+            atomic_fetch_add_explicit(&s->shared->slots[s->slot].refused_allow, 1,
                                       memory_order_relaxed);
             close(fd);
             continue;
@@ -111,8 +124,13 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                          l->address, limits->max_connections);
             atomic_fetch_add_explicit(&s->shared->slots[s->slot].errors[PB_ERR_BUSY],
                                       1, memory_order_relaxed);
-            pb_conn_refuse(l, fd, PB_ERR_BUSY,
-                           "too many connections, try again later");
+            /* A TLS peer could read the error only after a handshake,
+             * which is what a busy daemon should not spend on it. */
+            if (s->views[l->index].tls != NULL)
+                close(fd);
+            else
+                pb_conn_refuse(l, fd, PB_ERR_BUSY,
+                               "too many connections, try again later");
             continue;
         }
         if (l->unix_path == NULL) {
@@ -232,17 +250,19 @@ static void retire(pb_server *s)
     check_stopped(s);
 }
 
-/* Builds the configuration the master checked, from the text it sent, and
- * keeps it until the master says every worker has one: the outcome goes to
- * the master through shared memory, and a worker that fails is replaced. */
-static void prepare(pb_server *s, unsigned long serial, const char *text,
+/* Builds the configuration the master checked, from the text and TLS
+ * files it sent, and keeps it until the master says every worker has one:
+ * the outcome goes to the master through shared memory, and a worker that
+ * fails is replaced. */
+static void prepare(pb_server *s, unsigned long serial, const char *packed,
                     size_t len)
 {
     pb_worker_config *mine = &s->shared->configs[s->slot];
     pb_cycle_free(s->prepared);
     s->prepared = NULL;
     pb_diag diag = PB_DIAG_INIT;
-    pb_cycle *cycle = pb_cycle_parse(s->config_path, text, len, &diag);
+    pb_cycle *cycle = pb_cycle_unpack(s->config_path, (const unsigned char *)packed,
+                                      len, &diag);
     if (cycle != NULL && pb_cycle_start(cycle, NULL, NULL, &diag) != 0) {
         pb_cycle_free(cycle);
         cycle = NULL;
@@ -312,6 +332,9 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
             commit(s, serial);
         else if (command == PB_CONTROL_RETIRE)
             retire(s);
+        /* It may have carried private keys. */
+        if (text != NULL)
+            explicit_bzero(text, len);
         free(text);
         text = NULL;
     }
@@ -328,7 +351,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
 {
     s->cycle = cycle;
     s->prepared = NULL;
-    s->pinned = NULL;
+    s->views = NULL;
     s->instance_stats = s->route_stats = NULL;
     s->config_path = config_path;
     s->listeners = *listeners;
@@ -431,10 +454,10 @@ void pb_server_free(pb_server *s)
     s->prepared = NULL;
     pb_cycle_free_retired();
     pb_replies_cleanup();
-    free(s->pinned);
+    free(s->views);
     free(s->instance_stats);
     free(s->route_stats);
-    s->pinned = NULL;
+    s->views = NULL;
     s->instance_stats = s->route_stats = NULL;
     if (s->loop != NULL)
         ev_loop_destroy(s->loop);

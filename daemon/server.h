@@ -15,14 +15,22 @@ typedef struct pb_conn pb_conn;
 
 #define PB_READ_CHUNK 65536
 
+/* What a worker derives for one of its listeners from the cycle. */
+typedef struct pb_listener_view {
+    pb_instance *pinned;            /* every message goes to it, or NULL */
+    size_t conf;                    /* its entry in config->listeners, which
+                                     * routes name */
+    SSL_CTX *tls;                   /* the cycle's context; NULL: plaintext */
+} pb_listener_view;
+
 typedef struct pb_server {
     struct ev_loop *loop;
     pb_cycle *cycle;                /* current configuration; owned */
     pb_cycle *prepared;             /* the next one, until the master commits it */
     /* What this worker derives from the cycle, which it never writes:
-     * each listener's pinned instance (by listener index), and the
-     * counters of each instance and route (by their index; -1 = none). */
-    pb_instance **pinned;
+     * a view of each listener (by listener index), and the counters of
+     * each instance and route (by their index; -1 = none). */
+    pb_listener_view *views;
     int *instance_stats;
     int *route_stats;
     unsigned long prepared_serial;

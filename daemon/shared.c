@@ -158,6 +158,8 @@ void pb_shared_reset_worker(pb_shared *shared, int slot)
     begin_move(shared, w);
     atomic_fetch_add(&a->accepted, atomic_load(&w->accepted));
     atomic_fetch_add(&a->refused, atomic_load(&w->refused));
+    atomic_fetch_add(&a->refused_allow, atomic_load(&w->refused_allow));
+    atomic_fetch_add(&a->refused_tls, atomic_load(&w->refused_tls));
     atomic_fetch_add(&a->messages, atomic_load(&w->messages));
     atomic_fetch_add(&a->bytes_in, atomic_load(&w->bytes_in));
     atomic_fetch_add(&a->bytes_out, atomic_load(&w->bytes_out));
@@ -256,13 +258,16 @@ static json_t *retired_counts(const pb_retired *r)
 
 static json_t *collect(const pb_shared *shared)
 {
-    long accepted = 0, refused = 0, messages = 0, in = 0, out = 0;
+    long accepted = 0, refused = 0, refused_allow = 0, refused_tls = 0;
+    long messages = 0, in = 0, out = 0;
     long errors[PB_ERROR_CODES] = { 0 };
     json_t *instances = json_object(), *routes = json_object();
     for (int s = 0; s <= PB_ARCHIVE_SLOT; s++) {
         const pb_worker_stats *w = &shared->slots[s];
         accepted += atomic_load(&w->accepted);
         refused += atomic_load(&w->refused);
+        refused_allow += atomic_load(&w->refused_allow);
+        refused_tls += atomic_load(&w->refused_tls);
         messages += atomic_load(&w->messages);
         in += atomic_load(&w->bytes_in);
         out += atomic_load(&w->bytes_out);
@@ -277,7 +282,7 @@ static json_t *collect(const pb_shared *shared)
                             json_integer(errors[i]));
     long reloads = atomic_load(&shared->reloads);
     return json_pack("{s:f, s:I, s:I, s:I, s:I, s:i,"
-                     " s:{s:I, s:I, s:I}, s:I, s:{s:I, s:I}, s:o, s:o, s:o,"
+                     " s:{s:I, s:I, s:I, s:{s:I, s:I, s:I}}, s:I, s:{s:I, s:I}, s:o, s:o, s:o,"
                      " s:{s:o, s:o}}",
                      "uptime", wall_clock() - shared->started,
                      "generation", (json_int_t)reloads + 1,
@@ -288,7 +293,11 @@ static json_t *collect(const pb_shared *shared)
                      "connections",
                        "open", (json_int_t)atomic_load(&shared->connections),
                        "accepted", (json_int_t)accepted,
-                       "refused", (json_int_t)refused,
+                       "refused", (json_int_t)(refused + refused_allow + refused_tls),
+                       "refused_by",
+                         "busy", (json_int_t)refused,
+                         "allow", (json_int_t)refused_allow,
+                         "tls", (json_int_t)refused_tls,
                      "messages", (json_int_t)messages,
                      "bytes", "in", (json_int_t)in, "out", (json_int_t)out,
                      "errors", errs,

@@ -53,6 +53,8 @@ typedef struct pb_worker_stats {
     atomic_long connections;        /* open now */
     atomic_long accepted;
     atomic_long refused;            /* busy at accept */
+    atomic_long refused_allow;      /* peer outside the listener's allow list */
+    atomic_long refused_tls;        /* TLS handshake failed */
     atomic_long messages;
     atomic_long bytes_in;
     atomic_long bytes_out;

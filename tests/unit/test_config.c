@@ -865,6 +865,107 @@ Test(config, allow_lists_networks_of_a_tcp_listener)
                  "\"allow\" applies only to a TCP listener (\"address\")");
 }
 
+Test(config, tls_group_of_a_listener)
+{
+    pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                           "  tls = { certificate = \"s.crt\"; key = \"/k/s.key\";\n"
+                           "          ca = \"ca.crt\"; verify_client = \"require\";\n"
+                           "          min_version = \"1.3\"; }; },\n"
+                           "  { address = \"127.0.0.1\"; port = 2; } );\n");
+    const pb_tls_conf *t = c->listeners[0].tls;
+    cr_assert_not_null(t);
+    char path[PATH_MAX];
+    resolved(path, "s.crt");
+    cr_expect_str_eq(t->certificate, path);
+    cr_expect_str_eq(t->key, "/k/s.key");
+    resolved(path, "ca.crt");
+    cr_expect_str_eq(t->ca, path);
+    cr_expect_eq(t->verify_client, PB_VERIFY_REQUIRE);
+    cr_expect_eq(t->min_version, PB_TLS_1_3);
+    cr_expect_eq(t->key_pos.line, 2);
+    cr_expect_eq(t->ca_pos.line, 3);
+    cr_expect_null(c->listeners[1].tls);
+    pb_config_free(c);
+
+    c = load_ok("listeners = ( { path = \"s.sock\";\n"
+                "  tls = { certificate = \"s.crt\"; key = \"s.key\"; }; } );\n");
+    cr_expect_eq(c->listeners[0].tls->verify_client, PB_VERIFY_NONE);
+    cr_expect_eq(c->listeners[0].tls->min_version, PB_TLS_1_2);
+    cr_expect_null(c->listeners[0].tls->ca);
+    pb_config_free(c);
+}
+
+Test(config, tls_group_mistakes_are_named)
+{
+#define TLS_LISTENER(body) "listeners = ( { address = \"127.0.0.1\"; port = 1;\n" \
+                           "  tls = { " body " }; } );\n"
+    expect_error(TLS_LISTENER("key = \"s.key\";"), 2,
+                 "\"tls\" needs \"certificate\" (PEM, the server's certificate "
+                 "and its chain)");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"s.crt\";"), 2,
+                 "\"tls\" needs \"key\" (PEM, the certificate's private key)");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
+                              "verify_client = \"require\";"), 2,
+                 "verify_client = \"require\" needs \"ca\": the certificates "
+                 "client certificates are checked against");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
+                              "verify_client = \"always\";"), 2,
+                 "\"verify_client\" must be \"none\", \"optional\" or "
+                 "\"require\", not \"always\"");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
+                              "min_version = \"1.1\";"), 2,
+                 "\"min_version\" must be \"1.2\" or \"1.3\", not \"1.1\"");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
+                              "cert = \"x\";"), 2,
+                 "unknown key \"cert\" in tls");
+    pb_diag_free(&diag);
+    expect_error(TLS_LISTENER("certificate = \"\"; key = \"s.key\";"), 2,
+                 "\"certificate\" must not be empty");
+    pb_diag_free(&diag);
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1;\n"
+                 "  tls = \"on\"; } );\n", 2,
+                 "\"tls\" must be a group: tls = { ... };");
+#undef TLS_LISTENER
+}
+
+Test(config, routes_may_serve_some_listeners_only)
+{
+    pb_config *c = load_ok("listeners = ( { name = \"app\"; address = \"127.0.0.1\"; port = 1; },\n"
+                           "  { name = \"local\"; path = \"s.sock\"; } );\n"
+                           "plugins = ( { name = \"echo\"; module = \"echo\"; } );\n"
+                           "routes = ( { plugin = \"echo\"; listeners = [ \"local\" ]; },\n"
+                           "  { plugin = \"echo\"; listeners = [ \"local\", \"app\" ]; },\n"
+                           "  { plugin = \"echo\"; } );\n");
+    cr_assert_eq(c->routes[0].n_listeners, 1);
+    cr_expect_eq(c->routes[0].listeners[0], 1);
+    cr_assert_eq(c->routes[1].n_listeners, 2);
+    cr_expect_eq(c->routes[1].listeners[1], 0);
+    cr_expect_eq(c->routes[2].n_listeners, 0);
+    pb_config_free(c);
+
+#define TWO "listeners = ( { name = \"app\"; address = \"127.0.0.1\"; port = 1; } );\n" \
+            "plugins = ( { name = \"echo\"; module = \"echo\"; } );\n"
+    expect_error(TWO "routes = ( { plugin = \"echo\";\n listeners = [ \"lokal\" ]; } );\n",
+                 4, "route refers to undefined listener \"lokal\"");
+    pb_diag_free(&diag);
+    expect_error(TWO "routes = ( { plugin = \"echo\";\n listeners = [ ]; } );\n",
+                 4, "\"listeners\" must be a list of listener names: "
+                 "listeners = [ \"local\" ];");
+    pb_diag_free(&diag);
+    expect_error(TWO "routes = ( { plugin = \"echo\";\n listeners = \"app\"; } );\n",
+                 4, "\"listeners\" must be a list of listener names: "
+                 "listeners = [ \"local\" ];");
+    pb_diag_free(&diag);
+    expect_error(TWO "routes = ( { plugin = \"echo\";\n listeners = [ 1 ]; } );\n",
+                 4, "\"listeners\" holds listener names as strings");
+#undef TWO
+}
+
 /* --- Diagnostics ------------------------------------------------------------ */
 
 Test(config, diag_formats)

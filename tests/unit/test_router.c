@@ -1,6 +1,6 @@
 /*
- * test_router.c - first-match routing by content-type (exact and glob) and
- * action.
+ * test_router.c - first-match routing by content-type (exact and glob),
+ * action and listener.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -35,7 +35,7 @@ static int build(pb_router *r, pb_config *config)
 static pb_instance *match(const pb_router *r, const char *content_type,
                           const char *action)
 {
-    const pb_route *route = pb_router_match(r, content_type, action);
+    const pb_route *route = pb_router_match(r, 0, content_type, action);
     return route ? route->instance : NULL;
 }
 
@@ -88,7 +88,7 @@ Test(router_empty, no_routes_match_nothing)
     pb_router empty;
     pb_config config = { .routes = NULL, .n_routes = 0 };
     cr_assert_eq(build(&empty, &config), 0);
-    cr_assert_null(pb_router_match(&empty, "text/json", "echo"));
+    cr_assert_null(pb_router_match(&empty, 0, "text/json", "echo"));
     pb_router_free(&empty);
 }
 
@@ -98,8 +98,8 @@ Test(router_empty, action_route_needs_an_action)
     pb_config config = { .routes = only, .n_routes = 1 };
     pb_router r;
     cr_assert_eq(build(&r, &config), 0);
-    cr_assert_null(pb_router_match(&r, "text/json", NULL));
-    cr_assert_null(pb_router_match(&r, "text/json", "upper"));
+    cr_assert_null(pb_router_match(&r, 0, "text/json", NULL));
+    cr_assert_null(pb_router_match(&r, 0, "text/json", "upper"));
     cr_assert_eq(match(&r, "text/json", "echo"), &echo);
     pb_router_free(&r);
 }
@@ -123,5 +123,22 @@ Test(router_empty, glob_classes_and_question_mark)
     cr_assert_eq(match(&r, "image/jpg", NULL), &upper);
     cr_assert_eq(match(&r, "image/png", NULL), &upper);
     cr_assert_eq(match(&r, "image/gif", NULL), &rest);
+    pb_router_free(&r);
+}
+
+Test(router_empty, a_route_for_some_listeners_lets_others_fall_through)
+{
+    size_t local_only[] = { 2 };
+    pb_route_conf two[] = {
+        { .content_type = "text/json", .action = "stats", .plugin = "upper",
+          .listeners = local_only, .n_listeners = 1 },
+        { .content_type = "text/json", .plugin = "search" },
+    };
+    pb_config config = { .routes = two, .n_routes = 2 };
+    pb_router r;
+    cr_assert_eq(build(&r, &config), 0);
+    cr_assert_eq(pb_router_match(&r, 2, "text/json", "stats")->instance, &upper);
+    cr_assert_eq(pb_router_match(&r, 0, "text/json", "stats")->instance, &search);
+    cr_assert_eq(pb_router_match(&r, 1, "text/json", "stats")->instance, &search);
     pb_router_free(&r);
 }
