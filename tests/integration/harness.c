@@ -1186,7 +1186,7 @@ int pb_t_tls_open(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
 {
     static const pb_t_tls_opts none;
     char port[16], ca[256], cert[256], key[256], connect_to[64], dir[128];
-    const char *argv[32];
+    const char *argv[40];
     int n = 0, sp[2], status[2] = { -1, -1 };
     pid_t pid;
 
@@ -1224,6 +1224,8 @@ int pb_t_tls_open(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
             argv[n++] = "--max";
             argv[n++] = o->max_version;
         }
+        for (size_t i = 0; o->extra && o->extra[i] && n < 28; i++)
+            argv[n++] = o->extra[i];
         argv[n++] = "127.0.0.1";
         argv[n++] = port;
     } else {
@@ -1250,6 +1252,8 @@ int pb_t_tls_open(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
             argv[n++] = "-tls1_2";
         else if (o->min_version && strcmp(o->min_version, "1.3") == 0)
             argv[n++] = "-tls1_3";
+        for (size_t i = 0; o->extra && o->extra[i] && n < 31; i++)
+            argv[n++] = o->extra[i];
     }
     argv[n] = NULL;
 

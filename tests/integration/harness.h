@@ -260,6 +260,8 @@ typedef struct pb_t_tls_opts {
     const char *max_version;
     /* The CA the server is verified with, "ca" (DIR/ca.crt) when NULL. */
     const char *ca;
+    /* More arguments for the tool (NULL-terminated), or NULL. */
+    const char *const *extra;
 } pb_t_tls_opts;
 
 typedef struct pb_t_tls {

@@ -21,6 +21,18 @@ The status line is
 
 writes a ClientHello (the first flight of a handshake with this module's
 defaults) to stdout, and exits.
+
+    tls-client.py --resume N [options] HOST PORT
+
+connects N + 1 times one after the other, each time offering the session
+of the first connection; each sends one line ("resume\n") and reads one
+line back, for a server that echoes lines. The status line is then
+
+    RESUMED K N             K of the N later connections resumed
+
+With --hold, the status line after the first connection is "OK VERSION
+PEER-CN"; it then waits for a line on stdin before the others, and writes
+the RESUMED line to stdout.
 """
 
 import argparse
@@ -108,6 +120,40 @@ def relay(tls):
                 return
 
 
+def line_exchange(tls):
+    tls.sendall(b"resume\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        data = tls.recv(4096)
+        if not data:
+            raise OSError("the server closed before answering the line")
+        got += data
+
+
+def resume(context, args, report):
+    """The first connection's session offered to args.resume more."""
+    session = None
+    resumed = 0
+    for i in range(args.resume + 1):
+        raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
+        with context.wrap_socket(raw, server_hostname=args.servername,
+                                 session=session) as tls:
+            # Under TLS 1.3 the ticket comes after the handshake: read first.
+            line_exchange(tls)
+            if i == 0:
+                session = tls.session
+                if args.hold:
+                    report("OK %s %s" % (tls.version(), peer_cn(tls)))
+            elif tls.session_reused:
+                resumed += 1
+        if i == 0 and args.hold:
+            sys.stdin.buffer.readline()
+    if args.hold:
+        os.write(1, b"RESUMED %d %d\n" % (resumed, args.resume))
+    else:
+        report("RESUMED %d %d" % (resumed, args.resume))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("host", nargs="?")
@@ -121,6 +167,8 @@ def main():
     p.add_argument("--status-fd", type=int)
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("--client-hello", action="store_true")
+    p.add_argument("--resume", type=int)
+    p.add_argument("--hold", action="store_true")
     args = p.parse_args()
     if args.client_hello:
         client_hello()
@@ -143,6 +191,13 @@ def main():
         context.load_verify_locations(cafile=args.ca)
     if args.cert:
         context.load_cert_chain(args.cert, args.key)
+    if args.resume is not None:
+        try:
+            resume(context, args, report)
+        except (ssl.SSLError, OSError) as e:
+            report("FAIL %s" % str(e).replace("\n", " "))
+            return 1
+        return 0
     raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
     try:
         tls = context.wrap_socket(raw, server_hostname=args.servername)
