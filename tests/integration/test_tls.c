@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -243,17 +244,19 @@ static void expect_server_cn(const pb_daemon *d, int port_index, const char *wan
     pb_t_tls_close(&c);
 }
 
-/* One exchange on each TLS port: the daemon has then seen the harness's
+/* One exchange on each TLS port (with a client certificate, in case one is
+ * required): the daemon has then seen the harness's
  * readiness probes (connections closed before a byte) and counted them as
  * it counts them. */
 static void settle(const pb_daemon *d)
 {
+    const pb_t_tls_opts with_cert = { .client = "client" };
     pb_t_tls c;
-    pb_t_tls_dial(d, LINE_PORT, &PY, &c);
+    pb_t_tls_dial(d, LINE_PORT, &with_cert, &c);
     pb_t_send(d, c.fd, "settled\n", 8);
     pb_t_expect_line(d, c.fd, "settled\n");
     pb_t_tls_close(&c);
-    expect_served(d, TLS_PORT, &PY);
+    expect_served(d, TLS_PORT, &with_cert);
 }
 
 /* Waits until refused_by.tls is base + n, and is no more than that. */
@@ -968,5 +971,302 @@ Test(tls, a_plugin_sees_the_client_certificate_subject)
     int fd = pb_dial(&d, 0);
     expect_subject(&d, fd, "-");
     close(fd);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- Large messages, pipelining, errors --------------------------------------------- */
+
+typedef struct sender {
+    int fd;
+    const unsigned char *data;
+    size_t len;
+    int rc;
+} sender;
+
+static void *send_all_thread(void *arg)
+{
+    sender *s = arg;
+    s->rc = pb_send_all(s->fd, s->data, s->len);
+    return NULL;
+}
+
+#define BIG_CONTENT (1024 * 1024)
+#define BIG_FRAMES 8
+#define SMALL_FRAMES 1000
+
+/* Content of echo request seq: its number, then a letter that changes with
+ * it, so that a reply out of order or cut short shows. */
+static void fill(unsigned char *out, size_t len, unsigned seq)
+{
+    char number[16];
+    int n = snprintf(number, sizeof number, "%08u:", seq);
+    memset(out, 'a' + (int)(seq % 26), len);
+    memcpy(out, number, (size_t)n < len ? (size_t)n : len);
+}
+
+/* Megabyte messages and a thousand small ones, pipelined in one stream
+ * that a thread sends while the replies are read: records, partial writes
+ * and paused input all happen under TLS. */
+static void big_and_many(const pb_daemon *d, const pb_t_tls_opts *o)
+{
+    static unsigned char content[BIG_CONTENT];
+    pb_buf all = PB_BUF_INIT;
+    pb_t_tls c;
+    pthread_t thread;
+
+    pb_t_context("%s: pipelined large and small messages", tool_name(o));
+    for (unsigned i = 0; i < BIG_FRAMES; i++) {
+        fill(content, sizeof content, i);
+        pb_t_frame(&all, "text/plain", "utf-8", content, sizeof content);
+    }
+    for (unsigned i = 0; i < SMALL_FRAMES; i++) {
+        fill(content, 64, BIG_FRAMES + i);
+        pb_t_frame(&all, "text/plain", "utf-8", content, 64);
+    }
+    pb_t_tls_dial(d, TLS_PORT, o, &c);
+    sender s = { c.fd, pb_buf_head(&all), pb_buf_used(&all), -1 };
+    cr_assert_eq(pthread_create(&thread, NULL, send_all_thread, &s), 0);
+    for (unsigned i = 0; i < BIG_FRAMES + SMALL_FRAMES; i++) {
+        size_t len = i < BIG_FRAMES ? sizeof content : 64;
+        fill(content, len, i);
+        pb_t_expect_reply(d, c.fd, "text/plain", "utf-8", content, len);
+    }
+    pthread_join(thread, NULL);
+    pb_check(d, s.rc == 0, "sending: %s", pb_t_reason());
+    pb_t_expect_morpheus(d, c.fd);
+    pb_t_tls_close(&c);
+    pb_buf_free(&all);
+    pb_t_context("%s", "");
+}
+
+Test(tls, large_messages_and_deep_pipelining_over_tls)
+{
+    pb_daemon d;
+    start(&d, CONF_W("1", "limits = { max_message_bytes = 4194304; max_pending_output = 1048576; };\n",
+                     TLS(""), TLS("")));
+    big_and_many(&d, &PY);
+    big_and_many(&d, &S_CLIENT);
+    pb_daemon_stop_clean(&d);
+}
+
+/* An error that closes the connection is delivered over TLS before the
+ * close, in both framings. */
+Test(tls, a_closing_error_reaches_the_tls_client_before_the_close)
+{
+    pb_daemon d;
+    pb_t_tls c;
+    pb_buf b = PB_BUF_INIT;
+
+    start(&d, STD);
+    pb_t_tls_dial(&d, TLS_PORT, &PY, &c);
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
+    pb_check(&d, pb_buf_append(&b, "\0\x05hello", 7) == 0, "out of memory");
+    pb_t_send(&d, c.fd, pb_buf_head(&b), pb_buf_used(&b));
+    pb_t_expect_reply(&d, c.fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY,
+                      strlen(PB_T_MORPHEUS_REPLY));
+    pb_t_expect_error(&d, c.fd, "bad_frame");
+    pb_t_expect_eof(&d, c.fd);
+    pb_t_tls_close(&c);
+    pb_buf_free(&b);
+
+    pb_t_tls_dial(&d, LINE_PORT, &S_CLIENT, &c);
+    pb_check(&d, pb_buf_append_str(&b, "good line\n") == 0, "out of memory");
+    unsigned char *long_line = pb_buf_extend(&b, 1024 * 1024 + 1);
+    pb_check(&d, long_line != NULL, "out of memory");
+    memset(long_line, 'x', 1024 * 1024 + 1);
+    (void)pb_send_all(c.fd, pb_buf_head(&b), pb_buf_used(&b));
+    pb_t_expect_line(&d, c.fd, "good line\n");
+    pb_t_expect_err_line(&d, c.fd, "too_large");
+    pb_t_expect_eof(&d, c.fd);
+    pb_t_tls_close(&c);
+    pb_buf_free(&b);
+    expect_served(&d, TLS_PORT, &PY);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- Busy, shutdown, reloads that add or remove TLS ------------------------------------- */
+
+/* Past max_connections a TLS peer is closed at accept, before any
+ * handshake, and counted as busy, not as a TLS refusal. */
+Test(tls, a_busy_daemon_closes_a_tls_peer_before_any_handshake)
+{
+    enum { MAX = 3 };
+    pb_daemon d;
+    pb_t_tls held[MAX];
+
+    start(&d, CONF_W("1", "limits = { max_connections = 3; };\n", TLS(""), TLS("")));
+    settle(&d);
+    json_t *s = pb_t_stats(&d);
+    long long busy = pb_t_stat_path(s, "connections.refused_by.busy");
+    long long tls = pb_t_stat_path(s, REFUSED_TLS);
+    json_decref(s);
+    for (int i = 0; i < MAX; i++) {
+        pb_t_tls_dial(&d, TLS_PORT, &PY, &held[i]);
+        pb_t_expect_morpheus(&d, held[i].fd);
+    }
+    /* A plain connection would get the busy error; a TLS one nothing. */
+    int fd = pb_dial(&d, TLS_PORT);
+    unsigned char got[256];
+    size_t n;
+    pb_check(&d, read_until_eof(fd, got, sizeof got, &n) == 0 && n == 0,
+             "a TLS peer past max_connections was not closed at once (%zu bytes came)", n);
+    close(fd);
+    pb_t_tls c;
+    cr_expect_neq(pb_t_tls_open(&d, TLS_PORT, &PY, &c), 0,
+                  "a handshake completed past max_connections: %s", c.status);
+    pb_t_tls_close(&c);
+    for (int i = 0; i < MAX; i++)
+        pb_t_tls_close(&held[i]);
+
+    /* The statistics are asked over a plain connection, itself refused
+     * while the slots are taken: now they are free again. */
+    for (int i = 0; i < 1000; i++) {
+        int probe = pb_dial(&d, 0);
+        pb_t_reply r;
+        pb_t_send_frame(&d, probe, "text/json", "utf-8", "{\"action\": \"stats\"}", 19);
+        int status = pb_recv_frame(probe, &r);
+        close(probe);
+        if (status == 0) {
+            json_t *now = json_loadb((const char *)r.content, r.content_length, 0, NULL);
+            pb_t_reply_free(&r);
+            if (json_object_get(now, "connections") != NULL) {
+                long long now_busy = pb_t_stat_path(now, "connections.refused_by.busy");
+                long long now_tls = pb_t_stat_path(now, REFUSED_TLS);
+                long long all = pb_t_stat_path(now, "connections.refused");
+                long long allow = pb_t_stat_path(now, "connections.refused_by.allow");
+                json_decref(now);
+                cr_expect_geq(now_busy, busy + 2, "refused_by.busy %lld, %lld before",
+                              now_busy, busy);
+                cr_expect_eq(now_tls, tls, "refused_by.tls %lld, %lld before: a busy "
+                             "refusal is not a TLS one", now_tls, tls);
+                cr_expect_eq(all, now_busy + allow + now_tls,
+                             "refused is the sum of refused_by");
+                break;
+            }
+            json_decref(now);
+        }
+        usleep(20 * 1000);
+    }
+    expect_served(&d, TLS_PORT, &PY);
+    pb_daemon_stop_clean(&d);
+}
+
+/* SIGTERM with TLS connections open: the idle ones get shutting_down over
+ * TLS and are closed, the one mid-handshake is closed, and the daemon
+ * exits 0. */
+Test(tls, shutdown_says_goodbye_over_tls)
+{
+    pb_daemon d;
+    pb_t_tls frame, line;
+    pb_buf b = PB_BUF_INIT;
+
+    start(&d, STD);
+    pb_t_tls_dial(&d, TLS_PORT, &PY, &frame);
+    pb_t_frame(&b, "text/plain", "utf-8", "first", 5);
+    pb_t_frame(&b, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
+    pb_t_send(&d, frame.fd, pb_buf_head(&b), pb_buf_used(&b));
+    pb_t_expect_reply(&d, frame.fd, "text/plain", "utf-8", "first", 5);
+    pb_t_tls_dial(&d, LINE_PORT, &S_CLIENT, &line);
+    pb_t_send(&d, line.fd, "hi\n", 3);
+    pb_t_expect_line(&d, line.fd, "hi\n");
+    int stalled = pb_dial(&d, TLS_PORT);
+    pb_t_send(&d, stalled, "\x16\x03\x01\x00\x80\x01", 6);
+
+    pb_daemon_signal(&d, SIGTERM);
+    pb_t_expect_reply(&d, frame.fd, "text/json", "utf-8", PB_T_MORPHEUS_REPLY,
+                      strlen(PB_T_MORPHEUS_REPLY));
+    pb_t_expect_error(&d, frame.fd, "shutting_down");
+    pb_t_expect_eof(&d, frame.fd);
+    pb_t_expect_err_line(&d, line.fd, "shutting_down");
+    pb_t_expect_eof(&d, line.fd);
+    unsigned char got[256];
+    size_t n;
+    cr_expect_eq(read_until_eof(stalled, got, sizeof got, &n), 0,
+                 "the connection in the middle of a handshake was not closed");
+    close(stalled);
+    pb_t_tls_close(&frame);
+    pb_t_tls_close(&line);
+    pb_buf_free(&b);
+    pb_daemon_wait_clean(&d);
+}
+
+#define SWITCHED(frame_tls) CONF_W("2", "", TLS(""), frame_tls)
+
+/* A reload gives a listener TLS, and takes it away: new connections follow
+ * the configuration, a connection accepted before keeps what it began
+ * with. */
+Test(tls, a_reload_turns_tls_on_and_off_for_a_listener)
+{
+    pb_daemon d;
+    pb_buf frame = PB_BUF_INIT;
+
+    start(&d, SWITCHED(""));
+    int plain = pb_dial(&d, TLS_PORT);
+    pb_t_expect_morpheus(&d, plain);
+
+    pb_daemon_write_config(&d, SWITCHED(TLS("")));
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1, "the reload did not complete");
+    for (int i = 0; i < 4; i++)
+        expect_served(&d, TLS_PORT, &PY);
+    pb_t_frame(&frame, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
+    expect_plaintext_refused(&d, TLS_PORT, pb_buf_head(&frame), pb_buf_used(&frame));
+    pb_t_expect_morpheus(&d, plain);
+    pb_t_tls held;
+    pb_t_tls_dial(&d, TLS_PORT, &PY, &held);
+    pb_t_expect_morpheus(&d, held.fd);
+
+    pb_daemon_write_config(&d, SWITCHED(""));
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 2), 2, "the second reload did not complete");
+    for (int i = 0; i < 4; i++)
+        pb_t_check_serving(&d, TLS_PORT);
+    pb_t_expect_morpheus(&d, plain);
+    pb_t_expect_morpheus(&d, held.fd);
+    close(plain);
+    pb_t_tls_close(&held);
+    pb_buf_free(&frame);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- Sessions ------------------------------------------------------------------------- */
+
+/* Runs tls-client.py --resume against the line port; K of N resumed. */
+static int resumed(const pb_daemon *d, int n, const char *max_version)
+{
+    char port[16], count[16], ca[256];
+    snprintf(port, sizeof port, "%d", d->port[LINE_PORT]);
+    snprintf(count, sizeof count, "%d", n);
+    dir_path(d, "ca.crt", ca, sizeof ca);
+    const char *argv[] = { "/usr/bin/env", "python3", PB_T_TLS_SRC "/tls-client.py",
+                           "--status-fd", "1", "--resume", count, "--ca", ca,
+                           "--max", max_version, "127.0.0.1", port, NULL };
+    pb_run_result r;
+    int k = -1, total = -1;
+    pb_run(argv, NULL, NULL, 0, &r);
+    pb_check(d, r.status == 0 && sscanf(r.out, "RESUMED %d %d", &k, &total) == 2 &&
+             total == n, "tls-client.py --resume: status %d, %s %s", r.status, r.out, r.err);
+    pb_run_free(&r);
+    return k;
+}
+
+/* Session tickets are sealed with keys the master drew: a session resumes
+ * whichever of the workers takes the connection, and one from before a
+ * reload resumes after it. */
+Test(tls, sessions_resume_on_any_worker_and_across_a_reload)
+{
+    pb_daemon d;
+    start(&d, CONF_W("2", "", TLS(""), TLS("")));
+    cr_expect_eq(resumed(&d, 8, "1.3"), 8, "TLS 1.3 sessions resumed");
+    cr_expect_eq(resumed(&d, 8, "1.2"), 8, "TLS 1.2 sessions resumed");
+
+    static const char *const hold[] = { "--resume", "8", "--hold", NULL };
+    pb_t_tls c;
+    pb_t_tls_dial(&d, LINE_PORT, &(pb_t_tls_opts){ .extra = hold }, &c);
+    pb_daemon_signal(&d, SIGHUP);
+    cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1, "the reload did not complete");
+    pb_t_send(&d, c.fd, "go\n", 3);
+    pb_t_expect_line(&d, c.fd, "RESUMED 8 8\n");
+    pb_t_tls_close(&c);
     pb_daemon_stop_clean(&d);
 }
