@@ -960,6 +960,12 @@ Test(tls, a_plugin_sees_the_client_certificate_subject)
     expect_subject(&d, c.fd, CLIENT_SUBJECT);
     pb_t_tls_close(&c);
 
+    /* Escaped as RFC 2253 says: no comma, plus or quote in a value reads
+     * as a separator, so no CN can pass for another subject. */
+    pb_t_tls_dial(&d, TLS_PORT, &(pb_t_tls_opts){ .client = "tricky" }, &c);
+    expect_subject(&d, c.fd, "CN=Zo\xc3\xab\\, \\\"admin\\\"\\+x\\,O=Admins,O=Plugboard Test");
+    pb_t_tls_close(&c);
+
     pb_t_tls_dial(&d, OPT_PORT, &(pb_t_tls_opts){ .client = "client" }, &c);
     expect_subject(&d, c.fd, CLIENT_SUBJECT);
     pb_t_tls_close(&c);

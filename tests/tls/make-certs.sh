@@ -10,6 +10,8 @@
 #   client.crt client.key         subject O=Plugboard Test, CN=client
 #   expired.crt expired.key       the same subject, valid only in January 2020
 #   wrongca.crt wrongca.key       the same subject, signed by another CA
+#   tricky.crt tricky.key         O=Plugboard Test, CN=Zoë, "admin"+x,O=Admins: UTF-8,
+#                                 and characters RFC 2253 escapes
 #   other-ca.crt other-ca.key     that other CA
 #
 # Nothing here reads the system's openssl.cnf: the script writes its own.
@@ -75,7 +77,7 @@ ca() {
 # leaf NAME SUBJECT EXTENSIONS CA SERIAL
 leaf() {
     key "$1.key"
-    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
+    openssl req -new -utf8 -key "$1.key" -subj "$2" -out "$1.csr"
     openssl x509 -req -in "$1.csr" -CA "$4.crt" -CAkey "$4.key" -set_serial "$5" \
         -days 3650 -extfile "$OPENSSL_CONF" -extensions "$3" -out "$1.crt" 2>/dev/null
     rm -f "$1.csr"
@@ -87,6 +89,7 @@ leaf server "/O=Plugboard Test/CN=server" server ca 16
 leaf server2 "/O=Plugboard Test/CN=server2" server ca 17
 leaf client "/O=Plugboard Test/CN=client" client ca 32
 leaf wrongca "/O=Plugboard Test/CN=client" client other-ca 33
+leaf tricky '/O=Plugboard Test/CN=Zoë, "admin"\+x,O=Admins' client ca 34
 cat server.crt ca.crt > server-chain.crt
 
 # Expired: `openssl x509 -req` of OpenSSL 3.0 cannot set a start date,
