@@ -374,6 +374,13 @@ Test(tls, verify_client_optional_serves_clients_without_a_certificate)
     expect_served(&d, TLS_PORT, &(pb_t_tls_opts){ .tool = PB_T_TLS_PYTHON, .max_version = "1.2" });
     expect_served(&d, TLS_PORT, &(pb_t_tls_opts){ .tool = PB_T_TLS_PYTHON, .client = "client" });
     expect_served(&d, TLS_PORT, &(pb_t_tls_opts){ .tool = PB_T_TLS_S_CLIENT, .client = "client" });
+    /* A certificate given is a certificate seen. */
+    pb_t_tls with;
+    pb_t_tls_dial(&d, TLS_PORT, &(pb_t_tls_opts){ .client = "client" }, &with);
+    char *subject = ask_rt(&d, with.fd, "subject");
+    cr_expect_str_eq(subject, CLIENT_SUBJECT, "the subject of a good optional certificate");
+    free(subject);
+    pb_t_tls_close(&with);
 
     /* A certificate that does not verify is never taken for its subject:
      * the connection is refused, or served as if it had none. */
