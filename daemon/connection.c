@@ -374,6 +374,14 @@ static const char *peer_of(pb_conn *c)
     return c->peer;
 }
 
+/* A reply that finishes after handle_message() returns keeps the
+ * configuration that routed it. */
+static void hold_cycle(pb_conn *c, pb_reply *r)
+{
+    r->cycle = c->server->cycle;
+    pb_cycle_hold(r->cycle);
+}
+
 static void handle_message(pb_conn *c, const pb_message *msg)
 {
     json_t *content = NULL;
@@ -419,7 +427,10 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         return;
     }
 
-    pb_reply *reply = pb_reply_new(c, c->codec, c->queue == NULL ? &c->out : NULL);
+    /* Written in place when it is the next to leave and answered on the
+     * loop thread during handle(); queued in request order otherwise. */
+    int in_place = c->queue == NULL && instance->pool == NULL;
+    pb_reply *reply = pb_reply_new(c, c->codec, in_place ? &c->out : NULL);
     if (reply == NULL) {
         send_error(c, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
         json_decref(content);
@@ -445,14 +456,11 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .peer_uid = c->peer_uid,
         .tls_subject = c->tls_subject,
     };
-    if (reply->out != &c->out)
+    if (!in_place)
         enqueue(c, reply);
 
     if (instance->pool != NULL) {
-        if (reply->out == &c->out)
-            enqueue(c, reply);
-        reply->cycle = c->server->cycle;
-        pb_cycle_hold(reply->cycle);
+        hold_cycle(c, reply);
         if (pb_instance_submit(instance, &request, reply) != 0) {
             reply->failed = 1;
             snprintf(reply->error, sizeof reply->error,
@@ -476,13 +484,12 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         pb_buf_free(&c->pushed);
     }
     if (!finished) {
-        if (reply->out == &c->out)
+        if (in_place)
             enqueue(c, reply);
-        reply->cycle = c->server->cycle;
-        pb_cycle_hold(reply->cycle);
+        hold_cycle(c, reply);
         return;
     }
-    if (reply->out == &c->out) {
+    if (in_place) {
         finish_reply(c, reply);
         pb_reply_free(reply);
     } else {
@@ -758,12 +765,11 @@ static void flush(pb_conn *c)
 }
 
 /* A handshake that failed costs the daemon nothing more than the close:
- * a scanner, plaintext on a TLS port or a refused certificate. */
-static void handshake_failed(pb_conn *c)
+ * a scanner, plaintext on a TLS port, a refused certificate, a peer that
+ * stalled past idle_timeout. */
+static void handshake_failed(pb_conn *c, const char *why)
 {
     static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
-    char why[256];
-    pb_tls_reason(why, sizeof why);
     pb_log_limited(&limit, PB_LOG_DEBUG, "TLS handshake with %s on %s failed: %s",
                    peer_of(c), c->listener->address, why);
     atomic_fetch_add_explicit(&stats(c)->refused_tls, 1, memory_order_relaxed);
@@ -786,8 +792,10 @@ static void continue_handshake(pb_conn *c)
     case PB_TLS_WANT_WRITE:
         set_events(c, EV_WRITE);
         return;
-    default:
-        handshake_failed(c);
+    default: {
+        char why[256];
+        handshake_failed(c, pb_tls_reason(why, sizeof why));
+    }
     }
 }
 
@@ -989,6 +997,10 @@ void pb_conn_expire_idle(pb_server *s)
             touch(c);
             if (s->oldest == c)
                 break;
+            continue;
+        }
+        if (c->handshaking) {
+            handshake_failed(c, "no handshake within idle_timeout");
             continue;
         }
         pb_log_debug("closing idle connection on %s", c->listener->address);

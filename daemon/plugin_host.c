@@ -544,14 +544,19 @@ typedef struct pool_call {
     unsigned char content[];
 } pool_call;
 
-static void run_call(void *arg)
+static void free_call(pool_call *call)
 {
-    pool_call *call = arg;
-    pb_instance_handle(call->instance, &call->request, call->reply);
     json_decref(call->header);
     json_decref(call->json);
     free(call->strings);
     free(call);
+}
+
+static void run_call(void *arg)
+{
+    pool_call *call = arg;
+    pb_instance_handle(call->instance, &call->request, call->reply);
+    free_call(call);
 }
 
 static char *copy_strings(const pb_request *r, const char **listener,
@@ -588,10 +593,7 @@ int pb_instance_submit(pb_instance *instance, const pb_request *request,
                                  &call->request.peer, &call->request.tls_subject);
     if (call->header == NULL || (request->json && call->json == NULL)
         || call->strings == NULL) {
-        json_decref(call->header);
-        json_decref(call->json);
-        free(call->strings);
-        free(call);
+        free_call(call);
         return -1;
     }
     memcpy(call->content, request->content, request->content_length);
@@ -605,10 +607,7 @@ int pb_instance_submit(pb_instance *instance, const pb_request *request,
     if (call->request.content_encoding == NULL)
         call->request.content_encoding = request->content_encoding;
     if (pb_pool_submit(instance->pool, run_call, call) != 0) {
-        json_decref(call->header);
-        json_decref(call->json);
-        free(call->strings);
-        free(call);
+        free_call(call);
         return -1;
     }
     return 0;

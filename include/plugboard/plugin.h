@@ -168,8 +168,10 @@
  *
  * pb_request.listener names the listener; peer is the client's address
  * ("127.0.0.1:40312", "[::1]:40312", or "unix"); peer_uid the uid of a
- * Unix-domain peer (-1 over TCP); tls_subject the subject of a verified
- * client certificate, NULL without one.
+ * Unix-domain peer (-1 over TCP); tls_subject the subject of the client
+ * certificate a TLS listener verified, NULL without one. A plugin that
+ * trusts it should also check `listener`: only a listener with
+ * verify_client set ever has one.
  *
  * MEMORY
  *
@@ -436,8 +438,9 @@ typedef struct pb_request {
     const char *peer;
     /* For a Unix-domain socket, the peer's uid (SO_PEERCRED); else -1. */
     long peer_uid;
-    /* The subject of the client's TLS certificate, one line as OpenSSL
-     * prints it ("CN=alice,O=Example"); NULL without TLS or certificate. */
+    /* The subject of the client's verified TLS certificate, in RFC 2253
+     * form, most specific first ("CN=alice,O=Example"); NULL without TLS
+     * or without a client certificate. */
     const char *tls_subject;
 } pb_request;
 
@@ -606,7 +609,8 @@ struct pb_host {
      * A snapshot of the daemon's counters, summed over its workers, as a
      * new JSON object the caller owns (NULL when out of memory): uptime,
      * generation (1 + successful reloads), reloads, failed_reloads,
-     * worker_restarts, workers, connections {open, accepted, refused},
+     * worker_restarts, workers, connections {open, accepted, refused,
+     * refused_by {busy, allow, tls}},
      * messages, bytes {in, out}, errors {by wire error code}, plugins
      * {by instance: messages, errors}, routes {by route: messages, errors},
      * retired {plugins, routes: messages, errors of names no longer

@@ -77,6 +77,21 @@ static char *ask(const pb_daemon *d, const char *json)
     return got;
 }
 
+/* Asks json on new connections until the result is want (for what other
+ * workers or the loop do next); the last result, for the test to check. */
+static char *ask_until(const pb_daemon *d, const char *json, const char *want)
+{
+    char *got = NULL;
+    for (int i = 0; i < 500; i++) {
+        free(got);
+        got = ask(d, json);
+        if (strcmp(got, want) == 0)
+            break;
+        usleep(10 * 1000);
+    }
+    return got;
+}
+
 /* Receives a push: its header says "push": true, its content is want. */
 static void expect_push(const pb_daemon *d, int fd, const char *want)
 {
@@ -193,14 +208,7 @@ Test(runtime, pushes_reach_holders_and_closes_are_told)
     expect_push(&d, sub, "{\"message\": \"hello\"}");
 
     close(sub);
-    char *closed = NULL;
-    for (int i = 0; i < 500; i++) {
-        free(closed);
-        closed = ask(&d, "{\"action\": \"closed\"}");
-        if (strcmp(closed, "1") == 0)
-            break;
-        usleep(10 * 1000);
-    }
+    char *closed = ask_until(&d, "{\"action\": \"closed\"}", "1");
     cr_expect_str_eq(closed, "1", "the plugin was told its connection closed");
     free(closed);
     took = ask(&d, "{\"action\": \"publish\", \"value\": \"again\"}");
@@ -252,14 +260,7 @@ Test(runtime, a_deferred_reply_arrives_across_a_reload)
     char *got = recv_result(&d, fd);
     cr_expect(strcmp(got, "before") == 0 || strcmp(got, "after") == 0, "%s", got);
     free(got);
-    for (int i = 0; i < 500; i++) {
-        got = ask(&d, "{\"action\": \"search\", \"value\": \"morpheus\"}");
-        int done = strcmp(got, "after") == 0;
-        free(got);
-        if (done)
-            break;
-        usleep(10 * 1000);
-    }
+    free(ask_until(&d, "{\"action\": \"search\", \"value\": \"morpheus\"}", "after"));
     send_json(&d, fd, "{\"action\": \"search\", \"value\": \"morpheus\"}");
     expect_result(&d, fd, "after");
     close(fd);
