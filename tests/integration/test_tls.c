@@ -404,6 +404,7 @@ Test(tls, verify_client_optional_serves_clients_without_a_certificate)
                 pb_t_reply_free(&r);
                 cr_log_info("optional: a %s certificate is served without a subject", bad[i]);
             } else {
+                pb_t_reply_free(&r);    /* what pb_recv_frame() began */
                 cr_log_info("optional: a %s certificate is refused", bad[i]);
             }
         }
@@ -1139,6 +1140,8 @@ Test(tls, a_busy_daemon_closes_a_tls_peer_before_any_handshake)
         pb_t_send_frame(&d, probe, "text/json", "utf-8", "{\"action\": \"stats\"}", 19);
         int status = pb_recv_frame(probe, &r);
         close(probe);
+        if (status == 1)
+            pb_t_reply_free(&r);    /* what pb_recv_frame() began */
         if (status == 0) {
             json_t *now = json_loadb((const char *)r.content, r.content_length, 0, NULL);
             pb_t_reply_free(&r);
