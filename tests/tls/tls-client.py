@@ -25,10 +25,14 @@ defaults) to stdout, and exits.
     tls-client.py --resume N [options] HOST PORT
 
 connects N + 1 times one after the other, each time offering the session
-of the first connection; each sends one line ("resume\n") and reads one
-line back, for a server that echoes lines. The status line is then
+of the first connection (the later ones to --resume-port if given); each
+sends one line ("resume\n") and reads one line back, for a server that
+echoes lines, or with --ask JSON sends a text/json frame of that content
+and reads the reply frame. The status line is then
 
-    RESUMED K N             K of the N later connections resumed
+    RESUMED K N LAST        K of the N later connections resumed; LAST: the
+                            content of the last reply ("-" for lines)
+    FAIL REASON             a connection failed
 
 With --hold, the status line after the first connection is "OK VERSION
 PEER-CN"; it then waits for a line on stdin before the others, and writes
@@ -36,6 +40,7 @@ the RESUMED line to stdout.
 """
 
 import argparse
+import json
 import os
 import select
 import socket
@@ -120,38 +125,68 @@ def relay(tls):
                 return
 
 
-def line_exchange(tls):
-    tls.sendall(b"resume\n")
+def recv_exact(tls, n):
     got = b""
-    while not got.endswith(b"\n"):
-        data = tls.recv(4096)
+    while len(got) < n:
+        data = tls.recv(n - len(got))
         if not data:
-            raise OSError("the server closed before answering the line")
+            raise OSError("the server closed in the middle of a reply")
         got += data
+    return got
+
+
+def exchange(tls, ask):
+    """One line ("resume\\n") and its echo, or with ask a text/json frame
+    and its reply, whose content is returned."""
+    if ask is None:
+        tls.sendall(b"resume\n")
+        got = b""
+        while not got.endswith(b"\n"):
+            data = tls.recv(4096)
+            if not data:
+                raise OSError("the server closed before answering the line")
+            got += data
+        return "-"
+    body = ask.encode()
+    header = json.dumps({"byteorder": sys.byteorder, "content-type": "text/json",
+                         "content-encoding": "utf-8",
+                         "content-length": len(body)}).encode()
+    tls.sendall(len(header).to_bytes(2, "big") + header + body)
+    length = int.from_bytes(recv_exact(tls, 2), "big")
+    header = json.loads(recv_exact(tls, length))
+    return recv_exact(tls, header["content-length"]).decode()
 
 
 def resume(context, args, report):
-    """The first connection's session offered to args.resume more."""
+    """The first connection's session offered to args.resume more (on
+    args.resume_port if given)."""
     session = None
     resumed = 0
-    for i in range(args.resume + 1):
-        raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
-        with context.wrap_socket(raw, server_hostname=args.servername,
-                                 session=session) as tls:
-            # Under TLS 1.3 the ticket comes after the handshake: read first.
-            line_exchange(tls)
-            if i == 0:
-                session = tls.session
-                if args.hold:
-                    report("OK %s %s" % (tls.version(), peer_cn(tls)))
-            elif tls.session_reused:
-                resumed += 1
-        if i == 0 and args.hold:
-            sys.stdin.buffer.readline()
+    last = "-"
+    try:
+        for i in range(args.resume + 1):
+            port = args.resume_port if i > 0 and args.resume_port else args.port
+            raw = socket.create_connection((args.host, port), timeout=args.timeout)
+            with context.wrap_socket(raw, server_hostname=args.servername,
+                                     session=session) as tls:
+                # Under TLS 1.3 the ticket comes after the handshake: the
+                # exchange reads it.
+                last = exchange(tls, args.ask)
+                if i == 0:
+                    session = tls.session
+                    if args.hold:
+                        report("OK %s %s" % (tls.version(), peer_cn(tls)))
+                elif tls.session_reused:
+                    resumed += 1
+            if i == 0 and args.hold:
+                sys.stdin.buffer.readline()
+        result = "RESUMED %d %d %s" % (resumed, args.resume, last)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        result = "FAIL %s" % str(e).replace("\n", " ")
     if args.hold:
-        os.write(1, b"RESUMED %d %d\n" % (resumed, args.resume))
+        os.write(1, result.encode() + b"\n")
     else:
-        report("RESUMED %d %d" % (resumed, args.resume))
+        report(result)
 
 
 def main():
@@ -169,6 +204,8 @@ def main():
     p.add_argument("--client-hello", action="store_true")
     p.add_argument("--resume", type=int)
     p.add_argument("--hold", action="store_true")
+    p.add_argument("--resume-port", type=int)
+    p.add_argument("--ask")
     args = p.parse_args()
     if args.client_hello:
         client_hello()
@@ -192,11 +229,7 @@ def main():
     if args.cert:
         context.load_cert_chain(args.cert, args.key)
     if args.resume is not None:
-        try:
-            resume(context, args, report)
-        except (ssl.SSLError, OSError) as e:
-            report("FAIL %s" % str(e).replace("\n", " "))
-            return 1
+        resume(context, args, report)
         return 0
     raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
     try:
