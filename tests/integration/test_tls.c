@@ -1247,22 +1247,40 @@ Test(tls, a_reload_turns_tls_on_and_off_for_a_listener)
 
 /* --- Sessions ------------------------------------------------------------------------- */
 
-/* Runs tls-client.py --resume against the line port; K of N resumed. */
-static int resumed(const pb_daemon *d, int n, const char *max_version)
+/* Runs tls-client.py --resume N against PORTn with more arguments (may be
+ * NULL); its status line into out. */
+static void run_resume(const pb_daemon *d, int port_index, int n, const char *max_version,
+                       const char *const *more, char *out, size_t cap)
 {
     char port[16], count[16], ca[256];
-    snprintf(port, sizeof port, "%d", d->port[LINE_PORT]);
+    const char *argv[32] = { "/usr/bin/env", "python3", PB_T_TLS_SRC "/tls-client.py",
+                             "--status-fd", "1", "--resume", count, "--ca", ca,
+                             "--max", max_version };
+    int argc = 11;
+    snprintf(port, sizeof port, "%d", d->port[port_index]);
     snprintf(count, sizeof count, "%d", n);
     dir_path(d, "ca.crt", ca, sizeof ca);
-    const char *argv[] = { "/usr/bin/env", "python3", PB_T_TLS_SRC "/tls-client.py",
-                           "--status-fd", "1", "--resume", count, "--ca", ca,
-                           "--max", max_version, "127.0.0.1", port, NULL };
+    for (size_t i = 0; more && more[i] && argc < 28; i++)
+        argv[argc++] = more[i];
+    argv[argc++] = "127.0.0.1";
+    argv[argc++] = port;
+    argv[argc] = NULL;
     pb_run_result r;
-    int k = -1, total = -1;
     pb_run(argv, NULL, NULL, 0, &r);
-    pb_check(d, r.status == 0 && sscanf(r.out, "RESUMED %d %d", &k, &total) == 2 &&
-             total == n, "tls-client.py --resume: status %d, %s %s", r.status, r.out, r.err);
+    pb_check(d, r.status == 0 && r.out_len > 0, "tls-client.py --resume: status %d, %s %s",
+             r.status, r.out, r.err);
+    snprintf(out, cap, "%.*s", (int)strcspn(r.out, "\n"), r.out);
     pb_run_free(&r);
+}
+
+/* How many of n sessions resumed on the line port. */
+static int resumed(const pb_daemon *d, int n, const char *max_version)
+{
+    char out[512];
+    int k = -1, total = -1;
+    run_resume(d, LINE_PORT, n, max_version, NULL, out, sizeof out);
+    pb_check(d, sscanf(out, "RESUMED %d %d", &k, &total) == 2 && total == n,
+             "tls-client.py --resume: %s", out);
     return k;
 }
 
@@ -1282,7 +1300,54 @@ Test(tls, sessions_resume_on_any_worker_and_across_a_reload)
     pb_daemon_signal(&d, SIGHUP);
     cr_assert_eq(pb_t_wait_stat(&d, "reloads", 1), 1, "the reload did not complete");
     pb_t_send(&d, c.fd, "go\n", 3);
-    pb_t_expect_line(&d, c.fd, "RESUMED 8 8\n");
+    pb_t_expect_line(&d, c.fd, "RESUMED 8 8 -\n");
     pb_t_tls_close(&c);
+    pb_daemon_stop_clean(&d);
+}
+
+/* A resumed session still tells plugins whose certificate began it. */
+Test(tls, a_resumed_session_keeps_the_client_subject)
+{
+    pb_daemon d;
+    char cert[256], key[256], out[512];
+    start(&d, SUBJECT_CONF);
+    dir_path(&d, "client.crt", cert, sizeof cert);
+    dir_path(&d, "client.key", key, sizeof key);
+    const char *const ask[] = { "--cert", cert, "--key", key,
+                                "--ask", "{\"action\": \"subject\"}", NULL };
+    const char *versions[] = { "1.3", "1.2" };
+    for (int i = 0; i < 2; i++) {
+        run_resume(&d, TLS_PORT, 4, versions[i], ask, out, sizeof out);
+        cr_expect_str_eq(out, "RESUMED 4 4 {\"result\": \"" CLIENT_SUBJECT "\"}",
+                         "TLS %s", versions[i]);
+    }
+    pb_daemon_stop_clean(&d);
+}
+
+/* A session made where no certificate was asked for must not resume where
+ * one is required: that would skip the check. Without a certificate the
+ * client is refused; with one, it gets a full handshake. */
+Test(tls, a_session_does_not_resume_on_a_listener_that_requires_a_certificate)
+{
+    pb_daemon d;
+    char cert[256], key[256], port[16], out[512];
+    start(&d, SUBJECT_CONF);
+    dir_path(&d, "client.crt", cert, sizeof cert);
+    dir_path(&d, "client.key", key, sizeof key);
+    snprintf(port, sizeof port, "%d", d.port[TLS_PORT]);
+    const char *const without[] = { "--resume-port", port,
+                                    "--ask", "{\"action\": \"subject\"}", NULL };
+    const char *const with[] = { "--resume-port", port, "--cert", cert, "--key", key,
+                                 "--ask", "{\"action\": \"subject\"}", NULL };
+    const char *versions[] = { "1.3", "1.2" };
+    for (int i = 0; i < 2; i++) {
+        /* First on the optional listener, then on the requiring one. */
+        run_resume(&d, OPT_PORT, 2, versions[i], without, out, sizeof out);
+        cr_expect(strncmp(out, "FAIL ", 5) == 0, "TLS %s, no certificate: a session from "
+                  "the optional listener on the requiring one: %s", versions[i], out);
+        run_resume(&d, OPT_PORT, 2, versions[i], with, out, sizeof out);
+        cr_expect_str_eq(out, "RESUMED 0 2 {\"result\": \"" CLIENT_SUBJECT "\"}",
+                         "TLS %s, with a certificate", versions[i]);
+    }
     pb_daemon_stop_clean(&d);
 }
