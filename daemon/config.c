@@ -877,6 +877,7 @@ static void load_tls(loader *ld, const config_setting_t *entry, pb_listener_conf
     tls_file(ld, group, "key", &t->key, &t->key_pos);
     tls_file(ld, group, "ca", &t->ca, &t->ca_pos);
     const pb_conf_word *word;
+    const config_setting_t *verify_s = config_setting_get_member(group, "verify_client");
     if (get_choice(ld, group, "verify_client", verify_words, &word) == PRESENT)
         t->verify_client = (pb_verify_client)word->value;
     if (get_choice(ld, group, "min_version", tls_versions, &word) == PRESENT)
@@ -888,9 +889,9 @@ static void load_tls(loader *ld, const config_setting_t *entry, pb_listener_conf
         error_pos(ld, t->pos, "\"tls\" needs \"key\" (PEM, the certificate's "
                   "private key)");
     if (t->verify_client != PB_VERIFY_NONE && !config_setting_get_member(group, "ca"))
-        error_pos(ld, t->pos, "verify_client = \"%s\" needs \"ca\": the "
-                  "certificates client certificates are checked against",
-                  t->verify_client == PB_VERIFY_REQUIRE ? "require" : "optional");
+        error_at(ld, verify_s, "verify_client = \"%s\" needs \"ca\", the CA "
+                 "certificates that client certificates are checked against",
+                 t->verify_client == PB_VERIFY_REQUIRE ? "require" : "optional");
 }
 
 static void load_listener(loader *ld, const config_setting_t *entry, void *out)

@@ -337,8 +337,9 @@ static void signal_retiring(master *m, int sig)
         signal_worker(&m->retiring[i], sig);
 }
 
-/* Sends a worker m->cycle to prepare. */
-static int send_prepare(master *m, const worker *w)
+/* Sends a worker m->cycle to prepare. A retiring worker may have exited
+ * since its last connection closed: failing to reach it is no error. */
+static int send_prepare(master *m, const worker *w, int retiring)
 {
     pb_buf packed = PB_BUF_INIT;
     int rc = pb_cycle_pack(m->cycle, &packed);
@@ -350,8 +351,9 @@ static int send_prepare(master *m, const worker *w)
     pb_buf_free(&packed);
     if (rc == 0)
         return 0;
-    pb_log_error("cannot send the new configuration to worker %d (pid %ld): %s",
-                 w->slot, (long)w->pid, strerror(errno));
+    pb_log(retiring ? PB_LOG_DEBUG : PB_LOG_ERROR,
+           "cannot send the new configuration to %sworker %d (pid %ld): %s",
+           retiring ? "retiring " : "", w->slot, (long)w->pid, strerror(errno));
     return -1;
 }
 
@@ -464,14 +466,14 @@ static void reload(master *m)
     for (int i = 0; i < m->n_workers; i++) {
         worker *w = &m->workers[i];
         if (w->pid > 0 && atomic_load(&m->shared->configs[w->slot].prepared) != m->serial
-            && send_prepare(m, w) != 0)
+            && send_prepare(m, w, 0) != 0)
             replace_worker(m, w);
     }
     /* Retiring workers follow too, for the connections they hold; they
      * are leaving, so the reload does not wait for them. */
     for (int i = 0; i < m->n_retiring; i++)
         if (atomic_load(&m->shared->configs[m->retiring[i].slot].prepared) != m->serial)
-            send_prepare(m, &m->retiring[i]);
+            send_prepare(m, &m->retiring[i], 1);
     m->applying = 1;
     m->apply_deadline = now() + APPLY_SECONDS;
     follow_reload(m);

@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -342,6 +343,31 @@ static int load_ca(context_build *b)
     return rc;
 }
 
+/*
+ * Every listener shares the ticket keys, so a session must name what it
+ * was verified for: a session resumes only where the listener, its
+ * verify_client and its CAs are the same. Otherwise a session from a
+ * listener that asks for no certificate would resume on one that insists.
+ */
+static int set_session_context(context_build *b)
+{
+    const pb_tls_conf *t = b->listener->tls;
+    unsigned char id[SHA256_DIGEST_LENGTH];
+    unsigned char mode = (unsigned char)t->verify_client;
+    const pb_tls_file *ca = t->ca != NULL ? find_file(b->files, t->ca) : NULL;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(md, b->listener->name, strlen(b->listener->name) + 1) == 1 &&
+             EVP_DigestUpdate(md, &mode, 1) == 1 &&
+             (ca == NULL || EVP_DigestUpdate(md, ca->data, ca->len) == 1) &&
+             EVP_DigestFinal_ex(md, id, NULL) == 1 &&
+             SSL_CTX_set_session_id_context(b->ctx, id, sizeof id) == 1;
+    EVP_MD_CTX_free(md);
+    if (!ok)
+        return fail(b, t->pos, "cannot set the session context", "");
+    return 0;
+}
+
 SSL_CTX *pb_tls_context_new(const pb_listener_conf *listener,
                             const pb_tls_files *files, pb_diag *diag)
 {
@@ -367,8 +393,10 @@ SSL_CTX *pb_tls_context_new(const pb_listener_conf *listener,
                               SSL_MODE_RELEASE_BUFFERS);
     /* One ticket per handshake is enough to resume, and cheaper than two. */
     SSL_CTX_set_num_tickets(ctx, 1);
-    static const unsigned char context_id[] = "plugboard";
-    SSL_CTX_set_session_id_context(ctx, context_id, sizeof context_id - 1);
+    if (set_session_context(&b) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     if (have_ticket_keys)
         SSL_CTX_set_tlsext_ticket_keys(ctx, ticket_keys, sizeof ticket_keys);
 

@@ -32,7 +32,9 @@ EXTRA_DIST += \
 	packaging/debian/source/format \
 	packaging/debian/clean \
 	packaging/debian/plugboard.install \
+	packaging/debian/plugboard.dirs \
 	packaging/debian/plugboard.docs \
+	packaging/debian/plugboard.README.Debian \
 	packaging/debian/plugboard.postinst \
 	packaging/debian/plugboard.postrm \
 	packaging/debian/plugboard-dev.install \

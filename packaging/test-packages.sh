@@ -97,6 +97,12 @@ check "a system uid ($uid)" test -n "$uid" -a "${uid:-1000}" -lt 1000
 check "$conf is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' plugboard | grep -q ' $conf '"
 check "the packaged config sets user and group" \
     sh -c "grep -q '^user = \"plugboard\";' $conf && grep -q '^group = \"plugboard\";' $conf"
+# Only the master, as root, reads TLS keys: the directory is root's alone.
+check "/etc/plugboard/tls is root:root, mode 750" \
+    test "$(stat -c %U:%G:%a /etc/plugboard/tls 2>/dev/null)" = root:root:750
+check "the plugboard user cannot list /etc/plugboard/tls" \
+    sh -c "! setpriv --reuid=plugboard --regid=plugboard --clear-groups ls /etc/plugboard/tls >/dev/null 2>&1"
+check "README.Debian is installed" sh -c "ls /usr/share/doc/plugboard/README.Debian* >/dev/null 2>&1"
 plugindir=$(pkg-config --variable=plugindir plugboard-plugin)
 has_shipped_plugins() {
     for module in echo uppercase search first10; do
@@ -189,6 +195,8 @@ check "the Unix socket belongs to plugboard:plugboard" \
 check "plugboard-cli -u /run/plugboard/plugboard.sock search ring answers" \
     test "$(ask -u /run/plugboard/plugboard.sock search ring)" = "In the caves beneath the Misty Mountains. 💍"
 check "the line listener echoes" test "$(ask 127.0.0.1 65433 --line hello)" = hello
+check "stats answers on the Unix socket, with refused_by" \
+    sh -c "/usr/bin/plugboard-cli -w 2 -u /run/plugboard/plugboard.sock stats | grep -q '\"refused_by\": {\"busy\": 0'"
 
 # --- Reload -------------------------------------------------------------------------
 # As `systemctl reload` does: check the edited file, then SIGHUP.
@@ -208,12 +216,108 @@ check "after SIGHUP search morpheus still answers" \
 check "after SIGHUP the workers still run as plugboard:plugboard" check_workers
 cp -p "$tmp/plugboard.conf.orig" $conf
 
+# --- TLS ------------------------------------------------------------------------------
+# A key in /etc/plugboard/tls readable by root alone serves TLS from workers
+# that run as plugboard, under the unit's capability bounding set: the master
+# reads it. A renewed certificate is taken up on SIGHUP; a key that does not
+# match its certificate fails the reload, and the old certificate goes on.
+tls=/etc/plugboard/tls
+tls_port=65443
+failed_from=
+failed_to=
+tls_ask() {
+    (printf '%s\n' "$1"; sleep 1) |
+        openssl s_client -quiet -no_ign_eof -verify_return_error -verify_ip 127.0.0.1 \
+            -CAfile "$tls/server.crt" -connect 127.0.0.1:$tls_port 2>>"$tmp/tls.log"
+}
+tls_serial() {
+    openssl s_client -connect 127.0.0.1:$tls_port </dev/null 2>>"$tmp/tls.log" |
+        openssl x509 -noout -serial 2>>"$tmp/tls.log"
+}
+# Waits until the daemon serves the certificate with serial $1.
+wait_for_serial() {
+    tries=0
+    while [ $tries -lt 100 ]; do
+        kill -0 "$daemon_pid" 2>/dev/null || return 1
+        [ "$(tls_serial)" = "$1" ] && return 0
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    return 1
+}
+new_certificate() {
+    openssl req -x509 -new -key "$tls/server.key" -days 2 -subj "/CN=127.0.0.1" \
+        -addext "subjectAltName=IP:127.0.0.1" -out "$tls/server.crt" 2>>"$tmp/tls.log" &&
+        openssl x509 -in "$tls/server.crt" -noout -serial
+}
+if ! command -v openssl >/dev/null; then
+    fail "openssl is installed, for the TLS checks"
+elif ss -Hltn "sport = :$tls_port" 2>/dev/null | grep -q .; then
+    fail "port $tls_port is free (something else listens on it)"
+else
+    cp -p $conf "$tmp/plugboard.conf.orig"
+    (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$tls/server.key" 2>>"$tmp/tls.log")
+    serial=$(new_certificate)
+    check "a key and certificate in $tls (key root:root, mode 600)" \
+        test -n "$serial" -a "$(stat -c %U:%G:%a "$tls/server.key")" = root:root:600
+    # A TLS line listener to echo, its files relative to the configuration.
+    sed -i 's|^\(  { name = "local".*}\)$|\1,\n  { name = "tls"; address = "127.0.0.1"; port = '$tls_port'; framing = "line"; plugin = "echo";\n    tls = { certificate = "tls/server.crt"; key = "tls/server.key"; }; }|' $conf
+    check "the edited configuration adds a TLS listener" grep -q 'key = "tls/server.key"' $conf
+    check "plugboard -t accepts the TLS listener" sh -c "/usr/sbin/plugboard -t -c $conf >/dev/null"
+    kill -HUP "$daemon_pid"
+    if wait_for_serial "$serial"; then
+        pass "after SIGHUP the TLS listener serves the certificate"
+    else
+        cat "$tmp/daemon.log" "$tmp/tls.log"
+        fail "after SIGHUP the TLS listener serves the certificate"
+    fi
+    check "a line sent over TLS comes back, the certificate verified" \
+        test "$(tls_ask hello)" = hello
+    check "after SIGHUP the workers still run as plugboard:plugboard" check_workers
+
+    renewed=$(new_certificate)
+    kill -HUP "$daemon_pid"
+    if [ -n "$renewed" ] && [ "$renewed" != "$serial" ] && wait_for_serial "$renewed"; then
+        pass "a renewed certificate is served after SIGHUP"
+    else
+        cat "$tmp/daemon.log" "$tmp/tls.log"
+        fail "a renewed certificate is served after SIGHUP"
+    fi
+
+    cp -p "$tls/server.key" "$tmp/server.key"
+    (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$tls/server.key" 2>>"$tmp/tls.log")
+    check "plugboard -t refuses a key that does not match the certificate" \
+        sh -c "! /usr/sbin/plugboard -t -c $conf >/dev/null 2>&1"
+    failed_from=$(($(wc -l <"$tmp/daemon.log") + 1))
+    kill -HUP "$daemon_pid"
+    tries=0
+    while [ $tries -lt 100 ] && ! tail -n +$failed_from "$tmp/daemon.log" | grep -q 'reload failed'; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    failed_to=$(wc -l <"$tmp/daemon.log")
+    check "a SIGHUP with the mismatched key fails the reload" \
+        sh -c "sed -n '${failed_from},${failed_to}p' '$tmp/daemon.log' | grep -q 'does not match the key'"
+    check "after the failed reload the renewed certificate is still served" \
+        test "$(tls_serial)" = "$renewed"
+    check "after the failed reload a line over TLS still comes back" \
+        test "$(tls_ask again)" = again
+    cp -p "$tmp/server.key" "$tls/server.key"
+    cp -p "$tmp/plugboard.conf.orig" $conf
+fi
+
 # --- Stop -----------------------------------------------------------------------------
 kill -TERM "$daemon_pid"
 wait "$daemon_pid"
 status=$?
 daemon_pid=
 check "SIGTERM stops the daemon with exit status 0" test $status -eq 0
+# The reload failed on purpose above logged errors; no other line may.
+if [ -n "$failed_from" ]; then
+    sed -i "${failed_from},${failed_to}d" "$tmp/daemon.log"
+fi
 if grep -qi 'error' "$tmp/daemon.log"; then
     echo "--- daemon log:"
     cat "$tmp/daemon.log"

@@ -1142,3 +1142,230 @@ void pb_t_check_serving(const pb_daemon *d, int port_index)
     close(fd);
     pb_vectors_free(v, n);
 }
+
+/* --- TLS ----------------------------------------------------------------- */
+
+void pb_t_make_certs(const char *dir)
+{
+    const char *argv[] = { "/bin/sh", PB_T_TLS_SRC "/make-certs.sh", dir, NULL };
+    pb_run_result r;
+
+    pb_run(argv, NULL, NULL, 0, &r);
+    pb_check(NULL, r.status == 0, "make-certs.sh %s: exit status %d\n%s", dir,
+             r.status, r.err);
+    pb_run_free(&r);
+}
+
+/* Reads one line from fd into out (without its \n) before the deadline. */
+static int read_status_line(int fd, char *out, size_t cap, long long deadline)
+{
+    size_t n = 0;
+
+    while (n + 1 < cap) {
+        char c;
+        ssize_t got;
+
+        if (wait_fd(fd, POLLIN, deadline) != 1)
+            return failf("no status line from the TLS client within %d ms",
+                         PB_T_TIMEOUT_MS);
+        got = read(fd, &c, 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        if (c == '\n')
+            break;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return n > 0 ? 0 : failf("the TLS client exited without a status line");
+}
+
+int pb_t_tls_open(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
+                  pb_t_tls *c)
+{
+    static const pb_t_tls_opts none;
+    char port[16], ca[256], cert[256], key[256], connect_to[64], dir[128];
+    const char *argv[40];
+    int n = 0, sp[2], status[2] = { -1, -1 };
+    pid_t pid;
+
+    if (!o)
+        o = &none;
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    snprintf(port, sizeof port, "%d", d->port[port_index]);
+    snprintf(ca, sizeof ca, "%s/%s.crt", d->dir, o->ca ? o->ca : "ca");
+    snprintf(cert, sizeof cert, "%s/%s.crt", d->dir, o->client ? o->client : "");
+    snprintf(key, sizeof key, "%s/%s.key", d->dir, o->client ? o->client : "");
+    snprintf(connect_to, sizeof connect_to, "127.0.0.1:%s", port);
+    pb_t_tempdir(dir, sizeof dir);
+    snprintf(c->err_path, sizeof c->err_path, "%s/stderr", dir);
+
+    argv[n++] = "/usr/bin/env";
+    if (o->tool == PB_T_TLS_PYTHON) {
+        argv[n++] = "python3";
+        argv[n++] = PB_T_TLS_SRC "/tls-client.py";
+        argv[n++] = "--status-fd";
+        argv[n++] = "3";
+        argv[n++] = "--ca";
+        argv[n++] = ca;
+        if (o->client) {
+            argv[n++] = "--cert";
+            argv[n++] = cert;
+            argv[n++] = "--key";
+            argv[n++] = key;
+        }
+        if (o->min_version) {
+            argv[n++] = "--min";
+            argv[n++] = o->min_version;
+        }
+        if (o->max_version) {
+            argv[n++] = "--max";
+            argv[n++] = o->max_version;
+        }
+        for (size_t i = 0; o->extra && o->extra[i] && n < 28; i++)
+            argv[n++] = o->extra[i];
+        argv[n++] = "127.0.0.1";
+        argv[n++] = port;
+    } else {
+        argv[n++] = "openssl";
+        argv[n++] = "s_client";
+        argv[n++] = "-quiet";
+        argv[n++] = "-connect";
+        argv[n++] = connect_to;
+        argv[n++] = "-servername";
+        argv[n++] = "localhost";
+        argv[n++] = "-verify_ip";
+        argv[n++] = "127.0.0.1";
+        argv[n++] = "-CAfile";
+        argv[n++] = ca;
+        argv[n++] = "-verify_return_error";
+        if (o->client) {
+            argv[n++] = "-cert";
+            argv[n++] = cert;
+            argv[n++] = "-key";
+            argv[n++] = key;
+        }
+        /* s_client takes one fixed version, or none. */
+        if (o->max_version && strcmp(o->max_version, "1.2") == 0)
+            argv[n++] = "-tls1_2";
+        else if (o->min_version && strcmp(o->min_version, "1.3") == 0)
+            argv[n++] = "-tls1_3";
+        for (size_t i = 0; o->extra && o->extra[i] && n < 31; i++)
+            argv[n++] = o->extra[i];
+    }
+    argv[n] = NULL;
+
+    pb_check(d, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0,
+             "socketpair: %s", strerror(errno));
+    if (o->tool == PB_T_TLS_PYTHON)
+        pb_check(d, pipe2(status, O_CLOEXEC) == 0, "pipe: %s", strerror(errno));
+    pid = fork();
+    pb_check(d, pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int err;
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        err = open(c->err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (err < 0 || dup2(sp[1], 0) < 0 || dup2(sp[1], 1) < 0 || dup2(err, 2) < 0)
+            _exit(126);
+        if (status[1] >= 0 && dup2(status[1], 3) < 0)
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(sp[1]);
+    c->pid = pid;
+    c->fd = sp[0];
+    if (o->tool != PB_T_TLS_PYTHON) {
+        snprintf(c->status, sizeof c->status, "started");
+        return 0;
+    }
+    close(status[1]);
+    if (read_status_line(status[0], c->status, sizeof c->status,
+                         now_ms() + 2 * PB_T_TIMEOUT_MS) != 0) {
+        char *err = pb_t_read_file(c->err_path, NULL);
+
+        snprintf(c->status, sizeof c->status, "FAIL %.200s; stderr: %.250s", pb_t_reason(),
+                 err ? err : "");
+        free(err);
+    }
+    close(status[0]);
+    if (strncmp(c->status, "OK ", 3) == 0)
+        return 0;
+    close(c->fd);
+    c->fd = -1;
+    return failf("TLS handshake failed: %s", c->status);
+}
+
+void pb_t_tls_dial(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
+                   pb_t_tls *c)
+{
+    pb_check(d, pb_t_tls_open(d, port_index, o, c) == 0, "%s", pb_t_reason());
+}
+
+void pb_t_tls_close(pb_t_tls *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    if (c->pid > 0) {
+        int status;
+
+        /* The client exits by itself once the daemon closes; else it is
+         * ended here. */
+        if (wait_exit(c->pid, now_ms() + 100, &status) != 0) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, NULL, 0);
+        }
+    }
+    c->pid = 0;
+}
+
+char *pb_t_tls_stderr(const pb_t_tls *c)
+{
+    char *text = pb_t_read_file(c->err_path, NULL);
+
+    return text ? text : strdup("");
+}
+
+const char *pb_t_tls_peer_cn(const pb_t_tls *c, char *out, size_t cap)
+{
+    const char *version = strncmp(c->status, "OK ", 3) == 0 ? c->status + 3 : NULL;
+    const char *cn = version ? strchr(version, ' ') : NULL;
+
+    snprintf(out, cap, "%s", cn ? cn + 1 : "");
+    return out;
+}
+
+long long pb_t_stat_path(const json_t *stats, const char *path)
+{
+    char key[128];
+    const json_t *v = stats;
+
+    while (v && *path) {
+        size_t len = strcspn(path, ".");
+
+        snprintf(key, sizeof key, "%.*s", (int)len, path);
+        v = json_object_get(v, key);
+        path += len + (path[len] == '.');
+    }
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+long long pb_t_wait_stat_at_least(const pb_daemon *d, const char *path, long long want)
+{
+    long long got = -1;
+
+    for (int i = 0; i < 1000; i++) {
+        json_t *s = pb_t_stats(d);
+
+        got = pb_t_stat_path(s, path);
+        json_decref(s);
+        if (got >= want)
+            break;
+        sleep_ms(20);
+    }
+    return got;
+}

@@ -230,6 +230,73 @@ void pb_run(const char *const argv[], const char *const env[],
 void pb_run_free(pb_run_result *r);
 
 
+/* --- TLS --------------------------------------------------------------------
+ *
+ * The certificates come from tests/tls/make-certs.sh (see its list). TLS
+ * clients are other programs, never the daemon's code: Python's ssl module
+ * (tests/tls/tls-client.py) or `openssl s_client`. Each runs with one end
+ * of a socket pair as its stdin and stdout, so that the test reads and
+ * writes the other end, pb_t_tls.fd, as if it were a plain connection:
+ * what the test sends goes over TLS, what the daemon answers comes back,
+ * and the daemon closing the TLS connection closes fd's peer (EOF).
+ */
+#define PB_T_TLS_SRC PB_TEST_SRCDIR "/tests/tls"
+
+/* Makes the test certificates in dir; asserts. */
+void pb_t_make_certs(const char *dir);
+
+typedef enum pb_t_tls_tool {
+    PB_T_TLS_PYTHON = 0,        /* tests/tls/tls-client.py */
+    PB_T_TLS_S_CLIENT           /* openssl s_client -quiet */
+} pb_t_tls_tool;
+
+typedef struct pb_t_tls_opts {
+    pb_t_tls_tool tool;
+    /* "client" for DIR/client.crt and DIR/client.key (DIR: the daemon's
+     * directory); NULL for no client certificate. */
+    const char *client;
+    /* "1.2" or "1.3", NULL for the tool's default. */
+    const char *min_version;
+    const char *max_version;
+    /* The CA the server is verified with, "ca" (DIR/ca.crt) when NULL. */
+    const char *ca;
+    /* More arguments for the tool (NULL-terminated), or NULL. */
+    const char *const *extra;
+} pb_t_tls_opts;
+
+typedef struct pb_t_tls {
+    pid_t pid;                  /* the client process */
+    int fd;                     /* the test's end of the socket pair */
+    /* Python: "OK TLSv1.3 CN" (CN: the server certificate's commonName)
+     * or "FAIL reason"; s_client: "started". */
+    char status[512];
+    char err_path[192];         /* the client's stderr */
+} pb_t_tls;
+
+/* Starts a TLS client to PORTn of the daemon. Python: waits for the end of
+ * the handshake and returns 0 when it succeeded (as far as the client can
+ * tell: under TLS 1.3 the server refuses a client certificate only after),
+ * -1 when it failed (fd is then -1). s_client: 0 once started. */
+int pb_t_tls_open(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
+                  pb_t_tls *c);
+/* pb_t_tls_open(), asserting that the handshake succeeded. */
+void pb_t_tls_dial(const pb_daemon *d, int port_index, const pb_t_tls_opts *o,
+                   pb_t_tls *c);
+/* Closes fd and ends the client process. */
+void pb_t_tls_close(pb_t_tls *c);
+/* The client's stderr so far, malloc'd. */
+char *pb_t_tls_stderr(const pb_t_tls *c);
+/* The server certificate's commonName from a Python client's status ("" if
+ * none). */
+const char *pb_t_tls_peer_cn(const pb_t_tls *c, char *out, size_t cap);
+
+/* The integer at a dotted path of a stats reply ("connections.refused_by.tls"),
+ * -1 when absent. */
+long long pb_t_stat_path(const json_t *stats, const char *path);
+/* Polls (with a hang guard) until the counter at path is at least want;
+ * its last value. */
+long long pb_t_wait_stat_at_least(const pb_daemon *d, const char *path, long long want);
+
 /*
  * The asserting helpers remember where a test called them, so that a
  * failure names the test's line rather than the harness's.
@@ -256,6 +323,9 @@ void pb_t_at(const char *file, int line);
 #define pb_t_check_serving(...) PB_T_AT(pb_t_check_serving(__VA_ARGS__))
 #define pb_t_stats(...) PB_T_AT(pb_t_stats(__VA_ARGS__))
 #define pb_t_wait_stat(...) PB_T_AT(pb_t_wait_stat(__VA_ARGS__))
+#define pb_t_tls_dial(...) PB_T_AT(pb_t_tls_dial(__VA_ARGS__))
+#define pb_t_wait_stat_at_least(...) PB_T_AT(pb_t_wait_stat_at_least(__VA_ARGS__))
+#define pb_t_make_certs(...) PB_T_AT(pb_t_make_certs(__VA_ARGS__))
 #endif
 
 #endif

@@ -1116,3 +1116,444 @@ Test(hostile, garbage_pipelined_after_a_good_frame)
     pb_t_check_serving(&d, 0);
     pb_daemon_stop_clean(&d);
 }
+
+/* --- Hostile TLS peers ----------------------------------------------------- */
+
+/* PORT0: plain frames (statistics, and the reference exchange); PORT2: TLS
+ * frames. The certificates come from tests/tls/make-certs.sh. */
+#define CONF_TLS(limits) \
+    PB_T_CONF_HEAD "workers = 1;\nlimits = { " limits " };\n" \
+    "listeners = (\n" \
+    "  { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; },\n" \
+    "  { name = \"secure\"; address = \"127.0.0.1\"; port = @PORT2@; framing = \"frame\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\"; }; }\n" \
+    ");\n" \
+    "plugins = (\n" \
+    "  { name = \"search\"; module = \"search\";\n" \
+    "    settings = { entries = ( (\"morpheus\", \"Follow the white rabbit. \xf0\x9f\x90\xb0\") ); }; },\n" \
+    "  { name = \"echo\"; module = \"echo\"; },\n" \
+    "  { name = \"stats\"; module = \"stats\"; }\n" \
+    ");\n" \
+    "routes = (\n" \
+    "  { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
+    "  { content_type = \"text/json\"; plugin = \"search\"; },\n" \
+    "  { content_type = \"text/plain\"; plugin = \"echo\"; }\n" \
+    ");\n"
+
+#define TLS_PORT 2
+#define REFUSED_TLS "connections.refused_by.tls"
+
+static void start_tls(pb_daemon *d, const char *config_template)
+{
+    pb_daemon_prepare(d, config_template);
+    pb_t_make_certs(d->dir);
+    pb_daemon_launch(d, config_template);
+}
+
+static long long refused_tls(const pb_daemon *d)
+{
+    json_t *s = pb_t_stats(d);
+    long long n = pb_t_stat_path(s, REFUSED_TLS);
+
+    json_decref(s);
+    pb_check(d, n >= 0, "the statistics have no %s", REFUSED_TLS);
+    return n;
+}
+
+/* Waits until refused_by.tls is base + n, and checks it is no more. */
+static void expect_tls_refused(const pb_daemon *d, long long base, long long n)
+{
+    long long got = pb_t_wait_stat_at_least(d, REFUSED_TLS, base + n);
+
+    pb_check(d, got == base + n, "%s is %lld, wanted %lld (%lld before, %lld refused)",
+             REFUSED_TLS, got, base + n, base, n);
+}
+
+/* A new TLS connection (Python's ssl module) does the morpheus search. */
+static void expect_tls_serving(const pb_daemon *d)
+{
+    pb_t_tls c;
+
+    pb_t_tls_dial(d, TLS_PORT, NULL, &c);
+    pb_t_expect_morpheus(d, c.fd);
+    pb_t_tls_close(&c);
+}
+
+/* A ClientHello as Python's ssl module sends it (malloc'd). */
+static unsigned char *client_hello(size_t *len)
+{
+    const char *argv[] = { "/usr/bin/env", "python3", PB_T_TLS_SRC "/tls-client.py",
+                           "--client-hello", NULL };
+    pb_run_result r;
+    unsigned char *hello;
+
+    pb_run(argv, NULL, NULL, 0, &r);
+    pb_check(NULL, r.status == 0 && r.out_len > 50 && (unsigned char)r.out[0] == 0x16,
+             "tls-client.py --client-hello: status %d, %zu bytes; %s",
+             r.status, r.out_len, r.err);
+    hello = malloc(r.out_len);
+    pb_check(NULL, hello != NULL, "out of memory");
+    memcpy(hello, r.out, r.out_len);
+    *len = r.out_len;
+    pb_run_free(&r);
+    return hello;
+}
+
+/* Whether what a refused peer received is nothing, or TLS records only
+ * (an alert, or the server's first flight). */
+static int only_tls_records(const unsigned char *p, size_t len)
+{
+    while (len >= 5) {
+        size_t n = (size_t)p[3] << 8 | p[4];
+
+        if (p[0] < 0x14 || p[0] > 0x17 || p[1] != 0x03)
+            return 0;
+        if (n + 5 > len)
+            return 1;   /* cut short by the close */
+        p += n + 5;
+        len -= n + 5;
+    }
+    return len == 0 || (p[0] >= 0x14 && p[0] <= 0x17);
+}
+
+/* Reads what comes until EOF (or reset); 0, or -1 on the hang guard.
+ * The last bytes (up to cap) into buf. */
+static int drain_to_eof(int fd, unsigned char *buf, size_t cap, size_t *len)
+{
+    long long deadline = now_ms() + 2 * PB_T_TIMEOUT_MS;
+
+    *len = 0;
+    while (now_ms() < deadline) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        unsigned char sink[16 * KIB];
+        ssize_t n;
+
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return 0;
+        if (n < 0)
+            continue;
+        if (*len + (size_t)n <= cap) {
+            memcpy(buf + *len, sink, (size_t)n);
+            *len += (size_t)n;
+        }
+    }
+    return -1;
+}
+
+/* The bytes hostile TLS peer i sends: noise; a handshake record header
+ * with noise behind it; a ClientHello header whose body is noise; an
+ * SSLv2-style header; an alert; or a real ClientHello with noise in the
+ * middle. */
+static size_t tls_hostile_bytes(unsigned i, const unsigned char *hello, size_t hello_len,
+                                unsigned char *out, size_t cap)
+{
+    uint64_t state = 0xD1B54A32D192ED03ULL * (i + 1);
+    size_t len = 1 + next_random(&state) % cap;
+
+    random_bytes(&state, out, cap);
+    switch (i % 6) {
+    case 1:
+        out[0] = 0x16;
+        out[1] = 0x03;
+        out[2] = (unsigned char)(next_random(&state) % 5);
+        break;
+    case 2:
+        if (len < 9)
+            len = 9;
+        out[0] = 0x16;
+        out[1] = 0x03;
+        out[2] = 0x01;
+        out[3] = (unsigned char)((len - 5) >> 8);
+        out[4] = (unsigned char)((len - 5) & 0xff);
+        out[5] = 0x01;
+        break;
+    case 3:
+        out[0] = (unsigned char)(0x80 | (next_random(&state) & 0x7f));
+        out[2] = 0x01;
+        break;
+    case 4:
+        if (len < 7)
+            len = 7;
+        memcpy(out, "\x15\x03\x03\x00\x02\x02\x28", 7);
+        break;
+    case 5:
+        len = hello_len < cap ? hello_len : cap;
+        memcpy(out, hello, len);
+        for (size_t k = 0; k < 16; k++)
+            out[5 + next_random(&state) % (len - 5)] ^= (unsigned char)(1 + k);
+        break;
+    default:
+        break;
+    }
+    return len;
+}
+
+/*
+ * Hundreds of peers send the TLS port noise, some of it dressed as TLS,
+ * then half-close (or, every fifth, reset). Each is closed, each is
+ * counted once as a refused handshake, and an established TLS connection
+ * keeps its conversation throughout.
+ */
+Test(hostile, tls_random_bytes_from_hundreds_of_connections)
+{
+    enum { CONNS = 300, BATCH = 100 };
+    pb_daemon d;
+    pb_t_tls held;
+    unsigned char *hello;
+    size_t hello_len;
+    pid_t worker;
+    int fds_before;
+    long long base;
+
+    start_tls(&d, CONF_TLS(""));
+    worker = worker_of(&d);
+    hello = client_hello(&hello_len);
+    pb_t_tls_dial(&d, TLS_PORT, NULL, &held);
+    pb_t_expect_morpheus(&d, held.fd);
+    fds_before = settled_fd_count(&d, worker);
+    base = refused_tls(&d);
+
+    for (unsigned first = 0; first < CONNS; first += BATCH) {
+        int fds[BATCH];
+
+        for (unsigned k = 0; k < BATCH; k++) {
+            unsigned char bytes[RANDOM_BYTES];
+            size_t len = tls_hostile_bytes(first + k, hello, hello_len, bytes, sizeof bytes);
+
+            fds[k] = pb_dial(&d, TLS_PORT);
+            (void)pb_send_all(fds[k], bytes, len);
+            if ((first + k) % 5 == 4) {
+                reset_close(fds[k]);
+                fds[k] = -1;
+            } else {
+                shutdown(fds[k], SHUT_WR);
+            }
+        }
+        for (unsigned k = 0; k < BATCH; k++) {
+            unsigned char got[16 * KIB];
+            size_t n;
+
+            if (fds[k] < 0)
+                continue;
+            pb_check(&d, drain_to_eof(fds[k], got, sizeof got, &n) == 0,
+                     "noisy TLS peer %u: still open after %d ms", first + k,
+                     2 * PB_T_TIMEOUT_MS);
+            pb_check(&d, only_tls_records(got, n),
+                     "noisy TLS peer %u received something other than TLS records",
+                     first + k);
+            close(fds[k]);
+        }
+        pb_t_expect_morpheus(&d, held.fd);
+        expect_tls_serving(&d);
+    }
+    expect_tls_refused(&d, base, CONNS);
+    expect_survived(&d, worker);
+    expect_fds_back(&d, worker, fds_before);
+    pb_t_expect_morpheus(&d, held.fd);
+    pb_t_tls_close(&held);
+    pb_t_check_serving(&d, 0);
+    free(hello);
+    pb_daemon_stop_clean(&d);
+}
+
+/* A ClientHello cut at every interesting place, then EOF or a reset. */
+Test(hostile, tls_truncated_client_hello_is_refused)
+{
+    pb_daemon d;
+    pb_t_tls held;
+    unsigned char *hello;
+    size_t hello_len, cuts[16], n_cuts = 0;
+    long long base;
+    pid_t worker;
+
+    start_tls(&d, CONF_TLS(""));
+    worker = worker_of(&d);
+    hello = client_hello(&hello_len);
+    pb_t_tls_dial(&d, TLS_PORT, NULL, &held);
+    pb_t_expect_morpheus(&d, held.fd);
+    base = refused_tls(&d);
+    /* Inside the record header, inside the handshake header, just after
+     * it, in the middle, one byte short. */
+    for (size_t cut = 1; cut <= 10; cut++)
+        cuts[n_cuts++] = cut;
+    cuts[n_cuts++] = 43;
+    cuts[n_cuts++] = hello_len / 2;
+    cuts[n_cuts++] = hello_len - 1;
+
+    for (int reset = 0; reset < 2; reset++) {
+        for (size_t i = 0; i < n_cuts; i++) {
+            int fd = pb_dial(&d, TLS_PORT);
+            unsigned char got[16 * KIB];
+            size_t n;
+
+            pb_t_context("a ClientHello of %zu bytes cut after %zu, then %s",
+                         hello_len, cuts[i], reset ? "a reset" : "EOF");
+            pb_t_send(&d, fd, hello, cuts[i]);
+            if (reset) {
+                reset_close(fd);
+                continue;
+            }
+            shutdown(fd, SHUT_WR);
+            pb_check(&d, drain_to_eof(fd, got, sizeof got, &n) == 0, "still open");
+            pb_check(&d, only_tls_records(got, n), "received something other than TLS");
+            close(fd);
+        }
+    }
+    pb_t_context("%s", "");
+    expect_tls_refused(&d, base, 2 * (long long)n_cuts);
+    pb_t_expect_morpheus(&d, held.fd);
+    pb_t_tls_close(&held);
+    expect_tls_serving(&d);
+    expect_survived(&d, worker);
+    free(hello);
+    pb_daemon_stop_clean(&d);
+}
+
+/*
+ * Peers that stall in the handshake: one sends nothing, one half a
+ * ClientHello, one a whole ClientHello and then reads the server's answer
+ * but never replies, one a whole ClientHello and never reads. With
+ * idle_timeout = 2 the daemon closes each; meanwhile an established TLS
+ * connection and new ones are served every round. Each stalled handshake
+ * is counted as refused.
+ */
+Test(hostile, tls_handshake_stalled_is_closed_by_idle_timeout)
+{
+    enum { STALLERS = 4 };
+    pb_daemon d;
+    pb_t_tls held;
+    unsigned char *hello;
+    size_t hello_len, flight = 0;
+    int fds[STALLERS], open = STALLERS, rounds = 0;
+    long long base, start;
+    pid_t worker;
+
+    start_tls(&d, CONF_TLS("idle_timeout = 2;"));
+    worker = worker_of(&d);
+    hello = client_hello(&hello_len);
+    pb_t_tls_dial(&d, TLS_PORT, NULL, &held);
+    pb_t_expect_morpheus(&d, held.fd);
+    base = refused_tls(&d);
+
+    for (int i = 0; i < STALLERS; i++)
+        fds[i] = pb_dial(&d, TLS_PORT);
+    pb_t_send(&d, fds[1], hello, hello_len / 2);
+    pb_t_send(&d, fds[2], hello, hello_len);
+    pb_t_send(&d, fds[3], hello, hello_len);
+    start = now_ms();
+    while (open > 0) {
+        pb_check(&d, now_ms() - start < SLOW_GUARD_MS,
+                 "%d stalled handshakes still open after %d s with idle_timeout = 2",
+                 open, SLOW_GUARD_MS / 1000);
+        for (int i = 0; i < 3; i++) {
+            struct pollfd p = { fds[i], POLLIN, 0 };
+            unsigned char buf[16 * KIB];
+            ssize_t n;
+
+            if (fds[i] < 0 || poll(&p, 1, 0) <= 0)
+                continue;
+            n = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) {
+                pb_check(&d, i == 2 && (flight > 0 || buf[0] == 0x16),
+                         "stalled peer %d received %zd bytes that are not a server hello",
+                         i, n);
+                flight += (size_t)n;
+                continue;
+            }
+            if (n == 0 || errno == ECONNRESET) {
+                close(fds[i]);
+                fds[i] = -1;
+                open--;
+            }
+        }
+        /* The peer that never reads: closed means reset or EOF once its
+         * unread server hello is drained. */
+        if (fds[3] >= 0) {
+            struct pollfd p = { fds[3], POLLIN | POLLRDHUP, 0 };
+
+            if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+                close(fds[3]);
+                fds[3] = -1;
+                open--;
+            }
+        }
+        pb_t_expect_morpheus(&d, held.fd);
+        expect_tls_serving(&d);
+        rounds++;
+        sleep_ms(500);
+    }
+    cr_log_info("stalled handshakes: all closed after %d rounds (%lld ms)", rounds,
+                now_ms() - start);
+    pb_check(&d, flight > 0, "the peer that sent a whole ClientHello got no server hello");
+    pb_t_expect_morpheus(&d, held.fd);
+    pb_t_tls_close(&held);
+    expect_survived(&d, worker);
+    expect_tls_refused(&d, base, STALLERS);
+    free(hello);
+    pb_daemon_stop_clean(&d);
+}
+
+/*
+ * Hundreds of handshakes left half-open at once (half a ClientHello, or a
+ * whole one and no answer), batch after batch, while an established TLS
+ * connection keeps its conversation and new ones complete theirs. Then
+ * they all leave, half with a reset: every one is closed and counted, and
+ * the worker is back to its descriptors.
+ */
+Test(hostile, tls_hundreds_of_half_open_handshakes_leave_others_served)
+{
+    enum { HALF_OPEN = 400, BATCH = 50 };
+    static int fds[HALF_OPEN];
+    pb_daemon d;
+    pb_t_tls held;
+    unsigned char *hello;
+    size_t hello_len;
+    long long base;
+    pid_t worker;
+    int fds_before;
+
+    start_tls(&d, CONF_TLS(""));
+    worker = worker_of(&d);
+    hello = client_hello(&hello_len);
+    pb_t_tls_dial(&d, TLS_PORT, NULL, &held);
+    pb_t_expect_morpheus(&d, held.fd);
+    fds_before = settled_fd_count(&d, worker);
+    base = refused_tls(&d);
+
+    for (int first = 0; first < HALF_OPEN; first += BATCH) {
+        for (int i = first; i < first + BATCH; i++) {
+            fds[i] = pb_dial(&d, TLS_PORT);
+            pb_t_send(&d, fds[i], hello, i % 2 ? hello_len : hello_len / 2);
+        }
+        pb_t_expect_morpheus(&d, held.fd);
+        expect_tls_serving(&d);
+        pb_t_check_serving(&d, 0);
+    }
+    /* Every one is still open: the daemon waits for the rest of their
+     * handshakes (the default idle_timeout is 60 s). */
+    {
+        json_t *s = pb_t_stats(&d);
+        long long open_now = pb_t_stat_path(s, "connections.open");
+
+        json_decref(s);
+        pb_check(&d, open_now >= HALF_OPEN, "connections.open is %lld with %d "
+                 "half-open handshakes", open_now, HALF_OPEN);
+    }
+    for (int i = 0; i < HALF_OPEN; i++) {
+        if (i % 4 == 0)
+            reset_close(fds[i]);
+        else
+            close(fds[i]);
+    }
+    expect_fds_back(&d, worker, fds_before);
+    expect_tls_refused(&d, base, HALF_OPEN);
+    pb_t_expect_morpheus(&d, held.fd);
+    pb_t_tls_close(&held);
+    expect_tls_serving(&d);
+    expect_survived(&d, worker);
+    free(hello);
+    pb_daemon_stop_clean(&d);
+}

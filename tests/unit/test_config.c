@@ -908,8 +908,8 @@ Test(config, tls_group_mistakes_are_named)
     pb_diag_free(&diag);
     expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
                               "verify_client = \"require\";"), 2,
-                 "verify_client = \"require\" needs \"ca\": the certificates "
-                 "client certificates are checked against");
+                 "verify_client = \"require\" needs \"ca\", the CA certificates "
+                 "that client certificates are checked against");
     pb_diag_free(&diag);
     expect_error(TLS_LISTENER("certificate = \"s.crt\"; key = \"s.key\"; "
                               "verify_client = \"always\";"), 2,
