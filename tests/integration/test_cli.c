@@ -486,38 +486,6 @@ Test(cli, usage_errors_exit_2)
     "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\"; }; }\n" \
     ");\n"
 
-/* An ECDSA P-256 CA, a server certificate for 127.0.0.1 and localhost, and
- * a client certificate with its key in the same file (client.pem). */
-#define MAKE_CERTIFICATES \
-    "set -e\n" \
-    "cat > openssl.cnf <<EOF\n" \
-    "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = plugboard-cli test CA\n" \
-    "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign\n" \
-    "[server]\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n" \
-    "[client]\nextendedKeyUsage = clientAuth\n" \
-    "EOF\n" \
-    "ec='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n" \
-    "openssl req -x509 -new $ec -keyout ca.key -out ca.crt -days 2 -config openssl.cnf " \
-    "-extensions ca\n" \
-    "for who in server client; do\n" \
-    "  openssl req -new $ec -keyout $who.key -out $who.csr -subj /CN=$who\n" \
-    "  openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 " \
-    "-out $who.crt -extfile openssl.cnf -extensions $who\n" \
-    "done\n" \
-    "cat client.crt client.key > client.pem\n"
-
-static void make_certificates(const char *dir)
-{
-    char script[2048];
-    const char *argv[] = { "/bin/sh", "-c", script, NULL };
-    pb_run_result r;
-
-    snprintf(script, sizeof script, "cd '%s'\n%s", dir, MAKE_CERTIFICATES);
-    pb_run(argv, NULL, NULL, 0, &r);
-    expect_run(NULL, &r, r.status == 0, "cannot make the test certificates with openssl");
-    pb_run_free(&r);
-}
-
 /* A failure whose message holds `reason` somewhere after the address. */
 static void expect_cli_failure(const pb_daemon *d, const char *const args[], int status,
                                const char *reason)
@@ -535,6 +503,30 @@ static void expect_cli_failure(const pb_daemon *d, const char *const args[], int
     snprintf(what, sizeof what, "wanted exit status %d and \"%s\" on stderr", status, reason);
     expect_run(d, &r, r.status == status && r.out_len == 0 && strstr(r.err, reason), what);
     pb_run_free(&r);
+}
+
+/* The certificates of tests/tls/make-certs.sh, and client.pem: the client
+ * certificate with its key in the same file. */
+static void make_certificates(const char *dir, char *ca, char *pem, size_t cap)
+{
+    char crt[256], key[256];
+    size_t crt_len, key_len;
+    pb_buf both = PB_BUF_INIT;
+
+    pb_t_make_certs(dir);
+    snprintf(ca, cap, "%s/ca.crt", dir);
+    snprintf(pem, cap, "%s/client.pem", dir);
+    snprintf(crt, sizeof crt, "%s/client.crt", dir);
+    snprintf(key, sizeof key, "%s/client.key", dir);
+    char *crt_text = pb_t_read_file(crt, &crt_len);
+    char *key_text = pb_t_read_file(key, &key_len);
+    cr_assert(crt_text != NULL && key_text != NULL);
+    cr_assert(pb_buf_append(&both, crt_text, crt_len) == 0
+              && pb_buf_append(&both, key_text, key_len) == 0);
+    pb_t_write_file(pem, pb_buf_head(&both), pb_buf_used(&both));
+    pb_buf_free(&both);
+    free(crt_text);
+    free(key_text);
 }
 
 Test(cli, tls_forms)
@@ -574,9 +566,7 @@ Test(cli, tls_forms)
                                    NULL };
 
     pb_daemon_prepare(&d, TLS_CONF);
-    make_certificates(d.dir);
-    snprintf(ca, sizeof ca, "%s/ca.crt", d.dir);
-    snprintf(pem, sizeof pem, "%s/client.pem", d.dir);
+    make_certificates(d.dir, ca, pem, sizeof ca);
     pb_daemon_launch(&d, TLS_CONF);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_cli(&d, &cases[i]);
