@@ -57,6 +57,9 @@ struct pb_conn {
     SSL *ssl;                   /* NULL: plaintext */
     char *tls_subject;          /* the client certificate's, or NULL */
     unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
+    unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
+    unsigned has_turn : 1;      /* granted one, for the event fed to it */
+    pb_conn *turn_prev, *turn_next;     /* the connections waiting for one */
     unsigned read_wants_write : 1;  /* TLS: reading waits for the socket
                                      * to take bytes first */
     unsigned read_closed : 1;   /* the peer half-closed */
@@ -172,6 +175,88 @@ static void update_events(pb_conn *c)
         ev_feed_event(c->server->loop, &c->io, EV_READ);
 }
 
+/* --- Handshake turns --------------------------------------------------------
+ *
+ * A TLS handshake step costs far more than answering a request: a flood of
+ * new connections would fill every loop iteration and keep the established
+ * connections waiting. An iteration advances at most HANDSHAKE_TURNS steps;
+ * a connection past that waits, its watcher stopped, and is among the first
+ * served in the next iteration.
+ */
+#define HANDSHAKE_TURNS 16
+
+static struct {
+    ev_prepare grant;
+    unsigned int iteration;     /* the loop iteration `left` counts for */
+    int left;
+    pb_conn *first, *last;      /* waiting for a turn, oldest first */
+} turns;
+
+static int take_turn(pb_conn *c)
+{
+    if (c->has_turn) {
+        c->has_turn = 0;
+        return 1;
+    }
+    unsigned int now = ev_iteration(c->server->loop);
+    if (turns.iteration != now) {
+        turns.iteration = now;
+        turns.left = HANDSHAKE_TURNS;
+    }
+    if (turns.left == 0)
+        return 0;
+    turns.left--;
+    return 1;
+}
+
+static void wait_for_turn(pb_conn *c)
+{
+    struct ev_loop *loop = c->server->loop;
+    ev_io_stop(loop, &c->io);
+    c->waiting_turn = 1;
+    c->turn_next = NULL;
+    c->turn_prev = turns.last;
+    if (turns.last != NULL)
+        turns.last->turn_next = c;
+    else
+        turns.first = c;
+    turns.last = c;
+    if (!ev_is_active(&turns.grant))
+        ev_prepare_start(loop, &turns.grant);
+}
+
+static void stop_waiting_turn(pb_conn *c)
+{
+    if (!c->waiting_turn)
+        return;
+    if (c->turn_prev != NULL)
+        c->turn_prev->turn_next = c->turn_next;
+    else
+        turns.first = c->turn_next;
+    if (c->turn_next != NULL)
+        c->turn_next->turn_prev = c->turn_prev;
+    else
+        turns.last = c->turn_prev;
+    c->waiting_turn = 0;
+}
+
+/* Before the loop polls: the waiting connections take the next
+ * iteration's first turns (ev_iteration() counts polls). */
+static void on_grant(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    turns.iteration = ev_iteration(loop) + 1;
+    turns.left = HANDSHAKE_TURNS;
+    while (turns.first != NULL && turns.left > 0) {
+        pb_conn *c = turns.first;
+        stop_waiting_turn(c);
+        c->has_turn = 1;
+        turns.left--;
+        ev_feed_event(loop, &c->io, c->io.events);
+    }
+    if (turns.first == NULL)
+        ev_prepare_stop(loop, w);
+}
+
 static const pb_limits *limits(const pb_conn *c)
 {
     return &c->server->cycle->config->limits;
@@ -203,6 +288,7 @@ void pb_conn_close(pb_conn *c)
         ev_timer_stop(s->loop, c->linger);
         free(c->linger);
     }
+    stop_waiting_turn(c);
     SSL_free(c->ssl);
     free(c->tls_subject);
     close(c->fd);
@@ -803,7 +889,10 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     pb_conn *c = (pb_conn *)w;
     if (c->handshaking) {
-        continue_handshake(c);
+        if (take_turn(c))
+            continue_handshake(c);
+        else
+            wait_for_turn(c);
         return;
     }
     if ((revents & EV_WRITE) && !c->read_wants_write) {
@@ -893,10 +982,11 @@ static void close_held(pb_client *h)
 
 static const pb_push_ops push_ops = { hold, release, push, close_held };
 
-void pb_conn_replies_init(struct ev_loop *loop)
+void pb_conns_init(struct ev_loop *loop)
 {
     pb_replies_init(loop, on_reply_finished);
     pb_plugin_host_set_pushes(&push_ops);
+    ev_prepare_init(&turns.grant, on_grant);
 }
 
 /* --- Life cycle ------------------------------------------------------------- */

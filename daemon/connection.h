@@ -30,8 +30,8 @@ void pb_conn_close(pb_conn *conn);
  * has nothing open, and at exit. */
 void pb_conn_pool_drain(void);
 
-/* Sets up the worker's replies in flight (reply.h) and the push services
- * for the connections. */
-void pb_conn_replies_init(struct ev_loop *loop);
+/* Sets up the worker's replies in flight (reply.h), the push services
+ * for the connections and the pacing of TLS handshakes. */
+void pb_conns_init(struct ev_loop *loop);
 
 #endif

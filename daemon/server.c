@@ -374,7 +374,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     signal(SIGPIPE, SIG_IGN);
     /* Plugin threads may build buffers too; the pool is the loop's. */
     pb_buf_pool_claim();
-    pb_conn_replies_init(s->loop);
+    pb_conns_init(s->loop);
     pb_plugin_host_set_loop(s->loop);
     pb_plugin_host_set_shared(shared);
     /* The check passed, so creating fails only when something changed
