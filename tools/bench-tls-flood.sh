@@ -29,6 +29,7 @@
 set -eu
 
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-bench
 CLI=$BUILDDIR/tools/plugboard-cli
@@ -104,36 +105,11 @@ cpu_ticks() {
 }
 TICKS=$(getconf CLK_TCK)
 
-# A CA and a server certificate for 127.0.0.1 and localhost, both ECDSA
-# P-256, valid for two days.
+# The test certificates: a CA, and a server certificate for 127.0.0.1 and
+# localhost, ECDSA P-256.
 make_certificates() {
-    local dir=$1
-    cat >"$dir/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = plugboard benchmark CA
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-EOF
-    {
-        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -keyout "$dir/ca.key" -out "$dir/ca.crt" -days 2 \
-            -config "$dir/openssl.cnf" -extensions ca
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -keyout "$dir/server.key" -out "$dir/server.csr" -subj /CN=localhost
-        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
-            -CAcreateserial -days 2 -out "$dir/server.crt" \
-            -extfile "$dir/openssl.cnf" -extensions server
-    } 2>"$dir/openssl.log" || { cat "$dir/openssl.log" >&2; return 1; }
+    "$SRCDIR/tests/tls/make-certs.sh" "$1" >"$1/openssl.log" 2>&1 \
+        || { cat "$1/openssl.log" >&2; return 1; }
 }
 
 make_certificates "$WORK"

@@ -115,37 +115,11 @@ cpu_ticks() {
 }
 TICKS=$(getconf CLK_TCK)
 
-# A CA and a server certificate for 127.0.0.1 and localhost, both ECDSA
-# P-256, in TLS_DIR.
+# The test certificates in TLS_DIR: a CA, and a server certificate for
+# 127.0.0.1 and localhost, ECDSA P-256.
 TLS_DIR=$WORK/tls
 make_certificates() {
-    mkdir -p "$TLS_DIR"
-    cat >"$TLS_DIR/openssl.cnf" <<'EOF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = plugboard benchmark CA
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-EOF
-    {
-        openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" -days 2 \
-            -config "$TLS_DIR/openssl.cnf" -extensions ca
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj /CN=localhost
-        openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" \
-            -CAkey "$TLS_DIR/ca.key" -CAcreateserial -days 2 -out "$TLS_DIR/server.crt" \
-            -extfile "$TLS_DIR/openssl.cnf" -extensions server
-    } 2>"$TLS_DIR/openssl.log"
+    mkdir -p "$TLS_DIR" && "$SRCDIR/tests/tls/make-certs.sh" "$TLS_DIR" >"$TLS_DIR/openssl.log" 2>&1
 }
 if [ "$DO_TLS" = 1 ] && ! make_certificates; then
     echo "bench.sh: cannot make certificates ($(tail -1 "$TLS_DIR/openssl.log")); skipping the TLS rows" >&2
