@@ -33,6 +33,7 @@
 #include "frame.h"
 #include "json_dump.h"
 #include "line.h"
+#include "tls_client.h"
 
 #define EXIT_ERRORS 1
 #define EXIT_USAGE 2
@@ -309,24 +310,6 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void out_of_memory(void) __attribute__((noreturn));
 
-/* OpenSSL's reason for its earliest queued failure, which names the root
- * cause rather than its consequences; the queue is left empty. */
-static const char *tls_reason(void)
-{
-    static char text[256];
-    unsigned long e = ERR_get_error();
-    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
-
-    if (reason != NULL)
-        snprintf(text, sizeof text, "%s", reason);
-    else if (e != 0)
-        ERR_error_string_n(e, text, sizeof text);
-    else
-        snprintf(text, sizeof text, "unknown TLS error");
-    ERR_clear_error();
-    return text;
-}
-
 /* Why a handshake failed, in one line. */
 static void handshake_error(const bench *b, SSL *ssl, int error, char *text, size_t size)
 {
@@ -340,7 +323,7 @@ static void handshake_error(const bench *b, SSL *ssl, int error, char *text, siz
                  mismatch ? b->tls_name : "");
         ERR_clear_error();
     } else if (error == SSL_ERROR_SSL) {
-        snprintf(text, size, "TLS handshake failed: %s", tls_reason());
+        snprintf(text, size, "TLS handshake failed: %s", pb_tls_client_reason());
     } else if (error == SSL_ERROR_SYSCALL && errno != 0) {
         snprintf(text, size, "TLS handshake: %s", strerror(errno));
     } else {
@@ -377,7 +360,7 @@ static ssize_t tls_failure(conn *c, int error)
         /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
         return errno == 0 ? 0 : -1;
     default:
-        snprintf(c->b->tls_error, sizeof c->b->tls_error, "TLS: %s", tls_reason());
+        snprintf(c->b->tls_error, sizeof c->b->tls_error, "TLS: %s", pb_tls_client_reason());
         errno = EPROTO;
         return -1;
     }
@@ -1491,81 +1474,26 @@ static void build_requests(bench *b)
     pb_buf_free(&one);
 }
 
-static int is_ip_literal(const char *name)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
-}
-
-/* Exits naming the file and what OpenSSL made of it. */
-static void tls_file_failure(const char *option, const char *path, const char *wanted)
-    __attribute__((noreturn));
-
-static void tls_file_failure(const char *option, const char *path, const char *wanted)
-{
-    if (access(path, R_OK) != 0)
-        fprintf(stderr, "plugboard-bench: %s %s: %s\n", option, path, strerror(errno));
-    else
-        fprintf(stderr, "plugboard-bench: %s %s: no usable %s in it (%s)\n", option, path,
-                wanted, tls_reason());
-    exit(EXIT_USAGE);
-}
-
 /* The one TLS context of the run, which every connection shares. */
 static void tls_setup(bench *b)
 {
     const options *o = &b->opt;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-
-    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
-        out_of_memory();
-    /* With renegotiation refused, a write never has to wait for a read.
-     * A close without close_notify reads as end of file: the framing
-     * itself tells a whole reply from a cut one. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-#endif
-    /* Whole runs of records in one read(); tls_recv() drains them. */
-    SSL_CTX_set_read_ahead(ctx, 1);
-
     b->tls_name = o->servername != NULL ? o->servername : o->host;
     /* RFC 6066: a server name indication is a host name, never an address. */
-    b->tls_sni = b->tls_name != NULL && !is_ip_literal(b->tls_name);
-    if (o->insecure) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (o->ca != NULL) {
-            if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1)
-                tls_file_failure("--ca", o->ca, "PEM certificate");
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            fprintf(stderr, "plugboard-bench: cannot load the system's trusted certificates: "
-                    "%s\n", tls_reason());
-            exit(EXIT_CONNECT);
-        }
-        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
-        int ok = b->tls_sni ? X509_VERIFY_PARAM_set1_host(param, b->tls_name, 0)
-                            : X509_VERIFY_PARAM_set1_ip_asc(param, b->tls_name);
-        if (ok != 1)
-            usage_error("cannot verify a certificate against the name '%s'", b->tls_name);
+    b->tls_sni = b->tls_name != NULL && !pb_tls_is_ip_literal(b->tls_name);
+    const pb_tls_client_options tls = {
+        .ca = o->ca, .cert = o->cert, .key = o->key, .name = b->tls_name,
+        .insecure = o->insecure,
+    };
+    char error[600];
+    pb_tls_client_failure failure;
+    SSL_CTX *ctx = pb_tls_client_context(&tls, error, sizeof error, &failure);
+    if (ctx == NULL) {
+        fprintf(stderr, "plugboard-bench: %s\n", error);
+        exit(failure == PB_TLS_CLIENT_USAGE ? EXIT_USAGE : EXIT_CONNECT);
     }
-    if (o->cert != NULL) {
-        const char *key = o->key != NULL ? o->key : o->cert;
-        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
-            tls_file_failure("--cert", o->cert, "PEM certificate");
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-                fprintf(stderr, "plugboard-bench: the key in %s does not match the certificate "
-                        "in %s\n", key, o->cert);
-            else if (o->key == NULL)
-                fprintf(stderr, "plugboard-bench: --cert %s: no private key found in it; "
-                        "give --key FILE\n", o->cert);
-            else
-                tls_file_failure("--key", key, "PEM private key");
-            exit(EXIT_USAGE);
-        }
-    }
+    /* Whole runs of records in one read(); tls_recv() drains them. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (o->no_resume) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     } else {

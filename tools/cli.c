@@ -28,6 +28,7 @@
 #include "frame.h"
 #include "json_dump.h"
 #include "line.h"
+#include "tls_client.h"
 
 #define PROGRAM "plugboard-cli"
 
@@ -532,44 +533,6 @@ static void connect_tcp(session *s, const char *host, const char *port)
 
 /* ---- TLS ----------------------------------------------------------------- */
 
-/* OpenSSL's reason for its earliest queued failure, which names the root
- * cause (a missing file, a bad PEM block) rather than its consequences;
- * the queue is left empty. */
-static const char *tls_reason(void)
-{
-    static char text[256];
-    unsigned long e = ERR_get_error();
-    const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
-
-    if (reason != NULL)
-        snprintf(text, sizeof text, "%s", reason);
-    else if (e != 0)
-        ERR_error_string_n(e, text, sizeof text);
-    else
-        snprintf(text, sizeof text, "unknown TLS error");
-    ERR_clear_error();
-    return text;
-}
-
-/* Exits naming the file and what OpenSSL made of it. */
-static void tls_file_failure(const char *option, const char *path, const char *wanted)
-    __attribute__((noreturn));
-
-static void tls_file_failure(const char *option, const char *path, const char *wanted)
-{
-    if (access(path, R_OK) != 0)
-        message("%s %s: %s", option, path, strerror(errno));
-    else
-        message("%s %s: no usable %s in it (%s)", option, path, wanted, tls_reason());
-    exit(EXIT_USAGE);
-}
-
-static int is_ip_literal(const char *name)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
-}
-
 /* The name the daemon's certificate must carry: --servername, else HOST;
  * NULL over a Unix socket with --insecure and no --servername. */
 static const char *tls_name(const options *o)
@@ -579,53 +542,21 @@ static const char *tls_name(const options *o)
 
 static SSL_CTX *tls_context(const options *o)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
-        out_of_memory();
-    /* With renegotiation refused, a write never has to wait for a read.
-     * A close without close_notify reads as end of file: the framing
-     * itself tells a whole reply from a cut one. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-#endif
+    const pb_tls_client_options tls = {
+        .ca = o->ca, .cert = o->cert, .key = o->key, .name = tls_name(o),
+        .insecure = o->insecure,
+    };
+    char error[600];
+    pb_tls_client_failure failure;
+    SSL_CTX *ctx = pb_tls_client_context(&tls, error, sizeof error, &failure);
+    if (ctx == NULL) {
+        message("%s", error);
+        exit(failure == PB_TLS_CLIENT_USAGE ? EXIT_USAGE : EXIT_IO);
+    }
     /* Like send(), a write returns once part of the buffer is out; and
      * send_pending() retries with the head of a buffer that may have grown
      * and moved since. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-
-    if (o->insecure) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        if (o->ca != NULL) {
-            if (SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1)
-                tls_file_failure("--ca", o->ca, "PEM certificate");
-        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            message("cannot load the system's trusted certificates: %s", tls_reason());
-            exit(EXIT_IO);
-        }
-        const char *name = tls_name(o);
-        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
-        int ok = is_ip_literal(name) ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
-                                     : X509_VERIFY_PARAM_set1_host(param, name, 0);
-        if (ok != 1)
-            usage_error("cannot verify a certificate against the name '%s'", name);
-    }
-    if (o->cert != NULL) {
-        const char *key = o->key != NULL ? o->key : o->cert;
-        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
-            tls_file_failure("--cert", o->cert, "PEM certificate");
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-                message("the key in %s does not match the certificate in %s", key, o->cert);
-            else if (o->key == NULL)
-                message("--cert %s: no private key found in it; give --key FILE", o->cert);
-            else
-                tls_file_failure("--key", key, "PEM private key");
-            exit(EXIT_USAGE);
-        }
-    }
     return ctx;
 }
 
@@ -642,7 +573,7 @@ static void handshake_failure(const session *s, int error)
                 X509_verify_cert_error_string(verified), mismatch ? " for " : "",
                 mismatch ? tls_name(s->opt) : "");
     } else if (error == SSL_ERROR_SSL) {
-        message("cannot connect to %s: TLS handshake failed: %s", s->peer, tls_reason());
+        message("cannot connect to %s: TLS handshake failed: %s", s->peer, pb_tls_client_reason());
     } else if (error == SSL_ERROR_SYSCALL && errno != 0) {
         message("cannot connect to %s: TLS handshake: %s", s->peer, strerror(errno));
     } else {
@@ -661,7 +592,7 @@ static void tls_handshake(session *s, SSL_CTX *ctx)
     if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1)
         out_of_memory();
     /* RFC 6066: a server name indication is a host name, never an address. */
-    if (name != NULL && !is_ip_literal(name) && SSL_set_tlsext_host_name(s->ssl, name) != 1)
+    if (name != NULL && !pb_tls_is_ip_literal(name) && SSL_set_tlsext_host_name(s->ssl, name) != 1)
         usage_error("invalid server name '%s'", name);
     for (;;) {
         ERR_clear_error();
@@ -814,7 +745,7 @@ static ssize_t tls_result(const session *s, int error, const char *what)
         return errno == 0 ? 0 : -1;
     default:
         fflush(stdout);
-        message("%s: %s: TLS: %s", s->peer, what, tls_reason());
+        message("%s: %s: TLS: %s", s->peer, what, pb_tls_client_reason());
         exit(EXIT_IO);
     }
 }
