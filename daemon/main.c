@@ -5,6 +5,7 @@
  * statuses systemd understands.
  */
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,9 @@ static void cleanup_worker(void)
     pb_line_codec_cleanup();
     pb_buf_pool_drain();
     pb_log_close();
+    /* Workers and check children leave by _exit(), which runs none of the
+     * atexit handlers OpenSSL frees its tables in. */
+    OPENSSL_cleanup();
 }
 
 /* The master, or the process that never got as far as one, also owns the
