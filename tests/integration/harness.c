@@ -905,6 +905,20 @@ void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r)
     pb_check(d, status == 0, "%s", pb_t_reason());
 }
 
+char *pb_t_recv_result(const pb_daemon *d, int fd)
+{
+    pb_t_reply r;
+    pb_t_recv_frame(d, fd, &r);
+    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
+    const char *result = json_string_value(json_object_get(json, "result"));
+    pb_check(d, result != NULL, "no result in %.*s", (int)r.content_length,
+             (const char *)r.content);
+    char *copy = strdup(result);
+    json_decref(json);
+    pb_t_reply_free(&r);
+    return copy;
+}
+
 void pb_t_expect_reply(const pb_daemon *d, int fd, const char *content_type,
                        const char *encoding, const void *content, size_t len)
 {

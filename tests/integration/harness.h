@@ -189,6 +189,9 @@ void pb_t_raw_frame(pb_buf *out, const void *header, size_t header_len,
 /* Asserting conveniences that put the daemon's log in any failure. */
 void pb_t_send(const pb_daemon *d, int fd, const void *data, size_t len);
 void pb_t_recv_frame(const pb_daemon *d, int fd, pb_t_reply *r);
+/* Receives one reply frame and returns the string "result" of its JSON
+ * content (malloc'd). */
+char *pb_t_recv_result(const pb_daemon *d, int fd);
 /* Sends one frame carrying content. */
 void pb_t_send_frame(const pb_daemon *d, int fd, const char *content_type,
                      const char *encoding, const void *content, size_t len);
@@ -314,6 +317,7 @@ void pb_t_at(const char *file, int line);
 #define pb_dial_unix(...) PB_T_AT(pb_dial_unix(__VA_ARGS__))
 #define pb_t_send(...) PB_T_AT(pb_t_send(__VA_ARGS__))
 #define pb_t_recv_frame(...) PB_T_AT(pb_t_recv_frame(__VA_ARGS__))
+#define pb_t_recv_result(...) PB_T_AT(pb_t_recv_result(__VA_ARGS__))
 #define pb_t_expect_reply(...) PB_T_AT(pb_t_expect_reply(__VA_ARGS__))
 #define pb_t_expect_error(...) PB_T_AT(pb_t_expect_error(__VA_ARGS__))
 #define pb_t_expect_line(...) PB_T_AT(pb_t_expect_line(__VA_ARGS__))

@@ -54,15 +54,7 @@ static char *search(const pb_daemon *d, int fd, const char *value)
     pb_t_frame(&frame, "text/json", "utf-8", content, strlen(content));
     pb_t_send(d, fd, pb_buf_head(&frame), pb_buf_used(&frame));
     pb_buf_free(&frame);
-    pb_t_reply r;
-    pb_t_recv_frame(d, fd, &r);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    const char *result = json_string_value(json_object_get(json, "result"));
-    pb_check(d, result != NULL, "no result in the reply");
-    char *copy = strdup(result);
-    json_decref(json);
-    pb_t_reply_free(&r);
-    return copy;
+    return pb_t_recv_result(d, fd);
 }
 
 static char *search_new(const pb_daemon *d, int port_index, const char *value)

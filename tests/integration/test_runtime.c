@@ -46,24 +46,9 @@ static void send_json(const pb_daemon *d, int fd, const char *json)
     pb_t_send_frame(d, fd, "text/json", "utf-8", json, strlen(json));
 }
 
-/* Receives one frame and returns its "result" (malloc'd). */
-static char *recv_result(const pb_daemon *d, int fd)
-{
-    pb_t_reply r;
-    pb_t_recv_frame(d, fd, &r);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    const char *result = json_string_value(json_object_get(json, "result"));
-    pb_check(d, result != NULL, "no result in %.*s", (int)r.content_length,
-             (const char *)r.content);
-    char *copy = strdup(result);
-    json_decref(json);
-    pb_t_reply_free(&r);
-    return copy;
-}
-
 static void expect_result(const pb_daemon *d, int fd, const char *want)
 {
-    char *got = recv_result(d, fd);
+    char *got = pb_t_recv_result(d, fd);
     cr_expect_str_eq(got, want);
     free(got);
 }
@@ -72,7 +57,7 @@ static char *ask(const pb_daemon *d, const char *json)
 {
     int fd = pb_dial(d, 0);
     send_json(d, fd, json);
-    char *got = recv_result(d, fd);
+    char *got = pb_t_recv_result(d, fd);
     close(fd);
     return got;
 }
@@ -186,7 +171,7 @@ Test(runtime, max_inflight_pauses_reading_a_connection)
     send_json(&d, fd, "{\"action\": \"peak\"}");
     for (int i = 0; i < 8; i++)
         expect_result(&d, fd, "t");
-    char *peak = recv_result(&d, fd);
+    char *peak = pb_t_recv_result(&d, fd);
     cr_expect(atoi(peak) >= 1 && atoi(peak) <= 2,
               "%s replies were in flight at once, max_inflight is 2", peak);
     free(peak);
@@ -257,7 +242,7 @@ Test(runtime, a_deferred_reply_arrives_across_a_reload)
     expect_result(&d, fd, "kept");
     /* The search was routed before the reload, by the configuration that
      * held its deferred neighbour. */
-    char *got = recv_result(&d, fd);
+    char *got = pb_t_recv_result(&d, fd);
     cr_expect(strcmp(got, "before") == 0 || strcmp(got, "after") == 0, "%s", got);
     free(got);
     free(ask_until(&d, "{\"action\": \"search\", \"value\": \"morpheus\"}", "after"));

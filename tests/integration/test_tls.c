@@ -215,18 +215,9 @@ static void expect_refused(const pb_daemon *d, int port_index, const pb_t_tls_op
 static char *ask_rt(const pb_daemon *d, int fd, const char *action)
 {
     char content[128];
-    pb_t_reply r;
     snprintf(content, sizeof content, "{\"action\": \"%s\"}", action);
     pb_t_send_frame(d, fd, "text/json", "utf-8", content, strlen(content));
-    pb_t_recv_frame(d, fd, &r);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    const char *result = json_string_value(json_object_get(json, "result"));
-    pb_check(d, result != NULL, "no result in %.*s", (int)r.content_length,
-             (const char *)r.content);
-    char *copy = strdup(result);
-    json_decref(json);
-    pb_t_reply_free(&r);
-    return copy;
+    return pb_t_recv_result(d, fd);
 }
 
 /* The server certificate's commonName a new Python connection sees. */
@@ -863,17 +854,8 @@ Test(tls, a_tls_mistake_stops_the_start_too)
 
 static char *search_over(const pb_daemon *d, int fd)
 {
-    pb_t_reply r;
     pb_t_send_frame(d, fd, "text/json", "utf-8", PB_T_MORPHEUS, strlen(PB_T_MORPHEUS));
-    pb_t_recv_frame(d, fd, &r);
-    json_t *json = json_loadb((const char *)r.content, r.content_length, 0, NULL);
-    const char *result = json_string_value(json_object_get(json, "result"));
-    pb_check(d, result != NULL, "no result in %.*s", (int)r.content_length,
-             (const char *)r.content);
-    char *copy = strdup(result);
-    json_decref(json);
-    pb_t_reply_free(&r);
-    return copy;
+    return pb_t_recv_result(d, fd);
 }
 
 Test(tls, a_route_serves_only_the_listeners_it_names)
