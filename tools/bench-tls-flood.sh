@@ -30,6 +30,9 @@ set -eu
 
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+# free_port (below the ephemeral range, where the flood's own client
+# sockets cannot hold the port) and the shipped plugins and routes.
+. "$SRCDIR/tests/lib.sh"
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-bench
 CLI=$BUILDDIR/tools/plugboard-cli
@@ -89,10 +92,6 @@ LOAD_CPU=$((NCPU - 1))
 FLOOD_CPU=$LOAD_CPU
 [ "$NCPU" -ge 3 ] && FLOOD_CPU=$((NCPU - 2))
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # utime + stime, in clock ticks, of a process and its children (the
 # daemon's master and workers), as tools/bench.sh measures them.
 cpu_ticks() {
@@ -114,8 +113,7 @@ make_certificates() {
 
 make_certificates "$WORK"
 PORT=$(free_port)
-cat >"$WORK/plugboard.conf" <<EOF
-plugin_dir = "$PLUGINS";
+{ shipped_plugins_and_routes "$PLUGINS"; cat <<EOF
 workers = $WORKERS;
 log = { level = "warning"; target = "stderr"; };
 limits = { max_connections = 20000; idle_timeout = 0.0; };
@@ -123,20 +121,8 @@ listeners = (
   { name = "secure"; address = "127.0.0.1"; port = $PORT; framing = "frame";
     tls = { certificate = "$WORK/server.crt"; key = "$WORK/server.key"; min_version = "1.2"; }; }
 );
-plugins = (
-  { name = "echo"; module = "echo"; },
-  { name = "search"; module = "search";
-    settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰"),
-                             ("ring", "In the caves beneath the Misty Mountains. 💍"),
-                             ("🐶", "🐾 Playing ball! 🏐") ); }; },
-  { name = "first10"; module = "first10"; }
-);
-routes = (
-  { content_type = "text/json"; plugin = "search"; },
-  { content_type = "text/plain"; plugin = "echo"; },
-  { plugin = "first10"; }
-);
 EOF
+} >"$WORK/plugboard.conf"
 
 taskset -c "$DAEMON_CPUS" "$DAEMON" -f -c "$WORK/plugboard.conf" 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
