@@ -1027,6 +1027,13 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
 
 void pb_conn_refuse(pb_listener *listener, int fd, int code, const char *text)
 {
+    const pb_server *s = listener->server;
+    /* A TLS peer could read the error only after a handshake, which is
+     * what a busy daemon should not spend on it. */
+    if (s->views[listener->index].tls != NULL) {
+        close(fd);
+        return;
+    }
     pb_buf out = PB_BUF_INIT;
     if (pb_codec_for(listener->framing)->error(&out, code, text) == 0) {
         ssize_t ignored = send(fd, pb_buf_head(&out), pb_buf_used(&out),

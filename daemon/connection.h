@@ -12,7 +12,8 @@
 /* Takes over an accepted socket (already non-blocking). */
 void pb_conn_open(pb_server *server, pb_listener *listener, int fd);
 
-/* Refuses an accepted socket with a `busy` error and closes it. */
+/* Refuses an accepted socket with an error (code, text) and closes it;
+ * on a TLS listener only closes it. */
 void pb_conn_refuse(pb_listener *listener, int fd, int code, const char *text);
 
 /* Server shutdown, for every connection: answer what was already

@@ -124,13 +124,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                          l->address, limits->max_connections);
             atomic_fetch_add_explicit(&s->shared->slots[s->slot].errors[PB_ERR_BUSY],
                                       1, memory_order_relaxed);
-            /* A TLS peer could read the error only after a handshake,
-             * which is what a busy daemon should not spend on it. */
-            if (s->views[l->index].tls != NULL)
-                close(fd);
-            else
-                pb_conn_refuse(l, fd, PB_ERR_BUSY,
-                               "too many connections, try again later");
+            pb_conn_refuse(l, fd, PB_ERR_BUSY,
+                           "too many connections, try again later");
             continue;
         }
         if (l->unix_path == NULL) {
