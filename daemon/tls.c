@@ -52,12 +52,16 @@ static int read_whole(const char *path, unsigned char **data, size_t *len)
     if (fd < 0)
         return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_TLS_FILE) {
-        if (errno == 0 || S_ISREG(st.st_mode))
-            errno = EFBIG;
-        else
-            errno = EINVAL;
+    int error = 0;
+    if (fstat(fd, &st) != 0)
+        error = errno;
+    else if (!S_ISREG(st.st_mode))
+        error = EINVAL;
+    else if (st.st_size > MAX_TLS_FILE)
+        error = EFBIG;
+    if (error != 0) {
         close(fd);
+        errno = error;
         return -1;
     }
     unsigned char *buf = malloc((size_t)st.st_size + 1);
@@ -88,7 +92,6 @@ static int add_file(pb_tls_files *files, const char *what, const char *path,
     if (path == NULL || find_file(files, path) != NULL)
         return 0;
     pb_tls_file file = { 0 };
-    errno = 0;
     if (read_whole(path, &file.data, &file.len) != 0) {
         pb_diag_add(diag, pos.file, pos.line, "cannot read %s %s: %s", what,
                     path, strerror(errno));
@@ -131,7 +134,8 @@ void pb_tls_files_free(pb_tls_files *files)
 {
     for (size_t i = 0; i < files->count; i++) {
         /* Private keys do not linger in freed memory. */
-        OPENSSL_cleanse(files->items[i].data, files->items[i].len);
+        if (files->items[i].data != NULL)
+            OPENSSL_cleanse(files->items[i].data, files->items[i].len);
         free(files->items[i].data);
         free(files->items[i].path);
     }
@@ -188,15 +192,15 @@ int pb_tls_files_unpack(pb_tls_files *files, const unsigned char *data,
         return -1;
     if (count > 0 && (files->items = calloc((size_t)count, sizeof *files->items)) == NULL)
         return -1;
-    for (; files->count < count; files->count++) {
-        pb_tls_file *f = &files->items[files->count];
+    /* Entries are zeroed: freeing them all is safe at any point. */
+    files->count = (size_t)count;
+    for (size_t i = 0; i < files->count; i++) {
+        pb_tls_file *f = &files->items[i];
         size_t path_len, data_len;
         const unsigned char *path = unpack_bytes(data, len, &at, &path_len);
         const unsigned char *bytes = path ? unpack_bytes(data, len, &at, &data_len) : NULL;
         if (bytes == NULL || (f->path = strndup((const char *)path, path_len)) == NULL ||
             (f->data = malloc(data_len + 1)) == NULL) {
-            if (f->path != NULL)
-                files->count++;
             pb_tls_files_free(files);
             return -1;
         }
