@@ -349,21 +349,10 @@ static SSL *tls_new(bench *b, int fd)
  * b->tls_error). */
 static ssize_t tls_failure(conn *c, int error)
 {
-    switch (error) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    case SSL_ERROR_SYSCALL:
-        /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
-        return errno == 0 ? 0 : -1;
-    default:
+    ssize_t rc = pb_tls_client_io_failure(error);
+    if (rc < 0 && errno == EPROTO)
         snprintf(c->b->tls_error, sizeof c->b->tls_error, "TLS: %s", pb_tls_client_reason());
-        errno = EPROTO;
-        return -1;
-    }
+    return rc;
 }
 
 /* SSL_read in place of recv(). OpenSSL reads ahead, so records may wait

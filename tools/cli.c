@@ -733,21 +733,13 @@ static void io_failure(const session *s, const char *what, int error)
  * A TLS protocol failure ends the run. */
 static ssize_t tls_result(const session *s, int error, const char *what)
 {
-    switch (error) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0;
-    case SSL_ERROR_SYSCALL:
-        /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
-        return errno == 0 ? 0 : -1;
-    default:
+    ssize_t rc = pb_tls_client_io_failure(error);
+    if (rc < 0 && errno == EPROTO) {
         fflush(stdout);
         message("%s: %s: TLS: %s", s->peer, what, pb_tls_client_reason());
         exit(EXIT_IO);
     }
+    return rc;
 }
 
 static ssize_t tls_send(session *s, const void *data, size_t len)

@@ -29,6 +29,24 @@ const char *pb_tls_client_reason(void)
     return text;
 }
 
+ssize_t pb_tls_client_io_failure(int error)
+{
+    switch (error) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        /* errno 0: closed without close_notify, as OpenSSL 1.1 reports it. */
+        return errno == 0 ? 0 : -1;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+
 int pb_tls_is_ip_literal(const char *name)
 {
     unsigned char addr[sizeof(struct in6_addr)];

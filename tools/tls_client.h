@@ -8,6 +8,7 @@
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct pb_tls_client_options {
     const char *ca;             /* trusted CAs (PEM); NULL: the system's */
@@ -34,6 +35,15 @@ typedef enum pb_tls_client_failure {
 SSL_CTX *pb_tls_client_context(const pb_tls_client_options *options,
                                char *error, size_t size,
                                pb_tls_client_failure *failure);
+
+/*
+ * A failed SSL_read or SSL_write (its SSL_get_error() code) as recv() and
+ * send() report one: -1 with errno EAGAIN to wait for the socket, 0 for
+ * the daemon's close, -1 with errno for a broken connection, and -1 with
+ * errno EPROTO for a TLS protocol failure, which pb_tls_client_reason()
+ * explains.
+ */
+ssize_t pb_tls_client_io_failure(int error);
 
 /* OpenSSL's reason for its earliest queued failure, which names the root
  * cause rather than its consequences; the queue is left empty. */
