@@ -157,6 +157,41 @@
  * handle() for the same connection follow that request's reply. A thread
  * of the plugin's own pushes through run_on_loop().
  *
+ * BROADCASTS
+ *
+ * Each worker creates its own copy of every instance, and after a reload a
+ * worker may hold two copies of one name for a while: the new one, and the
+ * old one still serving the connections that it holds (PUSHES). A plugin
+ * whose copies must act together (a publish reaching subscribers held by
+ * every worker, an enqueue waking a dequeue waiting in another) sends
+ * bytes to all the other copies with host->broadcast(); each receives them
+ * in its on_broadcast() on its own loop thread. The bytes are the
+ * plugin's own format; only copies of the same instance name receive
+ * them, and a copy never receives its own. Per sender, they arrive in the
+ * order sent; there is no reply, and nothing is stored: a worker that
+ * starts later sees only what is sent after it started. The sender never
+ * waits: a receiver that falls behind is sent to later (its backlog is
+ * kept in the sender, up to 64 MiB, beyond which further broadcasts to
+ * it are dropped and logged).
+ *
+ * pb_request.connection tells connections apart across copies: a new copy
+ * that is asked to undo what an old copy holds for a connection (an
+ * unsubscribe after a reload) broadcasts the connection's number, and
+ * the old copy, which knows it, acts.
+ *
+ * METRICS
+ *
+ * An instance's own counters and levels appear in the daemon's statistics
+ * (host->stats(), the stats plugin) under plugins.NAME.metrics, summed or
+ * combined over the workers as their kind says: `"published": 12` for a
+ * metric without label, `"ready": {"jobs": 3, "mail": 0}` for one with.
+ * Take the handles once (in worker_start, or when a new label first
+ * appears) and update them from any thread:
+ *
+ *   pb_metric *published = host->metric(instance, "published", NULL,
+ *                                       PB_METRIC_COUNTER);
+ *   host->metric_add(published, 1);
+ *
  * THE WORKER'S LOOP
  *
  * host->loop() is the worker's libev loop (a `struct ev_loop *`): add
@@ -396,6 +431,27 @@ typedef struct pb_client pb_client;
 
 typedef struct pb_host pb_host;
 
+/*
+ * One of an instance's counters in the daemon's statistics (see METRICS).
+ * Opaque; a handle from pb_host.metric.
+ */
+typedef struct pb_metric pb_metric;
+
+/* How the daemon combines the values that the workers keep of a metric. */
+typedef enum pb_metric_kind {
+    /* Counts events (messages published): only ever grows; each worker
+     * adds its own, the daemon reports the sum, and what a worker counted
+     * stays counted after it exits or a reload replaces the instance. */
+    PB_METRIC_COUNTER = 0,
+    /* A level each worker keeps of its own (subscribers it holds): the
+     * daemon reports the sum over running workers. */
+    PB_METRIC_GAUGE = 1,
+    /* A level of something every worker sees whole (the depth of a queue
+     * kept in a database): the daemon reports the value set last, by any
+     * worker. */
+    PB_METRIC_SHARED = 2
+} pb_metric_kind;
+
 /* How the message reached the daemon. */
 typedef enum pb_framing {
     PB_FRAMING_FRAME = 0,  /* length-prefixed JSON header + content */
@@ -442,6 +498,14 @@ typedef struct pb_request {
      * form, most specific first ("CN=alice,O=Example"); NULL without TLS
      * or without a client certificate. */
     const char *tls_subject;
+
+    /* --- Later additions ---------------------------------------------- */
+
+    /* A number naming the request's connection: the same for every request
+     * of one connection, never given to another connection of the daemon
+     * while it runs (in any worker). A plugin that keeps state per
+     * connection can find it by this number across a reload (BROADCASTS). */
+    unsigned long long connection;
 } pb_request;
 
 /* True when the daemon's pb_request has `member` (a later addition). */
@@ -692,6 +756,40 @@ struct pb_host {
     /* Closes the held connection once what is queued for it is written
      * (after a last push, say). Loop thread only. */
     void (*client_close)(pb_client *client);
+
+    /* --- Broadcasts and metrics (test with PB_HOST_HAS) --------------- */
+
+    /*
+     * Sends `length` bytes to every other copy of this instance (BROADCASTS):
+     * the instance of the same name in each other worker, and any copy of
+     * it a reload left in this worker. Each copy gets them through its
+     * plugin's on_broadcast(), on its loop thread, soon after, in the
+     * order this copy sent them. Never waits for a receiver. PB_OK when
+     * sent (or when there is no other copy to send to); PB_ERROR when out
+     * of memory or where no loop runs. Safe from any thread.
+     */
+    int (*broadcast)(pb_instance *instance, const void *data, size_t length);
+
+    /*
+     * The handle of the instance's metric `name`, with an optional `label`
+     * (NULL for none) that tells apart several values of one metric (a
+     * queue's name, say): see METRICS. Both are at most 63 bytes of
+     * letters, digits and '_' for the name, any UTF-8 for the label.
+     * Asking again for the same name, label and kind returns the same
+     * metric, also to another copy of the instance in the same worker.
+     * Returns NULL where there are no statistics (the configuration check)
+     * or when the worker's table of metrics is full; metric_add and
+     * metric_set ignore NULL. Safe from any thread.
+     */
+    pb_metric *(*metric)(pb_instance *instance, const char *name,
+                         const char *label, pb_metric_kind kind);
+
+    /* Adds delta (negative for a gauge going down) to the value this
+     * worker keeps. Lock-free; safe from any thread. */
+    void (*metric_add)(pb_metric *metric, long long delta);
+
+    /* Sets the value this worker keeps (a gauge or a shared level). */
+    void (*metric_set)(pb_metric *metric, long long value);
 };
 
 /* The first two members of every descriptor: the ABI and the size this
@@ -776,6 +874,14 @@ typedef struct pb_plugin {
      * connections. May be NULL.
      */
     void (*worker_stop)(void *state);
+
+    /*
+     * Receives what another copy of this instance sent with
+     * host->broadcast(): on the loop thread, in a worker that serves the
+     * instance (between worker_start and worker_stop). `data` is valid
+     * during the call only. May be NULL: broadcasts to it are dropped.
+     */
+    void (*on_broadcast)(void *state, const void *data, size_t length);
 } pb_plugin;
 
 #ifdef __cplusplus
