@@ -1,6 +1,8 @@
 /*
- * cli.c - plugboard-cli, the command-line client: sends one request (or, with
- * the line framing, a batch of lines) to a daemon and prints the reply.
+ * cli.c - plugboard-cli, the command-line client: sends one request (or a
+ * few JSON requests, or with the line framing a batch of lines) to a daemon
+ * and prints the replies; with --follow it stays connected and prints the
+ * frames the daemon pushes.
  */
 
 #include <arpa/inet.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -45,10 +48,14 @@ enum {
 /* Standard input is read no further while this much is still unsent, so a
  * daemon that reads slowly cannot make the client buffer all of it. */
 #define STDIN_HIGH_WATER ((size_t)1 << 20)
+/* Where JSON requests go when no address is given: the frame listener of
+ * the shipped configuration. */
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT "65432"
 
 typedef enum form {
     FORM_ACTION,            /* ACTION VALUE, the guide's app-client */
-    FORM_JSON,
+    FORM_JSON,              /* --json TEXT, or REQUEST arguments */
     FORM_FILE,
     FORM_LINE
 } form;
@@ -58,12 +65,15 @@ typedef struct options {
     const char *unix_path;
     const char *host;
     const char *port;
-    const char *json_text;
+    char *json_text;        /* --json TEXT */
+    char **requests;        /* FORM_JSON: the JSON texts to send */
+    int nrequests;
     const char *file;
     const char *type;
     const char *encoding;
     int print_header;
     int raw;
+    int follow;             /* print pushes until the daemon closes */
     const char *timeout_text;
     int timeout_ms;         /* -1: wait forever */
     char **args;            /* ACTION VALUE, or the TEXTs of --line */
@@ -94,6 +104,9 @@ typedef struct session {
     int stdin_last;         /* last byte read from stdin, -1 before any */
     unsigned long lines_sent;
     unsigned long lines_received;
+    unsigned long frames_sent;
+    unsigned long replies_received;
+    sigset_t poll_mask;     /* signals let in only while waiting */
     int status;
 } session;
 
@@ -101,7 +114,8 @@ static const char synopsis[] =
     "Usage: " PROGRAM " [OPTIONS] HOST PORT ACTION VALUE\n"
     "       " PROGRAM " [OPTIONS] -u PATH ACTION VALUE\n"
     "       " PROGRAM " [OPTIONS] HOST PORT stats\n"
-    "       " PROGRAM " [OPTIONS] HOST PORT --json TEXT\n"
+    "       " PROGRAM " [OPTIONS] [HOST PORT] --json TEXT\n"
+    "       " PROGRAM " [OPTIONS] [HOST PORT] REQUEST...\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --file FILE [--type TYPE] [--encoding ENC]\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --line [TEXT...]\n";
 
@@ -114,6 +128,10 @@ static const char help_text[] =
     "any other ACTION sends binary/custom-client-binary-type content ACTION+VALUE.\n"
     "\"stats\" alone sends {\"action\": \"stats\"} and prints the daemon's counters\n"
     "as JSON (the configuration must route that action to the stats plugin).\n"
+    "Each REQUEST, a JSON object such as '{\"action\": \"subscribe\", \"topic\": \"news\"}',\n"
+    "is sent as text/json content, all on one connection, and each reply is\n"
+    "printed in turn. Without HOST PORT or -u PATH, JSON requests go to\n"
+    DEFAULT_HOST " port " DEFAULT_PORT ".\n"
     "\n"
     "Options:\n"
     "  -u, --unix PATH        connect to a Unix-domain socket instead of HOST PORT\n"
@@ -126,6 +144,9 @@ static const char help_text[] =
     "  -l, --line             use the line framing: send each TEXT (or, with none,\n"
     "                         each line of standard input) as one line and print\n"
     "                         each reply line\n"
+    "  -F, --follow           after the replies, stay connected and print every frame\n"
+    "                         the daemon pushes, one line each, until interrupted\n"
+    "                         (SIGINT, SIGTERM) or until the daemon closes\n"
     "  -H, --header           also print the reply's JSON header on standard error\n"
     "  -r, --raw              print the reply content exactly as received\n"
     "  -w, --timeout SECONDS  give up after SECONDS without progress while connecting\n"
@@ -144,10 +165,14 @@ static const char help_text[] =
     "\n"
     "--ca, --cert, --key, --servername and --insecure each imply --tls.\n"
     "\n"
-    "A text/json reply with a \"result\" member prints that member; any other reply\n"
-    "prints its content. An error reply is printed on standard error.\n"
+    "A text/json reply whose only member is \"result\" prints that member; any\n"
+    "other reply prints its content. With --follow, pushes print the same way;\n"
+    "a push has no \"result\", so it prints as its JSON content, such as\n"
+    "{\"topic\": \"news\", \"message\": \"hello\"}. An error reply is printed on\n"
+    "standard error.\n"
     "\n"
-    "Exit status: 0 success, 1 the daemon replied with an error, 2 usage error,\n"
+    "Exit status: 0 success (with --follow: interrupted, or the daemon closed in\n"
+    "good order), 1 the daemon replied or pushed an error, 2 usage error,\n"
     "3 connection, TLS handshake, I/O, timeout or malformed reply.\n";
 
 static void message(const char *format, ...) __attribute__((format(printf, 1, 2)));
@@ -209,6 +234,14 @@ static void parse_port(const char *port)
         usage_error("invalid port '%s': expected a number from 1 to 65535", port);
 }
 
+/* A REQUEST argument: JSON object text, which no host name, action or
+ * line of text is taken for. */
+static int is_json_request(const char *arg)
+{
+    arg += strspn(arg, " \t\r\n");
+    return *arg == '{';
+}
+
 static void parse_options(int argc, char **argv, options *o)
 {
     enum { OPT_TLS = 256, OPT_CA, OPT_CERT, OPT_KEY, OPT_SERVERNAME, OPT_INSECURE };
@@ -219,6 +252,7 @@ static void parse_options(int argc, char **argv, options *o)
         { "type",     required_argument, NULL, 'T' },
         { "encoding", required_argument, NULL, 'E' },
         { "line",     no_argument,       NULL, 'l' },
+        { "follow",   no_argument,       NULL, 'F' },
         { "header",   no_argument,       NULL, 'H' },
         { "raw",      no_argument,       NULL, 'r' },
         { "timeout",  required_argument, NULL, 'w' },
@@ -238,7 +272,7 @@ static void parse_options(int argc, char **argv, options *o)
     memset(o, 0, sizeof *o);
     o->timeout_text = "10";
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":u:j:f:T:E:lHrw:hV", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":u:j:f:T:E:lFHrw:hV", long_options, NULL)) != -1) {
         switch (c) {
         case 'u': o->unix_path = optarg; break;
         case 'j': o->json_text = optarg; break;
@@ -246,6 +280,7 @@ static void parse_options(int argc, char **argv, options *o)
         case 'T': o->type = optarg; break;
         case 'E': o->encoding = optarg; break;
         case 'l': line = 1; break;
+        case 'F': o->follow = 1; break;
         case 'H': o->print_header = 1; break;
         case 'r': o->raw = 1; break;
         case 'w': o->timeout_text = optarg; break;
@@ -283,18 +318,35 @@ static void parse_options(int argc, char **argv, options *o)
 
     if ((o->json_text != NULL) + (o->file != NULL) + line > 1)
         usage_error("--json, --file and --line exclude each other");
+    if (o->follow && line)
+        usage_error("--follow needs the frame framing, not --line");
     o->form = o->json_text ? FORM_JSON : o->file ? FORM_FILE : line ? FORM_LINE : FORM_ACTION;
 
     o->args = argv + optind;
     o->nargs = argc - optind;
+    int json_first = o->nargs > 0 && is_json_request(o->args[0]);
     if (o->unix_path == NULL) {
-        if (o->nargs < 2)
-            usage_error("missing HOST and PORT (or -u PATH)");
-        o->host = o->args[0];
-        o->port = o->args[1];
-        parse_port(o->port);
-        o->args += 2;
-        o->nargs -= 2;
+        if ((o->json_text != NULL && o->nargs == 0) || (json_first && o->form == FORM_ACTION)) {
+            o->host = DEFAULT_HOST;
+            o->port = DEFAULT_PORT;
+        } else {
+            if (o->nargs < 2)
+                usage_error("missing HOST and PORT (or -u PATH)");
+            o->host = o->args[0];
+            o->port = o->args[1];
+            parse_port(o->port);
+            o->args += 2;
+            o->nargs -= 2;
+        }
+    }
+    if (o->form == FORM_ACTION && o->nargs > 0 && is_json_request(o->args[0]))
+        o->form = FORM_JSON;
+    if (o->json_text != NULL) {
+        o->requests = &o->json_text;
+        o->nrequests = 1;
+    } else if (o->form == FORM_JSON) {
+        o->requests = o->args;
+        o->nrequests = o->nargs;
     }
 
     switch (o->form) {
@@ -305,6 +357,14 @@ static void parse_options(int argc, char **argv, options *o)
             usage_error("expected ACTION VALUE");
         break;
     case FORM_JSON:
+        if (o->json_text != NULL && o->nargs != 0)
+            usage_error("unexpected argument '%s'", o->args[0]);
+        /* --json sends any JSON text; arguments are requests only when
+         * they are objects, so that a stray word is not sent. */
+        for (int i = 0; o->json_text == NULL && i < o->nrequests; i++)
+            if (!is_json_request(o->requests[i]))
+                usage_error("'%s' is no JSON object: every REQUEST must be one", o->requests[i]);
+        break;
     case FORM_FILE:
         if (o->nargs != 0)
             usage_error("unexpected argument '%s'", o->args[0]);
@@ -364,12 +424,53 @@ static void build_search(const char *value, pb_buf *content)
     json_decref(request);
 }
 
-static void build_frame_request(const options *o, pb_buf *out)
+/* Frames content with the type and encoding of its form, or those of
+ * --type and --encoding. */
+static void append_frame(const options *o, pb_buf *out, const pb_buf *content,
+                         const char *type, const char *encoding)
+{
+    if (o->type != NULL) {
+        /* JSON content is text whatever form carried it in. */
+        if (o->form == FORM_FILE && strcmp(o->type, "text/json") == 0)
+            encoding = "utf-8";
+        type = o->type;
+    }
+    if (o->encoding != NULL)
+        encoding = o->encoding;
+    if (pb_frame_encode(out, type, encoding, pb_buf_head(content), pb_buf_used(content)) != 0) {
+        message("cannot encode the request: out of memory or a header over 65535 bytes");
+        exit(EXIT_USAGE);
+    }
+}
+
+static void append_json_request(const options *o, pb_buf *out, const char *text)
+{
+    json_error_t error;
+    json_t *check = json_loads(text, JSON_DECODE_ANY, &error);
+    if (check == NULL)
+        usage_error("'%s' is not valid JSON: %s (line %d, column %d)", text, error.text,
+                    error.line, error.column);
+    json_decref(check);
+    pb_buf content = PB_BUF_INIT;
+    if (pb_buf_append_str(&content, text) != 0)
+        out_of_memory();
+    append_frame(o, out, &content, "text/json", "utf-8");
+    pb_buf_free(&content);
+}
+
+/* The request frames into s->out, counted in s->frames_sent. */
+static void build_frame_requests(const options *o, session *s)
 {
     pb_buf content = PB_BUF_INIT;
     const char *type;
     const char *encoding;
 
+    if (o->form == FORM_JSON) {
+        for (int i = 0; i < o->nrequests; i++)
+            append_json_request(o, &s->out, o->requests[i]);
+        s->frames_sent = (unsigned long)o->nrequests;
+        return;
+    }
     switch (o->form) {
     case FORM_ACTION:
         if (o->nargs == 1) {
@@ -389,37 +490,14 @@ static void build_frame_request(const options *o, pb_buf *out)
             encoding = "binary";
         }
         break;
-    case FORM_JSON: {
-        json_error_t error;
-        json_t *check = json_loads(o->json_text, JSON_DECODE_ANY, &error);
-        if (check == NULL)
-            usage_error("--json: not valid JSON: %s (line %d, column %d)",
-                        error.text, error.line, error.column);
-        json_decref(check);
-        if (pb_buf_append_str(&content, o->json_text) != 0)
-            out_of_memory();
-        type = "text/json";
-        encoding = "utf-8";
-        break;
-    }
     default:
         read_whole_file(o->file, &content);
         type = "application/octet-stream";
         encoding = "binary";
         break;
     }
-    if (o->type != NULL) {
-        /* JSON content is text whatever form carried it in. */
-        if (o->form == FORM_FILE && strcmp(o->type, "text/json") == 0)
-            encoding = "utf-8";
-        type = o->type;
-    }
-    if (o->encoding != NULL)
-        encoding = o->encoding;
-    if (pb_frame_encode(out, type, encoding, pb_buf_head(&content), pb_buf_used(&content)) != 0) {
-        message("cannot encode the request: out of memory or a header over 65535 bytes");
-        exit(EXIT_USAGE);
-    }
+    append_frame(o, &s->out, &content, type, encoding);
+    s->frames_sent = 1;
     pb_buf_free(&content);
 }
 
@@ -674,9 +752,15 @@ static int print_frame_reply(const session *s, const pb_message *m)
         return EXIT_REPLY_ERROR;
     }
 
-    const json_t *result = json_is_object(content) ? json_object_get(content, "result") : NULL;
+    /* {"result": X} alone prints X; a reply with more to say than its result
+     * (an id, a topic) prints whole, so that nothing is lost. */
+    const json_t *result = json_is_object(content) && json_object_size(content) == 1
+                           ? json_object_get(content, "result") : NULL;
     if (s->opt->raw) {
         write_stdout(m->content, m->content_length);
+        /* Frames that keep coming need something between them. */
+        if (s->opt->follow)
+            write_stdout("\n", 1);
     } else if (json_is_string(result)) {
         write_stdout(json_string_value(result), json_string_length(result));
         write_stdout("\n", 1);
@@ -864,40 +948,64 @@ static void receive(session *s)
         s->eof = 1;
 }
 
-/* Decodes the reply frame once it is whole; 1 when done. Pushes (frames
- * whose header says "push": true) answer no request: they are skipped. */
-static int take_frame_reply(session *s, pb_frame_decoder *d)
+static int replies_owed(const session *s)
+{
+    return s->replies_received < s->frames_sent;
+}
+
+/* Prints every whole frame in hand; 1 when the run is over. Pushes
+ * (frames whose header says "push": true) answer no request: --follow
+ * prints them, as it does any frame after the last reply; without it they
+ * are skipped. An error reply is printed and the other replies still
+ * awaited, but then nothing is followed; an error pushed ends the run at
+ * once (the daemon closes after a slow_consumer). */
+static int take_frames(session *s, pb_frame_decoder *d)
 {
     pb_message msg;
     size_t consumed;
     pb_error err;
     for (;;) {
-        switch (pb_frame_decode(d, pb_buf_head(&s->in), pb_buf_used(&s->in), &msg,
-                                &consumed, NULL, &err)) {
-        case PB_DECODE_MESSAGE:
-            if (json_is_true(json_object_get(msg.header, "push"))) {
-                pb_message_clear(&msg);
-                pb_buf_consume(&s->in, consumed);
-                continue;
-            }
-            s->status = print_frame_reply(s, &msg);
-            pb_message_clear(&msg);
-            return 1;
-        case PB_DECODE_ERROR:
+        pb_decode_status st = pb_frame_decode(d, pb_buf_head(&s->in), pb_buf_used(&s->in),
+                                              &msg, &consumed, NULL, &err);
+        if (st == PB_DECODE_NEED_MORE)
+            break;
+        if (st == PB_DECODE_ERROR) {
             fflush(stdout);
             message("%s: malformed reply: %s", s->peer, err.text);
             exit(EXIT_IO);
-        case PB_DECODE_NEED_MORE:
-            break;
         }
-        break;
+        int push = json_is_true(json_object_get(msg.header, "push")) || !replies_owed(s);
+        int failed = 0;
+        if (!push || s->opt->follow)
+            failed = print_frame_reply(s, &msg) != 0;
+        pb_message_clear(&msg);
+        pb_buf_consume(&s->in, consumed);
+        if (failed)
+            s->status = EXIT_REPLY_ERROR;
+        if (!push)
+            s->replies_received++;
+        if (failed && push)
+            return 1;
+        if (!replies_owed(s) && (!s->opt->follow || s->status != 0))
+            return 1;
     }
-    if (s->eof) {
-        const char *what = pb_buf_used(&s->in) ? "connection closed in the middle of the reply"
-                                               : "connection closed without a reply";
-        io_failure(s, what, s->read_errno ? s->read_errno : s->write_errno);
+    if (!s->eof)
+        return 0;
+    int error = s->read_errno ? s->read_errno : s->write_errno;
+    if (pb_buf_used(&s->in) > 0)
+        io_failure(s, "connection closed in the middle of a frame", error);
+    if (s->replies_received == 0)
+        io_failure(s, "connection closed without a reply", error);
+    if (replies_owed(s)) {
+        char what[128];
+        snprintf(what, sizeof what, "connection closed after %lu of %lu replies",
+                 s->replies_received, s->frames_sent);
+        io_failure(s, what, error);
     }
-    return 0;
+    /* Following ends with the daemon's close; only a reset is a fault. */
+    if (s->read_errno != 0)
+        io_failure(s, "connection reset", s->read_errno);
+    return 1;
 }
 
 /* Prints every whole reply line; 1 when the daemon has closed. */
@@ -939,6 +1047,38 @@ static int take_reply_lines(session *s, pb_line_decoder *d)
     return 1;
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void on_stop_signal(int signal_number)
+{
+    (void)signal_number;
+    interrupted = 1;
+}
+
+/* With --follow, SIGINT and SIGTERM end the run in good order, as the way
+ * to stop following. They are blocked but while run() waits in ppoll, so
+ * that one cannot arrive between the check and the wait. */
+static void catch_stop_signals(session *s)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    if (s->opt->follow) {
+        sigaddset(&stop, SIGINT);
+        sigaddset(&stop, SIGTERM);
+    }
+    sigprocmask(SIG_BLOCK, &stop, &s->poll_mask);
+    if (!s->opt->follow)
+        return;
+    struct sigaction action = { .sa_handler = on_stop_signal }, before;
+    sigemptyset(&action.sa_mask);
+    /* A signal the caller ignores (nohup, `&` in a script) stays ignored. */
+    for (int i = 0; i < 2; i++) {
+        int number = i == 0 ? SIGINT : SIGTERM;
+        if (sigaction(number, NULL, &before) == 0 && before.sa_handler != SIG_IGN)
+            sigaction(number, &action, NULL);
+    }
+}
+
 static void timed_out(const session *s) __attribute__((noreturn));
 
 static void timed_out(const session *s)
@@ -975,13 +1115,21 @@ static void run(session *s)
          * daemon owing us something is held to the timeout. */
         int idle = s->stdin_open && pb_buf_used(&s->out) == 0
                    && s->lines_received >= s->lines_sent;
+        /* Pushes come when they come: one waits for them as long as it takes. */
+        if (s->opt->follow && pb_buf_used(&s->out) == 0 && !replies_owed(s))
+            idle = 1;
         /* Reply bytes OpenSSL has already taken off the socket wake no poll. */
         int buffered = s->ssl != NULL && SSL_pending(s->ssl) > 0;
-        int r = poll(p, reading_stdin ? 2 : 1, buffered ? 0 : idle ? -1 : s->opt->timeout_ms);
+        int timeout_ms = buffered ? 0 : idle ? -1 : s->opt->timeout_ms;
+        struct timespec timeout = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
+        int r = ppoll(p, reading_stdin ? 2 : 1, timeout_ms < 0 ? NULL : &timeout,
+                      &s->poll_mask);
         if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            io_failure(s, "poll", errno);
+            if (errno != EINTR)
+                io_failure(s, "poll", errno);
+            if (interrupted)
+                break;
+            continue;
         }
         if (r == 0 && !buffered)
             timed_out(s);
@@ -996,7 +1144,7 @@ static void run(session *s)
             send_pending(s);
         if (p[0].revents & (POLLIN | POLLERR | POLLHUP)) {
             receive(s);
-            int done = line ? take_reply_lines(s, &lines) : take_frame_reply(s, &frames);
+            int done = line ? take_reply_lines(s, &lines) : take_frames(s, &frames);
             fflush(stdout);
             if (done)
                 break;
@@ -1016,7 +1164,7 @@ int main(int argc, char **argv)
         build_line_request(&opt, &s);
         s.stdin_open = opt.nargs == 0;
     } else {
-        build_frame_request(&opt, &s.out);
+        build_frame_requests(&opt, &s);
     }
 
     SSL_CTX *tls = NULL;
@@ -1033,6 +1181,7 @@ int main(int argc, char **argv)
     if (tls != NULL)
         tls_handshake(&s, tls);
 
+    catch_stop_signals(&s);
     run(&s);
     if (s.ssl != NULL) {
         /* A courtesy close_notify, unless --line sent it already. */

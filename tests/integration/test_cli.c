@@ -1,16 +1,23 @@
 /*
  * test_cli.c - the command lines: plugboard -V, -t on good and bad
  * configurations, a port already in use, and plugboard-cli's forms against
- * a running daemon, in the clear and over TLS.
+ * a running daemon, in the clear and over TLS, and its --follow mode.
  */
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <plugboard/plugin.h>
@@ -359,6 +366,16 @@ Test(cli, json_forms)
           NULL, 0, "Error: invalid action \"fly\".\n", NULL },
         { { "-r", "127.0.0.1", "@PORT0@", "search", "morpheus" }, NULL, 0,
           "{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}", NULL },
+        /* JSON objects as arguments: each a request, replies in order */
+        { { "127.0.0.1", "@PORT0@", "{\"action\": \"upper\", \"value\": \"ab\"}",
+            " {\"action\": \"search\", \"value\": \"ring\"}" },
+          NULL, 0, "AB\nIn the caves beneath the Misty Mountains. \xf0\x9f\x92\x8d\n", NULL },
+        { { "-u", "@SOCK@", "{\"action\": \"echo\"}" }, NULL, 0, "{\"action\": \"echo\"}\n",
+          NULL },
+        /* every reply is printed, and one error makes the exit status 1 */
+        { { "127.0.0.1", "@PORT0@", "{\"action\": \"upper\", \"value\": \"\\u00ff\"}",
+            "{\"action\": \"upper\", \"value\": 1}", "{\"action\": \"upper\", \"value\": \"c\"}" },
+          NULL, 1, "\xc5\xb8\nC\n", "plugboard-cli: plugin_failed: " },
     };
 
     run_cli_cases(cases, sizeof cases / sizeof cases[0]);
@@ -457,16 +474,21 @@ Test(cli, refused_connection_exits_3)
 
 Test(cli, usage_errors_exit_2)
 {
-    const char *no_args[] = { PB_T_CLI_BIN, NULL };
-    const char *bad_json[] = { PB_T_CLI_BIN, "127.0.0.1", "1", "--json", "{oops", NULL };
+    const char *const usages[][8] = {
+        { PB_T_CLI_BIN, NULL },
+        { PB_T_CLI_BIN, "127.0.0.1", "1", "--json", "{oops", NULL },
+        { PB_T_CLI_BIN, "127.0.0.1", "1", "{oops", NULL },
+        { PB_T_CLI_BIN, "127.0.0.1", "1", "{\"action\": \"echo\"}", "echo", NULL },
+        { PB_T_CLI_BIN, "--follow", "--line", "127.0.0.1", "1", "hi", NULL },
+    };
     pb_run_result r;
 
-    pb_run(no_args, NULL, NULL, 0, &r);
-    expect_run(NULL, &r, r.status == 2 && r.err_len > 0, "wanted exit status 2");
-    pb_run_free(&r);
-    pb_run(bad_json, NULL, NULL, 0, &r);
-    expect_run(NULL, &r, r.status == 2 && r.err_len > 0, "wanted exit status 2");
-    pb_run_free(&r);
+    for (size_t i = 0; i < sizeof usages / sizeof usages[0]; i++) {
+        pb_run(usages[i], NULL, NULL, 0, &r);
+        expect_run(NULL, &r, r.status == 2 && r.err_len > 0 && r.out_len == 0,
+                   "wanted exit status 2 and a message");
+        pb_run_free(&r);
+    }
 }
 
 /* --- plugboard-cli over TLS ---------------------------------------------- */
@@ -581,4 +603,241 @@ Test(cli, tls_forms)
     /* A client without TLS gets no reply, and no hang. */
     expect_cli_failure(&d, plain_client, 3, "connection closed without a reply");
     pb_daemon_stop_clean(&d);
+}
+
+/* --- plugboard-cli --follow ---------------------------------------------- */
+
+#define FIXTURES PB_TEST_BUILDDIR "/tests/fixtures/.libs"
+
+/* The runtime fixture holds subscribers and pushes {"message": VALUE} to
+ * them on each publish. */
+#define FOLLOW_CONF \
+    PB_T_CONF_HEAD "workers = 1;\n" \
+    "listeners = ( { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; } );\n" \
+    "plugins = ( { name = \"rt\"; module = \"" FIXTURES "/runtime.so\"; } );\n" \
+    "routes = ( { content_type = \"text/json\"; plugin = \"rt\"; } );\n"
+
+/* plugboard-cli running in the background, its output read as it comes
+ * through pipes. */
+typedef struct follower {
+    pid_t pid;
+    int out_fd, err_fd;         /* -1 once at end of file */
+    pb_buf out, err;
+} follower;
+
+static void follower_start(follower *f, const char *const argv[])
+{
+    int out[2], err[2];
+
+    cr_assert(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
+    memset(f, 0, sizeof *f);
+    f->pid = fork();
+    cr_assert(f->pid >= 0, "fork: %s", strerror(errno));
+    if (f->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int in = open("/dev/null", O_RDONLY);
+        if (in < 0 || dup2(in, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0)
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    f->out_fd = out[0];
+    f->err_fd = err[0];
+}
+
+/* Reads what the follower wrote until stdout holds `lines` lines or both
+ * pipes are at end of file (a hang guard, not a timing assertion). */
+static void follower_read(follower *f, int lines)
+{
+    struct timespec start, now;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int have = 0;
+        for (size_t i = 0; i < pb_buf_used(&f->out); i++)
+            have += ((const char *)pb_buf_head(&f->out))[i] == '\n';
+        if ((lines > 0 && have >= lines) || (f->out_fd < 0 && f->err_fd < 0))
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long waited_ms = (now.tv_sec - start.tv_sec) * 1000
+                         + (now.tv_nsec - start.tv_nsec) / 1000000;
+        cr_assert(waited_ms < PB_T_TIMEOUT_MS, "plugboard-cli --follow: wanted %d lines, has "
+                  "\"%.*s\"", lines, (int)pb_buf_used(&f->out), (const char *)pb_buf_head(&f->out));
+        struct pollfd p[2] = { { .fd = f->out_fd, .events = POLLIN },
+                               { .fd = f->err_fd, .events = POLLIN } };
+        if (poll(p, 2, 100) <= 0)
+            continue;
+        for (int i = 0; i < 2; i++) {
+            int *fd = i == 0 ? &f->out_fd : &f->err_fd;
+            if (*fd < 0 || p[i].revents == 0)
+                continue;
+            char chunk[4096];
+            ssize_t n = read(*fd, chunk, sizeof chunk);
+            if (n > 0) {
+                cr_assert(pb_buf_append(i == 0 ? &f->out : &f->err, chunk, (size_t)n) == 0);
+            } else if (n == 0 || errno != EINTR) {
+                close(*fd);
+                *fd = -1;
+            }
+        }
+    }
+}
+
+/* Reads the rest and waits for the exit: its status; stdout and stderr
+ * NUL-terminated in f. */
+static int follower_finish(follower *f)
+{
+    int status;
+
+    follower_read(f, 0);
+    cr_assert(waitpid(f->pid, &status, 0) == f->pid);
+    cr_assert(pb_buf_append_byte(&f->out, '\0') == 0 && pb_buf_append_byte(&f->err, '\0') == 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void follower_free(follower *f)
+{
+    pb_buf_free(&f->out);
+    pb_buf_free(&f->err);
+}
+
+static void publish(const pb_daemon *d, const char *value, const char *subscribers)
+{
+    char request[256];
+    int fd = pb_dial(d, 0);
+
+    snprintf(request, sizeof request, "{\"action\": \"publish\", \"value\": \"%s\"}", value);
+    pb_t_send_frame(d, fd, "text/json", "utf-8", request, strlen(request));
+    char *took = pb_t_recv_result(d, fd);
+    cr_expect_str_eq(took, subscribers, "subscribers a publish reached");
+    free(took);
+    close(fd);
+}
+
+Test(cli, follow_prints_pushes_until_interrupted)
+{
+    char port[16];
+    pb_daemon d;
+    follower f;
+
+    pb_daemon_start(&d, FOLLOW_CONF);
+    snprintf(port, sizeof port, "%d", d.port[0]);
+    const char *const argv[] = { PB_T_CLI_BIN, "--follow", "127.0.0.1", port,
+                                 "{\"action\": \"subscribe\", \"value\": \"subscribed\"}",
+                                 "{\"action\": \"now\", \"value\": \"second reply\"}", NULL };
+    follower_start(&f, argv);
+    follower_read(&f, 2);
+    publish(&d, "one", "1");
+    publish(&d, "two", "1");
+    follower_read(&f, 4);
+    cr_assert(kill(f.pid, SIGINT) == 0);
+    int status = follower_finish(&f);
+    cr_expect_eq(status, 0, "exit status %d after SIGINT, stderr: %s", status,
+                 (const char *)pb_buf_head(&f.err));
+    cr_expect_str_eq((const char *)pb_buf_head(&f.out),
+                     "subscribed\nsecond reply\n{\"message\": \"one\"}\n{\"message\": \"two\"}\n");
+    cr_expect_str_eq((const char *)pb_buf_head(&f.err), "");
+    follower_free(&f);
+
+    /* SIGTERM ends it alike; --raw prints each content on a line. */
+    const char *const raw[] = { PB_T_CLI_BIN, "-F", "-r", "127.0.0.1", port,
+                                "{\"action\": \"subscribe\", \"value\": \"s\"}", NULL };
+    follower_start(&f, raw);
+    follower_read(&f, 1);
+    publish(&d, "three", "1");
+    follower_read(&f, 2);
+    cr_assert(kill(f.pid, SIGTERM) == 0);
+    status = follower_finish(&f);
+    cr_expect_eq(status, 0, "exit status %d after SIGTERM", status);
+    cr_expect_str_eq((const char *)pb_buf_head(&f.out),
+                     "{\"result\": \"s\"}\n{\"message\": \"three\"}\n");
+    follower_free(&f);
+    pb_daemon_stop_clean(&d);
+}
+
+/* A listening socket on the loopback for a scripted daemon; its port. */
+static int listen_loopback(int *port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 1) == 0
+              && getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+#define PUSH_HEADER(length) \
+    "{\"byteorder\": \"little\", \"content-type\": \"text/json\", " \
+    "\"content-encoding\": \"utf-8\", \"content-length\": " #length ", \"push\": true}"
+
+/* Plays a daemon that answers the one request, pushes what is given, then
+ * closes: the follower's exit status, output in f. */
+static int follow_scripted(follower *f, const void *pushes, size_t pushes_len)
+{
+    char port_text[16];
+    int port;
+    int listener = listen_loopback(&port);
+    pb_buf wire = PB_BUF_INIT;
+    pb_t_reply request;
+
+    snprintf(port_text, sizeof port_text, "%d", port);
+    const char *const argv[] = { PB_T_CLI_BIN, "--follow", "127.0.0.1", port_text,
+                                 "{\"action\": \"subscribe\", \"topic\": \"news\"}", NULL };
+    follower_start(f, argv);
+    int fd = accept(listener, NULL, NULL);
+    cr_assert(fd >= 0, "accept: %s", strerror(errno));
+    close(listener);
+    cr_assert(pb_recv_frame(fd, &request) == 0, "no request from plugboard-cli");
+    pb_t_reply_free(&request);
+    const char *reply = "{\"result\": \"subscribed\", \"topic\": \"news\"}";
+    pb_t_frame(&wire, "text/json", "utf-8", reply, strlen(reply));
+    cr_assert(pb_buf_append(&wire, pushes, pushes_len) == 0);
+    cr_assert(pb_send_all(fd, pb_buf_head(&wire), pb_buf_used(&wire)) == 0);
+    pb_buf_free(&wire);
+    close(fd);
+    return follower_finish(f);
+}
+
+Test(cli, follow_ends_with_the_daemons_close)
+{
+    static const char news[] = "{\"topic\": \"news\", \"message\": \"hello\"}";
+    static const char slow[] = "{\"error\": \"too far behind\", \"code\": \"slow_consumer\"}";
+    pb_buf pushes = PB_BUF_INIT;
+    follower f;
+
+    /* An orderly close after the pushes: exit status 0. */
+    pb_t_raw_frame(&pushes, PUSH_HEADER(37), strlen(PUSH_HEADER(37)), news, strlen(news));
+    int status = follow_scripted(&f, pb_buf_head(&pushes), pb_buf_used(&pushes));
+    cr_expect_eq(status, 0, "exit status %d, stderr: %s", status, (const char *)pb_buf_head(&f.err));
+    cr_expect_str_eq((const char *)pb_buf_head(&f.out),
+                     "{\"result\": \"subscribed\", \"topic\": \"news\"}\n"
+                     "{\"topic\": \"news\", \"message\": \"hello\"}\n");
+    cr_expect_str_eq((const char *)pb_buf_head(&f.err), "");
+    follower_free(&f);
+
+    /* An error pushed before the close: on standard error, exit status 1. */
+    pb_t_raw_frame(&pushes, PUSH_HEADER(52), strlen(PUSH_HEADER(52)), slow, strlen(slow));
+    status = follow_scripted(&f, pb_buf_head(&pushes), pb_buf_used(&pushes));
+    cr_expect_eq(status, 1, "exit status %d", status);
+    cr_expect_str_eq((const char *)pb_buf_head(&f.out),
+                     "{\"result\": \"subscribed\", \"topic\": \"news\"}\n"
+                     "{\"topic\": \"news\", \"message\": \"hello\"}\n");
+    cr_expect_str_eq((const char *)pb_buf_head(&f.err),
+                     "plugboard-cli: slow_consumer: too far behind\n");
+    follower_free(&f);
+
+    /* A close in the middle of a push is no orderly end. */
+    pb_buf_clear(&pushes);
+    pb_t_raw_frame(&pushes, PUSH_HEADER(37), strlen(PUSH_HEADER(37)), news, 10);
+    status = follow_scripted(&f, pb_buf_head(&pushes), pb_buf_used(&pushes));
+    cr_expect_eq(status, 3, "exit status %d", status);
+    cr_expect(strstr((const char *)pb_buf_head(&f.err), "in the middle of a frame") != NULL,
+              "stderr: %s", (const char *)pb_buf_head(&f.err));
+    follower_free(&f);
+    pb_buf_free(&pushes);
 }
