@@ -1,10 +1,16 @@
 # bench.mk - `make bench`: runs tools/bench.sh against the daemon, the
-# benchmark tool and the plugins of this build tree (not part of make check).
+# benchmark tool and the plugins of this build tree (not part of make check);
+# `make bench-broker`: tools/bench-broker.sh, the pubsub and queue plugins
+# side by side with Redis.
 
 EXTRA_DIST += tools/bench.sh tools/bench-pool.sh tools/bench-tls-flood.sh \
-	tools/bench-guide-server.py tests/haproxy.sh
+	tools/bench-broker.sh tools/bench-guide-server.py tests/haproxy.sh
 
 bench: daemon/plugboard$(EXEEXT) tools/plugboard-bench$(EXEEXT) $(pkglib_LTLIBRARIES)
 	BUILDDIR='$(abs_top_builddir)' '$(abs_top_srcdir)/tools/bench.sh' $(BENCH_FLAGS)
 
-.PHONY: bench
+bench-broker: daemon/plugboard$(EXEEXT) tools/plugboard-broker-bench$(EXEEXT) \
+		$(pkglib_LTLIBRARIES)
+	BUILDDIR='$(abs_top_builddir)' '$(abs_top_srcdir)/tools/bench-broker.sh' $(BENCH_FLAGS)
+
+.PHONY: bench bench-broker
