@@ -167,6 +167,101 @@ Test(pubsub, a_thousand_publishes_arrive_in_publish_order_on_another_worker)
     pb_daemon_stop_clean(&d);
 }
 
+/* Publishes message (JSON text of any size) to topic on fd, without
+ * waiting for the answer. */
+static void send_publish(const pb_daemon *d, int fd, const char *topic, const char *message)
+{
+    size_t n = strlen(message) + strlen(topic) + 64;
+    char *request = malloc(n);
+    snprintf(request, n, "{\"action\": \"publish\", \"topic\": \"%s\", \"message\": %s}",
+             topic, message);
+    send_json(d, fd, request);
+    free(request);
+}
+
+/* A JSON string of n bytes in all (quotes included), malloc'd. */
+static char *big_string(size_t n, char fill)
+{
+    char *s = malloc(n + 1);
+    memset(s, fill, n);
+    s[0] = s[n - 1] = '"';
+    s[n] = '\0';
+    return s;
+}
+
+/* Receives a push of message on topic, of any size. */
+static void expect_big_push(const pb_daemon *d, int fd, const char *topic, const char *message)
+{
+    size_t n = strlen(message) + strlen(topic) + 64;
+    char *want = malloc(n);
+    snprintf(want, n, "{\"topic\": \"%s\", \"message\": %s}", topic, message);
+    pb_t_reply r;
+    pb_t_recv_frame(d, fd, &r);
+    pb_t_expect_bytes(d, "push", r.content, r.content_length, want, strlen(want));
+    pb_t_reply_free(&r);
+    free(want);
+}
+
+Test(pubsub, large_publishes_and_bursts_cross_workers_whole_and_in_order)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("2", ""));
+    int publisher = pb_dial(&d, 0);
+    int subscriber = dial_worker(&d, worker_of(&d, publisher), 0);
+    subscribe(&d, subscriber, "big");
+    /* Larger than the ring between workers: it travels in pieces. */
+    char *large = big_string(900 * 1000, 'L');
+    send_publish(&d, publisher, "big", large);
+    expect_json(&d, publisher, "{\"result\": \"published\"}");
+    expect_big_push(&d, subscriber, "big", large);
+    free(large);
+    /* A burst larger than the ring waits in the sender and keeps its
+     * order; the subscriber reads only once it is all published (2 MB,
+     * within its max_pending_output). */
+    char *messages[200];
+    for (int i = 0; i < 200; i++) {
+        messages[i] = big_string(10000, (char)('a' + i % 26));
+        send_publish(&d, publisher, "big", messages[i]);
+    }
+    for (int i = 0; i < 200; i++)
+        expect_json(&d, publisher, "{\"result\": \"published\"}");
+    for (int i = 0; i < 200; i++) {
+        expect_big_push(&d, subscriber, "big", messages[i]);
+        free(messages[i]);
+    }
+    close(publisher);
+    close(subscriber);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(pubsub, a_worker_started_after_a_crash_sends_and_receives)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("2", ""));
+    int stays = pb_dial(&d, 0);
+    long survivor = worker_of(&d, stays);
+    int doomed = dial_worker(&d, survivor, 0);
+    long crashed = worker_of(&d, doomed);
+    subscribe(&d, stays, "news");
+    kill((pid_t)crashed, SIGKILL);
+    pb_t_expect_eof(&d, doomed);
+    close(doomed);
+    cr_assert_eq(pb_t_wait_stat(&d, "worker_restarts", 1), 1);
+
+    int fresh = dial_worker(&d, survivor, 0);
+    cr_assert_neq(worker_of(&d, fresh), crashed);
+    subscribe(&d, fresh, "news");
+    publish(&d, fresh, "news", "\"from the new worker\"");
+    expect_push(&d, fresh, "news", "\"from the new worker\"");
+    expect_push(&d, stays, "news", "\"from the new worker\"");
+    publish(&d, stays, "news", "\"to the new worker\"");
+    expect_push(&d, stays, "news", "\"to the new worker\"");
+    expect_push(&d, fresh, "news", "\"to the new worker\"");
+    close(stays);
+    close(fresh);
+    pb_daemon_stop_clean(&d);
+}
+
 Test(pubsub, patterns_match_as_globs_and_a_publish_arrives_once)
 {
     pb_daemon d;
