@@ -642,6 +642,26 @@ Test(queue, the_configuration_check_opens_no_database)
     pb_run_free(&r);
 }
 
+Test(queue, a_database_that_cannot_be_opened_is_named_in_the_log)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF_WITH("1", "path = \"@DIR@/missing/queue.db\";"));
+    char want[256];
+    snprintf(want, sizeof want, "cannot open %s/missing/queue.db: unable to open "
+             "database file", d.dir);
+    char *log = NULL;
+    for (int i = 0; i < 500; i++) {
+        free(log);
+        log = pb_daemon_log(&d);
+        if (strstr(log, want) != NULL)
+            break;
+        usleep(10 * 1000);
+    }
+    cr_expect(strstr(log, want) != NULL, "no \"%s\" in the log:\n%s", want, log);
+    free(log);
+    pb_daemon_stop(&d);
+}
+
 /* --- Durability ----------------------------------------------------------------- */
 
 /* Sends `count` requests made by `make` over fd, `window` at a time, and
