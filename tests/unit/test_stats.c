@@ -15,12 +15,12 @@ static void map_shared(void)
 {
     shared = pb_shared_create();
     cr_assert_not_null(shared);
-    pb_plugin_host_set_shared(shared);
+    pb_plugin_host_set_shared(shared, 0);
 }
 
 static void unmap_shared(void)
 {
-    pb_plugin_host_set_shared(NULL);
+    pb_plugin_host_set_shared(NULL, 0);
     pb_shared_destroy(shared);
 }
 
@@ -115,7 +115,7 @@ Test(stats, answers_any_content_in_either_framing)
 Test(stats, fails_when_the_daemon_keeps_no_counters)
 {
     pb_test_plugin *t = stats();
-    pb_plugin_host_set_shared(NULL);
+    pb_plugin_host_set_shared(NULL, 0);
     pb_test_reply r;
     cr_assert_eq(pb_test_handle_str(t, "text/json", "utf-8", "{}", &r), PB_ERROR);
     cr_assert_str_eq(r.error, "statistics are not available");
