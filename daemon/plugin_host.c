@@ -345,10 +345,14 @@ static pb_metric *host_metric(pb_instance *instance, const char *name,
 {
     if (stats_source == NULL)
         return NULL;
-    if (instance == NULL || instance->name == NULL || name == NULL ||
-        !valid_metric_name(name)) {
-        pb_log_warning("plugin %s: metric name \"%s\" refused: it must be 1 to "
-                       "63 letters, digits or '_'", name_of(instance),
+    if (instance == NULL || instance->name == NULL) {
+        pb_log_warning("plugin ?: metric %.63s refused: no instance given",
+                       name != NULL ? name : "(null)");
+        return NULL;
+    }
+    if (name == NULL || !valid_metric_name(name)) {
+        pb_log_warning("plugin %s: metric name \"%.63s\" refused: it must be 1 "
+                       "to 63 letters, digits or '_'", instance->name,
                        name != NULL ? name : "(null)");
         return NULL;
     }
@@ -371,7 +375,7 @@ static pb_metric *host_metric(pb_instance *instance, const char *name,
         pb_log_warning("plugin %s: metric %s refused: the name is already taken "
                        "with another kind, or %s a label", instance->name, name,
                        label != NULL ? "without" : "with");
-    else if (atomic_exchange(&full_logged, 1) == 0)
+    else if (at == PB_METRIC_FULL && atomic_exchange(&full_logged, 1) == 0)
         pb_log_warning("plugin %s: metric %s not counted: the worker's %d "
                        "metrics are taken", instance->name, name, PB_METRICS);
     return NULL;

@@ -391,7 +391,7 @@ Test(host, metric_names_labels_and_kinds_are_checked, .init = redirect)
                  4, "logged: %s", text);
     cr_assert_not_null(strstr(text, "plugin bare: metric ready refused: unknown kind 7"),
                        "logged: %s", text);
-    cr_assert_not_null(strstr(text, "plugin ?: metric name \"ready\" refused"),
+    cr_assert_not_null(strstr(text, "plugin ?: metric ready refused: no instance given"),
                        "logged: %s", text);
     cr_assert_not_null(strstr(text, "refused: the name is already taken with another kind"),
                        "logged: %s", text);
