@@ -1,7 +1,7 @@
 /*
  * test_stats.c - the stats plugin: it answers with the host's snapshot of
- * the counters as text/json, refuses settings, and says so when the daemon
- * has no statistics to give.
+ * the counters, plugins' metrics included, as text/json, refuses settings,
+ * and says so when the daemon has no statistics to give.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -82,6 +82,27 @@ Test(stats, answers_with_the_counters_summed_over_workers)
                                                     "no_route")), 1);
     cr_assert_eq(messages_of(reply, "plugins", "echo"), 7);
     cr_assert_eq(messages_of(reply, "routes", "1: text/caf\xC3\xA9 -> echo"), 5);
+    json_decref(reply);
+    pb_test_plugin_free(t);
+}
+
+Test(stats, answers_with_the_metrics_of_plugins)
+{
+    atomic_store(&shared->workers, 2);
+    for (int slot = 0; slot < 2; slot++) {
+        int at = pb_metric_index(shared, slot, "queue", "ready", "jobs",
+                                 PB_METRIC_GAUGE);
+        cr_assert_geq(at, 0);
+        pb_metric_entry_set(&shared->slots[slot].metrics[at], 3);
+    }
+
+    pb_test_plugin *t = stats();
+    json_t *reply = ask(t);
+    cr_assert_eq(messages_of(reply, "plugins", "queue"), 0);
+    const json_t *metrics = json_object_get(
+        json_object_get(json_object_get(reply, "plugins"), "queue"), "metrics");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(metrics, "ready"),
+                                                    "jobs")), 6);
     json_decref(reply);
     pb_test_plugin_free(t);
 }
