@@ -757,6 +757,43 @@ Test(cli, follow_prints_pushes_until_interrupted)
     pb_daemon_stop_clean(&d);
 }
 
+/* The pubsub plugin, subscribed to and published to as a user would. */
+#define PUBSUB_CONF \
+    PB_T_CONF_HEAD "workers = 2;\n" \
+    "listeners = ( { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; } );\n" \
+    "plugins = ( { name = \"pubsub\"; module = \"pubsub\"; } );\n" \
+    "routes = ( { content_type = \"text/json\"; plugin = \"pubsub\"; } );\n"
+
+Test(cli, follow_prints_what_is_published)
+{
+    char port[16];
+    pb_daemon d;
+    pb_run_result r;
+    follower f;
+
+    pb_daemon_start(&d, PUBSUB_CONF);
+    snprintf(port, sizeof port, "%d", d.port[0]);
+    const char *const subscribe[] = { PB_T_CLI_BIN, "--follow", "127.0.0.1", port, "--json",
+                                      "{\"action\": \"subscribe\", \"topic\": \"news\"}", NULL };
+    const char *const publish[] = { PB_T_CLI_BIN, "127.0.0.1", port,
+                                    "{\"action\": \"publish\", \"topic\": \"news\", "
+                                    "\"message\": {\"rain\": true}}", NULL };
+    follower_start(&f, subscribe);
+    follower_read(&f, 1);
+    pb_run(publish, NULL, NULL, 0, &r);
+    expect_run(&d, &r, r.status == 0 && strcmp(r.out, "published\n") == 0, "publish");
+    pb_run_free(&r);
+    follower_read(&f, 2);
+    cr_assert(kill(f.pid, SIGTERM) == 0);
+    int status = follower_finish(&f);
+    cr_expect_eq(status, 0, "exit status %d, stderr: %s", status, (const char *)pb_buf_head(&f.err));
+    cr_expect_str_eq((const char *)pb_buf_head(&f.out),
+                     "{\"result\": \"subscribed\", \"topic\": \"news\"}\n"
+                     "{\"topic\": \"news\", \"message\": {\"rain\": true}}\n");
+    follower_free(&f);
+    pb_daemon_stop_clean(&d);
+}
+
 /* A listening socket on the loopback for a scripted daemon; its port. */
 static int listen_loopback(int *port)
 {
