@@ -713,10 +713,13 @@ static void on_drain_check(struct ev_loop *loop, ev_timer *w, int revents)
         stop(b);
 }
 
+/* The measured window ends: a fan-out waits for the deliveries still on
+ * their way, a queue run stops. */
 static void on_duration(struct ev_loop *loop, ev_timer *w, int revents)
 {
     bench *b = w->data;
 
+    ev_timer_stop(loop, &b->duration_timer);
     b->phase = PHASE_DRAINING;
     b->end_ns = now_ns();
     b->window_published = b->published;
@@ -732,7 +735,8 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
 {
     bench *b = w->data;
 
-    if (now_ns() - b->last_progress_ns <= STALL_NS)
+    /* The drain has a deadline of its own, and counts what it misses. */
+    if (b->phase == PHASE_DRAINING || now_ns() - b->last_progress_ns <= STALL_NS)
         return;
     if (b->phase == PHASE_SUBSCRIBING)
         note(&b->said_stall, "only %lu of %lu subscribers subscribed; stopping",
@@ -741,18 +745,22 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
         note(&b->said_stall, "nothing delivered or answered for %.0f s; stopping",
              (double)STALL_NS / 1e9);
     b->errors++;
-    if (b->phase != PHASE_DRAINING) {
-        b->end_ns = now_ns();
-        b->window_published = b->published;
-        b->window_delivered = b->delivered;
-    }
+    b->end_ns = now_ns();
+    b->window_published = b->published;
+    b->window_delivered = b->delivered;
     stop(b);
 }
 
+/* An interrupt ends the run as its duration would; a second one, or one
+ * before the run began, ends it at once. */
 static void on_sigint(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    on_duration(loop, &((bench *)w->data)->duration_timer, 0);
-    stop(w->data);
+    bench *b = w->data;
+
+    if (b->phase == PHASE_RUNNING)
+        on_duration(loop, &b->duration_timer, 0);
+    else
+        stop(b);
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -774,7 +782,7 @@ static void usage(FILE *to)
           "and ack it, over and over. Reports cycles/s and their latency.\n"
           "\n"
           "  -s, --subscribers N    fanout: subscribing connections (default 100)\n"
-          "  -P, --window N         fanout: messages on their way at most (default 16)\n"
+          "  -P, --window N         fanout: messages on their way at most (default 64)\n"
           "  -t, --topic NAME       fanout: the topic (default bench)\n"
           "      --redis            fanout: speak RESP to a redis-server\n"
           "  -c, --clients N        queue: connections (default 10)\n"
@@ -836,7 +844,7 @@ static void parse_options(options *o, int argc, char **argv)
     char *end;
 
     o->subscribers = 100;
-    o->window = 16;
+    o->window = 64;
     o->topic = "bench";
     o->clients = 10;
     o->size = 64;
