@@ -1,7 +1,8 @@
 /*
  * test_cli.c - the command lines: plugboard -V, -t on good and bad
  * configurations, a port already in use, and plugboard-cli's forms against
- * a running daemon, in the clear and over TLS, and its --follow mode.
+ * a running daemon, in the clear and over TLS, and its --follow mode; and
+ * that plugboard-broker-bench counts what it measures.
  */
 
 #include <arpa/inet.h>
@@ -791,6 +792,69 @@ Test(cli, follow_prints_what_is_published)
                      "{\"result\": \"subscribed\", \"topic\": \"news\"}\n"
                      "{\"topic\": \"news\", \"message\": {\"rain\": true}}\n");
     follower_free(&f);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- plugboard-broker-bench ---------------------------------------------- */
+
+#define BROKER_BENCH_BIN PB_TEST_BUILDDIR "/tools/plugboard-broker-bench"
+
+#define BROKER_CONF \
+    PB_T_CONF_HEAD "workers = 1;\n" \
+    "listeners = ( { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; } );\n" \
+    "plugins = ( { name = \"pubsub\"; module = \"pubsub\"; },\n" \
+    "            { name = \"queue\"; module = \"queue\"; settings = { path = \"@DIR@/q.db\"; }; } );\n" \
+    "routes = (\n" \
+    "  { content_type = \"text/json\"; action = \"subscribe\"; plugin = \"pubsub\"; },\n" \
+    "  { content_type = \"text/json\"; action = \"publish\"; plugin = \"pubsub\"; },\n" \
+    "  { content_type = \"text/json\"; plugin = \"queue\"; }\n" \
+    ");\n"
+
+/* Runs the broker benchmark against d: its JSON report. */
+static json_t *broker_bench(const pb_daemon *d, const char *const args[])
+{
+    const char *argv[16] = { BROKER_BENCH_BIN, "--json", "-d", "1" };
+    char port[16];
+    size_t n = 4;
+    pb_run_result r;
+
+    snprintf(port, sizeof port, "%d", d->port[0]);
+    for (size_t i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n++] = "127.0.0.1";
+    argv[n++] = port;
+    pb_run(argv, NULL, NULL, 0, &r);
+    expect_run(d, &r, r.status == 0, "plugboard-broker-bench: wanted exit status 0");
+    json_t *report = json_loads(r.out, 0, NULL);
+    expect_run(d, &r, json_is_object(report), "plugboard-broker-bench: wanted a JSON report");
+    pb_run_free(&r);
+    return report;
+}
+
+static long long report_count(const json_t *report, const char *key)
+{
+    return json_integer_value(json_object_get(report, key));
+}
+
+Test(cli, broker_bench_checks_every_delivery_and_queue_cycle)
+{
+    static const char *const fanout[] = { "fanout", "-s", "5", "-P", "4", NULL };
+    static const char *const queue[] = { "queue", "-c", "2", NULL };
+    pb_daemon d;
+
+    pb_daemon_start(&d, BROKER_CONF);
+    json_t *report = broker_bench(&d, fanout);
+    cr_expect(report_count(report, "delivered_total") > 0, "nothing delivered");
+    cr_expect_eq(report_count(report, "delivered_total") % 5, 0,
+                 "every publish reaches the 5 subscribers");
+    cr_expect_eq(report_count(report, "lost"), 0);
+    cr_expect_eq(report_count(report, "errors"), 0);
+    json_decref(report);
+
+    report = broker_bench(&d, queue);
+    cr_expect(report_count(report, "cycles") > 0, "no enqueue, dequeue and ack went through");
+    cr_expect_eq(report_count(report, "errors"), 0);
+    json_decref(report);
     pb_daemon_stop_clean(&d);
 }
 
