@@ -56,6 +56,7 @@ struct pb_conn {
     long peer_uid;
     SSL *ssl;                   /* NULL: plaintext */
     char *tls_subject;          /* the client certificate's, or NULL */
+    unsigned long long number;  /* pb_request.connection */
     unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
     unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
     unsigned has_turn : 1;      /* granted one, for the event fed to it */
@@ -541,6 +542,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .peer = peer,
         .peer_uid = c->peer_uid,
         .tls_subject = c->tls_subject,
+        .connection = c->number,
     };
     if (!in_place)
         enqueue(c, reply);
@@ -980,7 +982,20 @@ static void close_held(pb_client *h)
     ev_feed_event(c->server->loop, &c->io, EV_WRITE);
 }
 
-static const pb_push_ops push_ops = { hold, release, push, close_held };
+static void close_slow(pb_client *h, const char *reason)
+{
+    pb_conn *c = h != NULL ? h->conn : NULL;
+    if (c == NULL || c->closing || !pb_on_loop_thread())
+        return;
+    pb_buf *out = c == current_conn ? &c->pushed : &c->out;
+    atomic_fetch_add_explicit(&stats(c)->errors[PB_ERR_SLOW_CONSUMER], 1,
+                              memory_order_relaxed);
+    c->codec->error(out, PB_ERR_SLOW_CONSUMER, reason);
+    close_held(h);
+}
+
+static const pb_push_ops push_ops = { hold, release, push, close_held,
+                                      close_slow };
 
 void pb_conns_init(struct ev_loop *loop)
 {
@@ -990,6 +1005,17 @@ void pb_conns_init(struct ev_loop *loop)
 }
 
 /* --- Life cycle ------------------------------------------------------------- */
+
+/* Numbers unique among the daemon's open connections: this worker's pid
+ * above a count of its connections. A pid is reused only once the worker
+ * that had it has exited, with its connections. */
+static unsigned long long next_number(void)
+{
+    static unsigned long long count, base;
+    if (base == 0)
+        base = (unsigned long long)getpid() << 40;
+    return base | (++count & ((1ull << 40) - 1));
+}
 
 void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
 {
@@ -1018,6 +1044,7 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->codec->decoder_init(&c->decoder,
                            (size_t)s->cycle->config->limits.max_message_bytes);
     c->peer_uid = -1;
+    c->number = next_number();
     ev_io_init(&c->io, on_io, fd, EV_READ);
     c->last_active = ev_now(s->loop);
     list_append(c);

@@ -6,6 +6,7 @@
  */
 #include "cycle.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,8 +198,10 @@ int pb_cycle_serve(pb_cycle *cycle)
     return 0;
 }
 
-/* Retired cycles still held by replies in flight. */
+/* Retired cycles still held by replies in flight; how many, for threads
+ * other than the loop's. */
 static pb_cycle *retired;
+static atomic_int n_retired;
 
 void pb_cycle_hold(pb_cycle *cycle)
 {
@@ -211,6 +214,7 @@ static void unlink_retired(pb_cycle *cycle)
     while (*p != cycle)
         p = &(*p)->next_retired;
     *p = cycle->next_retired;
+    atomic_fetch_sub(&n_retired, 1);
 }
 
 void pb_cycle_drop(pb_cycle *cycle)
@@ -232,6 +236,33 @@ void pb_cycle_retire(pb_cycle *cycle)
     cycle->retired = 1;
     cycle->next_retired = retired;
     retired = cycle;
+    atomic_fetch_add(&n_retired, 1);
+}
+
+int pb_cycle_any_retired(void)
+{
+    return atomic_load(&n_retired) > 0;
+}
+
+static void deliver_in(const pb_cycle *cycle, const char *name,
+                       size_t name_length, const void *except,
+                       const void *data, size_t length)
+{
+    for (size_t i = 0; i < cycle->n_instances; i++) {
+        pb_instance *instance = cycle->instances[i];
+        if (instance != except && strncmp(instance->name, name, name_length) == 0
+            && instance->name[name_length] == '\0')
+            pb_instance_broadcast(instance, data, length);
+    }
+}
+
+void pb_cycle_deliver(const pb_cycle *current, const char *name,
+                      size_t name_length, const void *except,
+                      const void *data, size_t length)
+{
+    deliver_in(current, name, name_length, except, data, length);
+    for (const pb_cycle *c = retired; c != NULL; c = c->next_retired)
+        deliver_in(c, name, name_length, except, data, length);
 }
 
 void pb_cycle_free_retired(void)
@@ -239,6 +270,7 @@ void pb_cycle_free_retired(void)
     while (retired != NULL) {
         pb_cycle *cycle = retired;
         retired = cycle->next_retired;
+        atomic_fetch_sub(&n_retired, 1);
         /* Holds its instances give back while they stop must not free it
          * a second time. */
         cycle->retired = 0;

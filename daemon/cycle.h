@@ -88,6 +88,16 @@ void pb_cycle_drop(pb_cycle *cycle);
  * in flight is done. */
 void pb_cycle_retire(pb_cycle *cycle);
 
+/* Whether a retired cycle lives on in this worker; any thread. */
+int pb_cycle_any_retired(void);
+
+/* Hands a broadcast for the instance called name (name_length bytes) to
+ * that instance in current and in every retired cycle, but `except`
+ * (the sender, when it is in this process). */
+void pb_cycle_deliver(const pb_cycle *current, const char *name,
+                      size_t name_length, const void *except,
+                      const void *data, size_t length);
+
 /* At exit: frees the retired cycles, whatever is still in flight. */
 void pb_cycle_free_retired(void);
 

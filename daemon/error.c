@@ -17,6 +17,7 @@ const char *pb_error_token(pb_error_code code)
     case PB_ERR_PLUGIN_FAILED: return "plugin_failed";
     case PB_ERR_BUSY:          return "busy";
     case PB_ERR_SHUTTING_DOWN: return "shutting_down";
+    case PB_ERR_SLOW_CONSUMER: return "slow_consumer";
     }
     return "unknown";
 }

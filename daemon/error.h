@@ -13,7 +13,9 @@ typedef enum pb_error_code {
     PB_ERR_NO_ROUTE,        /* reply, keep */
     PB_ERR_PLUGIN_FAILED,   /* reply, keep */
     PB_ERR_BUSY,            /* reply at accept, close */
-    PB_ERR_SHUTTING_DOWN    /* reply, close */
+    PB_ERR_SHUTTING_DOWN,   /* reply, close */
+    PB_ERR_SLOW_CONSUMER    /* sent unasked to a reader too slow for its
+                             * pushes, close */
 } pb_error_code;
 
 typedef struct pb_error {

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "control.h"
 #include "daemonize.h"
 #include "log.h"
@@ -253,6 +254,7 @@ static void reap_retired(master *m, pid_t pid, const char *how)
                     (long)pid, how);
         close_channel(&m->retiring[i]);
         pb_shared_reset_worker(m->shared, m->retiring[i].slot);
+        pb_bus_forget(m->retiring[i].slot);
         m->slot_taken[m->retiring[i].slot] = 0;
         m->retiring[i] = m->retiring[--m->n_retiring];
         return;
@@ -277,6 +279,7 @@ static void reap(master *m)
         w->pid = 0;
         close_channel(w);
         pb_shared_reset_worker(m->shared, w->slot);
+        pb_bus_forget(w->slot);
 
         int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (m->stopping && clean) {
@@ -563,7 +566,7 @@ int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
     m.shared = pb_shared_create();
     m.n_workers = worker_count(cycle->config);
     m.workers = new_generation(&m, m.n_workers);
-    if (m.shared == NULL || m.workers == NULL) {
+    if (m.shared == NULL || m.workers == NULL || pb_bus_create() != 0) {
         pb_log_error("cannot start: out of memory");
         pb_shared_destroy(m.shared);
         free(m.workers);

@@ -375,6 +375,34 @@ static void host_client_close(pb_client *client)
         pushes->close(client);
 }
 
+static void host_client_close_slow(pb_client *client, const char *reason)
+{
+    if (pushes != NULL && client != NULL)
+        pushes->close_slow(client, reason != NULL ? reason : "too slow");
+}
+
+static pb_broadcast_fn *broadcaster;
+
+void pb_plugin_host_set_broadcast(pb_broadcast_fn *fn)
+{
+    broadcaster = fn;
+}
+
+static int host_broadcast(pb_instance *instance, const void *data,
+                          size_t length)
+{
+    if (broadcaster == NULL || instance == NULL || (data == NULL && length > 0))
+        return PB_ERROR;
+    return broadcaster(instance, data, length) == 0 ? PB_OK : PB_ERROR;
+}
+
+void pb_instance_broadcast(pb_instance *instance, const void *data,
+                           size_t length)
+{
+    if (instance->serving && instance->module.on_broadcast != NULL)
+        instance->module.on_broadcast(instance->state, data, length);
+}
+
 const pb_host pb_host_services = {
     .size             = sizeof(pb_host),
     .abi_version      = PLUGBOARD_ABI_VERSION,
@@ -416,6 +444,8 @@ const pb_host pb_host_services = {
     .push_bytes       = host_push_bytes,
     .push_json        = host_push_json,
     .client_close     = host_client_close,
+    .broadcast        = host_broadcast,
+    .client_close_slow = host_client_close_slow,
 };
 
 /* --- Plugins of every ABI ------------------------------------------------ */
@@ -475,6 +505,8 @@ int pb_module_read(const void *descriptor, pb_module *m, char *why,
             m->worker_start = p->worker_start;
             m->worker_stop = p->worker_stop;
         }
+        if (p->size >= offsetof(pb_plugin, on_broadcast) + sizeof p->on_broadcast)
+            m->on_broadcast = p->on_broadcast;
     } else {
         snprintf(why, why_size, "it was built for plugin ABI %u, this daemon "
                  "loads ABI %d to %d", abi, PLUGBOARD_ABI_OLDEST,

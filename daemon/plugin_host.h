@@ -30,6 +30,7 @@ typedef struct pb_module {
     void (*destroy)(void *state);
     int (*worker_start)(void *state);
     void (*worker_stop)(void *state);
+    void (*on_broadcast)(void *state, const void *data, size_t length);
 } pb_module;
 
 /* One configured plugin instance. */
@@ -70,9 +71,22 @@ typedef struct pb_push_ops {
                 const char *content_encoding, const void *content,
                 size_t length, const pb_json *json);
     void (*close)(pb_client *client);
+    /* Sends a slow_consumer error frame, then closes. */
+    void (*close_slow)(pb_client *client, const char *reason);
 } pb_push_ops;
 
 void pb_plugin_host_set_pushes(const pb_push_ops *ops);
+
+/* What sends the `broadcast` service's bytes to the instance's other
+ * copies (the worker's bus); unset, the service fails. */
+typedef int pb_broadcast_fn(pb_instance *origin, const void *data,
+                            size_t length);
+void pb_plugin_host_set_broadcast(pb_broadcast_fn *fn);
+
+/* Hands a broadcast to the instance's on_broadcast(), when it serves and
+ * has one; loop thread. */
+void pb_instance_broadcast(pb_instance *instance, const void *data,
+                           size_t length);
 
 /* The worker's loop, for the `loop` service and the replies in flight. */
 void pb_plugin_host_set_loop(struct ev_loop *loop);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "buffer.h"
+#include "bus.h"
 #include "connection.h"
 #include "control.h"
 #include "error.h"
@@ -340,6 +341,23 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* The broadcast service: to every other worker, and to this one while a
+ * reload left older copies of instances serving here. */
+static int send_broadcast(pb_instance *origin, const void *data, size_t length)
+{
+    return pb_bus_send(origin->name, origin, data, length,
+                       pb_cycle_any_retired());
+}
+
+static void deliver_broadcast(void *arg, const char *name, size_t name_length,
+                              const void *origin, long sender,
+                              const void *data, size_t length)
+{
+    pb_server *s = arg;
+    pb_cycle_deliver(s->cycle, name, name_length,
+                     sender == (long)getpid() ? origin : NULL, data, length);
+}
+
 int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
                    pb_listener_set *listeners, int control_fd,
                    pb_shared *shared, int slot)
@@ -372,6 +390,8 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     pb_conns_init(s->loop);
     pb_plugin_host_set_loop(s->loop);
     pb_plugin_host_set_shared(shared);
+    if (pb_bus_attach(slot, s->loop, deliver_broadcast, s) == 0)
+        pb_plugin_host_set_broadcast(send_broadcast);
     /* The check passed, so creating fails only when something changed
      * since (a data file, a module); the master restarts the worker,
      * backing off. */
@@ -448,6 +468,8 @@ void pb_server_free(pb_server *s)
     pb_cycle_free(s->prepared);
     s->prepared = NULL;
     pb_cycle_free_retired();
+    pb_plugin_host_set_broadcast(NULL);
+    pb_bus_detach();
     pb_replies_cleanup();
     free(s->views);
     free(s->instance_stats);

@@ -35,7 +35,7 @@
  * boundary and ends with a hash of the whole name, so that distinct long
  * names stay distinct counters and every stored name stays UTF-8. */
 #define PB_STATS_NAME_LEN 128
-#define PB_ERROR_CODES (PB_ERR_SHUTTING_DOWN + 1)
+#define PB_ERROR_CODES (PB_ERR_SLOW_CONSUMER + 1)
 
 typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_table;
 

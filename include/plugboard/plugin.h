@@ -502,8 +502,8 @@ typedef struct pb_request {
     /* --- Later additions ---------------------------------------------- */
 
     /* A number naming the request's connection: the same for every request
-     * of one connection, never given to another connection of the daemon
-     * while it runs (in any worker). A plugin that keeps state per
+     * of one connection, and never that of another connection open at the
+     * same time in any worker of the daemon. A plugin that keeps state per
      * connection can find it by this number across a reload (BROADCASTS). */
     unsigned long long connection;
 } pb_request;
@@ -790,6 +790,15 @@ struct pb_host {
 
     /* Sets the value this worker keeps (a gauge or a shared level). */
     void (*metric_set)(pb_metric *metric, long long value);
+
+    /*
+     * Closes a held connection that reads too slowly for its pushes (a
+     * push returned PB_FULL): after what is already queued for it, it is
+     * sent an error frame with code "slow_consumer" and `reason` as its
+     * text (on a `line` listener, an error line), then closed. Loop
+     * thread only.
+     */
+    void (*client_close_slow)(pb_client *client, const char *reason);
 };
 
 /* The first two members of every descriptor: the ABI and the size this
