@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../json_text.h"
 #include "../redis_link.h"
 
 /* Keeps the daemon's channels apart from other users of the same Redis. */
@@ -22,6 +23,7 @@ struct backplane {
     redis_link *link;           /* between open and close */
     backplane_deliver *deliver;
     void *arg;
+    int warned_not_json;        /* the first message that is not JSON */
 };
 
 backplane *backplane_configure(const pb_host *host, pb_instance *instance,
@@ -58,6 +60,16 @@ static void on_message(void *arg, const char *channel, size_t channel_length,
     size_t prefix = strlen(CHANNEL_PREFIX);
     if (channel_length < prefix || memcmp(channel, CHANNEL_PREFIX, prefix) != 0)
         return;
+    /* Anyone with access to the server may publish to these channels, and
+     * subscribers are sent the message as it is: never broken JSON. */
+    if (!json_text_valid(message, message_length)) {
+        bp->host->log(bp->instance, bp->warned_not_json ? PB_LOG_DEBUG : PB_LOG_WARNING,
+                      "backplane %s: a message to %.*s is not JSON; dropped%s",
+                      bp->address.url, (int)channel_length, channel,
+                      bp->warned_not_json ? "" : " (further ones are logged at debug)");
+        bp->warned_not_json = 1;
+        return;
+    }
     bp->deliver(bp->arg, channel + prefix, channel_length - prefix, message,
                 message_length);
 }

@@ -254,11 +254,18 @@ Test(backplane, publishes_to_itself_and_hears_other_redis_users)
     cr_assert_str_eq(got.topic, "news");
     cr_assert_str_eq(got.message, "\"hi\"");
 
-    /* Topics are bytes: a dotted topic and one with a colon come back whole. */
+    /* What is not JSON never reaches subscribers; it is logged once at
+     * warning. Then topics are bytes: a dotted topic and one with a colon
+     * come back whole. */
+    for (int i = 0; i < 2; i++)
+        free(pb_redis_cli(&redis, (const char *const[]){ "PUBLISH", "plugboard:news",
+                                                         "not json", NULL }));
     cr_assert_eq(publish(bp, "a.b:c", "[1,2]", error, sizeof error), PB_OK);
     WAIT_FOR(got.count == 3);
     cr_assert_str_eq(got.topic, "a.b:c");
     cr_assert_str_eq(got.message, "[1,2]");
+    cr_assert_eq(logged("a message to plugboard:news is not JSON; dropped"), 2, "%s", log_text);
+    cr_assert_eq(logged("warning:"), 1, "%s", log_text);
 
     backplane_close(bp);
     backplane_free(bp);
