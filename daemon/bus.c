@@ -139,6 +139,8 @@ static size_t ring_room(const ring *r)
  * whole. */
 static void ring_put(ring *r, uint64_t at, const void *bytes, size_t n)
 {
+    if (n == 0)
+        return;
     size_t offset = (size_t)(at % RING_BYTES);
     size_t first = n < RING_BYTES - offset ? n : RING_BYTES - offset;
     memcpy(r->data + offset, bytes, first);
@@ -153,8 +155,11 @@ static void ring_wake(ring *r, int pid)
 
 static int backlog_put(backlog *b, const void *bytes, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (b->start + b->length + n > b->capacity) {
-        memmove(b->data, b->data + b->start, b->length);
+        if (b->length > 0)
+            memmove(b->data, b->data + b->start, b->length);
         b->start = 0;
         if (b->length + n > b->capacity) {
             size_t capacity = b->capacity ? b->capacity : 4096;

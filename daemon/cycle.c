@@ -261,8 +261,17 @@ void pb_cycle_deliver(const pb_cycle *current, const char *name,
                       const void *data, size_t length)
 {
     deliver_in(current, name, name_length, except, data, length);
-    for (const pb_cycle *c = retired; c != NULL; c = c->next_retired)
+    /* An instance may let go of its last connection while it takes the
+     * message, which would free its retired cycle under us: held
+     * meanwhile, it goes only once the walk has moved past it. */
+    pb_cycle *c = retired;
+    while (c != NULL) {
+        pb_cycle_hold(c);
         deliver_in(c, name, name_length, except, data, length);
+        pb_cycle *next = c->next_retired;
+        pb_cycle_drop(c);
+        c = next;
+    }
 }
 
 void pb_cycle_free_retired(void)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,12 +283,14 @@ static int host_reply_cancelled(const pb_reply *reply)
 
 /* --- Daemon ------------------------------------------------------------ */
 
-static const pb_shared *stats_source;
+static pb_shared *stats_source;
+static int stats_slot;
 static struct ev_loop *worker_loop;
 
-void pb_plugin_host_set_shared(const pb_shared *shared)
+void pb_plugin_host_set_shared(pb_shared *shared, int slot)
 {
     stats_source = shared;
+    stats_slot = slot;
 }
 
 void pb_plugin_host_set_loop(struct ev_loop *loop)
@@ -298,6 +301,96 @@ void pb_plugin_host_set_loop(struct ev_loop *loop)
 static pb_json *host_stats(void)
 {
     return stats_source ? (pb_json *)pb_stats_snapshot(stats_source) : NULL;
+}
+
+/* --- Metrics ----------------------------------------------------------- */
+
+/*
+ * A pb_metric is the worker's pb_metric_entry in the shared mapping itself:
+ * entries are never given back while the worker lives, so the handle stays
+ * valid for its instance's life (and longer), costs no allocation, and
+ * metric_add and metric_set are one atomic operation on it.
+ */
+static pb_metric_entry *entry_of(pb_metric *metric)
+{
+    return (pb_metric_entry *)metric;
+}
+
+/* 1..63 bytes of letters, digits and '_': a name is a JSON key that tools
+ * can use as it is. */
+static int valid_metric_name(const char *name)
+{
+    size_t n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            "0123456789_");
+    return n > 0 && n < PB_METRIC_NAME_LEN && name[n] == '\0';
+}
+
+/* 1..63 bytes of UTF-8 (jansson refuses a string that is not). */
+static int valid_metric_label(const char *label)
+{
+    size_t n = strlen(label);
+    if (n == 0 || n >= PB_METRIC_NAME_LEN)
+        return 0;
+    json_t *checked = json_stringn(label, n);
+    json_decref(checked);
+    return checked != NULL;
+}
+
+/* A full table is logged once per worker, not at every ask: a plugin that
+ * makes a metric per label may ask on every message. */
+static atomic_int full_logged;
+
+static pb_metric *host_metric(pb_instance *instance, const char *name,
+                              const char *label, pb_metric_kind kind)
+{
+    if (stats_source == NULL)
+        return NULL;
+    if (instance == NULL || instance->name == NULL) {
+        pb_log_warning("plugin ?: metric %.63s refused: no instance given",
+                       name != NULL ? name : "(null)");
+        return NULL;
+    }
+    if (name == NULL || !valid_metric_name(name)) {
+        pb_log_warning("plugin %s: metric name \"%.63s\" refused: it must be 1 "
+                       "to 63 letters, digits or '_'", instance->name,
+                       name != NULL ? name : "(null)");
+        return NULL;
+    }
+    if (label != NULL && !valid_metric_label(label)) {
+        pb_log_warning("plugin %s: a label of metric %s refused: it must be 1 to "
+                       "63 bytes of UTF-8", instance->name, name);
+        return NULL;
+    }
+    if (kind != PB_METRIC_COUNTER && kind != PB_METRIC_GAUGE &&
+        kind != PB_METRIC_SHARED) {
+        pb_log_warning("plugin %s: metric %s refused: unknown kind %d",
+                       instance->name, name, (int)kind);
+        return NULL;
+    }
+    int at = pb_metric_index(stats_source, stats_slot, instance->name, name,
+                             label, kind);
+    if (at >= 0)
+        return (pb_metric *)&stats_source->slots[stats_slot].metrics[at];
+    if (at == PB_METRIC_CONFLICT)
+        pb_log_warning("plugin %s: metric %s refused: the name is already taken "
+                       "with another kind, or %s a label", instance->name, name,
+                       label != NULL ? "without" : "with");
+    else if (at == PB_METRIC_FULL && atomic_exchange(&full_logged, 1) == 0)
+        pb_log_warning("plugin %s: metric %s not counted: the worker's %d "
+                       "metrics are taken", instance->name, name, PB_METRICS);
+    return NULL;
+}
+
+static void host_metric_add(pb_metric *metric, long long delta)
+{
+    if (metric != NULL)
+        pb_metric_entry_add(entry_of(metric), delta);
+}
+
+static void host_metric_set(pb_metric *metric, long long value)
+{
+    if (metric != NULL)
+        pb_metric_entry_set(entry_of(metric), value);
 }
 
 static char *host_json_encode(const pb_json *value, size_t *length)
@@ -445,6 +538,9 @@ const pb_host pb_host_services = {
     .push_json        = host_push_json,
     .client_close     = host_client_close,
     .broadcast        = host_broadcast,
+    .metric           = host_metric,
+    .metric_add       = host_metric_add,
+    .metric_set       = host_metric_set,
     .client_close_slow = host_client_close_slow,
 };
 

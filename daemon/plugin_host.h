@@ -57,8 +57,11 @@ extern const pb_host pb_host_services;
 int pb_module_read(const void *descriptor, pb_module *module, char *why,
                    size_t why_size);
 
-/* Where the `stats` service reads the daemon's counters. */
-void pb_plugin_host_set_shared(const pb_shared *shared);
+/* Where the `stats` service reads the daemon's counters, and the worker
+ * slot whose table the `metric` service claims entries in. NULL (the
+ * master, the configuration check) leaves both services without
+ * statistics. */
+void pb_plugin_host_set_shared(pb_shared *shared, int slot);
 
 /* What the push services need of the connections, which the worker's
  * connection layer provides (pb_conn_replies_init). */

@@ -389,7 +389,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     pb_buf_pool_claim();
     pb_conns_init(s->loop);
     pb_plugin_host_set_loop(s->loop);
-    pb_plugin_host_set_shared(shared);
+    pb_plugin_host_set_shared(shared, slot);
     if (pb_bus_attach(slot, s->loop, deliver_broadcast, s) == 0)
         pb_plugin_host_set_broadcast(send_broadcast);
     /* The check passed, so creating fails only when something changed

@@ -7,9 +7,11 @@
 
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/time.h>
+#include <time.h>
 
 /* A snapshot taken while counts move to the archive is taken again; after
  * this many tries (a worker killed mid-move keeps its slot marked until
@@ -95,6 +97,86 @@ static void stored_name(const char *name, char out[PB_STATS_NAME_LEN])
     memcpy(out + keep, tag, (size_t)t + 1);
 }
 
+/* --- Plugins' metrics ----------------------------------------------------------- */
+
+static long long monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Whether an entry seen in `state` is in use, once a claim in progress (a
+ * few stores by another thread of the same process) has finished. */
+static int in_use(pb_metric_entry *e, int state)
+{
+    while (state == 2) {
+        sched_yield();
+        state = atomic_load(&e->used);
+    }
+    return state == 1;
+}
+
+int pb_metric_index(pb_shared *shared, int slot, const char *instance,
+                    const char *name, const char *label, pb_metric_kind kind)
+{
+    if (label == NULL)
+        label = "";
+    size_t name_len = strlen(name), label_len = strlen(label);
+    if (name_len >= PB_METRIC_NAME_LEN || label_len >= PB_METRIC_NAME_LEN)
+        return PB_METRIC_TOO_LONG;
+    char stored[PB_STATS_NAME_LEN];
+    stored_name(instance, stored);
+    pb_worker_stats *w = &shared->slots[slot];
+    /* Entries are claimed in table order and never given back while the
+     * worker lives: the first free one ends the search, and two threads
+     * asking for the same new metric meet at it, so one key never has two
+     * entries. */
+    for (int i = 0; i < PB_METRICS; i++) {
+        pb_metric_entry *e = &w->metrics[i];
+        int state = 0;
+        if (atomic_compare_exchange_strong(&e->used, &state, 2)) {
+            atomic_fetch_add(&w->metrics_claimed, 1);
+            e->kind = (int)kind;
+            memcpy(e->instance, stored, strlen(stored) + 1);
+            memcpy(e->name, name, name_len + 1);
+            memcpy(e->label, label, label_len + 1);
+            atomic_store(&e->value, 0);
+            atomic_store(&e->stamp, 0);
+            atomic_store(&e->used, 1);
+            return i;
+        }
+        if (!in_use(e, state) || strcmp(e->instance, stored) != 0 ||
+            strcmp(e->name, name) != 0)
+            continue;
+        if (e->kind != (int)kind || (e->label[0] == '\0') != (label[0] == '\0'))
+            return PB_METRIC_CONFLICT;
+        if (strcmp(e->label, label) == 0)
+            return i;
+    }
+    return PB_METRIC_FULL;
+}
+
+void pb_metric_entry_add(pb_metric_entry *metric, long long delta)
+{
+    if (metric->kind == PB_METRIC_COUNTER && delta < 0)
+        return;
+    atomic_fetch_add(&metric->value, delta);
+    /* After the value: a snapshot that reads the new stamp reads the new
+     * value too. */
+    if (metric->kind == PB_METRIC_SHARED)
+        atomic_store(&metric->stamp, monotonic_ns());
+}
+
+void pb_metric_entry_set(pb_metric_entry *metric, long long value)
+{
+    if (metric->kind == PB_METRIC_COUNTER)
+        return;
+    atomic_store(&metric->value, value);
+    if (metric->kind == PB_METRIC_SHARED)
+        atomic_store(&metric->stamp, monotonic_ns());
+}
+
 /* --- The archive -------------------------------------------------------------- */
 
 /* Brackets a move of counts from w to the archive, for snapshots to see. */
@@ -147,6 +229,36 @@ static void archive_entry(pb_shared *shared, pb_stats_table which,
                 atomic_load(&e->errors));
 }
 
+/* Keeps what a departed worker's metrics still report: a counter's count
+ * adds to the archive's (to `retired_metrics` when the archive has no room
+ * for it), a shared level replaces the archive's when it is newer, and a
+ * gauge, the worker's own level, goes with it. Each entry is then cleared
+ * for the next worker. Scans to the first free entry rather than trusting
+ * metrics_claimed, which a worker killed mid-claim may have left short. */
+static void archive_metrics(pb_shared *shared, pb_worker_stats *w)
+{
+    pb_metric_entry *archive = shared->slots[PB_ARCHIVE_SLOT].metrics;
+    for (int i = 0; i < PB_METRICS && atomic_load(&w->metrics[i].used) != 0; i++) {
+        pb_metric_entry *e = &w->metrics[i];
+        if (atomic_load(&e->used) == 1 && e->kind != PB_METRIC_GAUGE) {
+            long long value = atomic_load(&e->value);
+            long long stamp = atomic_load(&e->stamp);
+            int at = pb_metric_index(shared, PB_ARCHIVE_SLOT, e->instance, e->name,
+                                     e->label, (pb_metric_kind)e->kind);
+            if (at < 0) {
+                if (e->kind == PB_METRIC_COUNTER)
+                    atomic_fetch_add(&shared->retired_metrics, value);
+            } else if (e->kind == PB_METRIC_COUNTER) {
+                atomic_fetch_add(&archive[at].value, value);
+            } else if (stamp > atomic_load(&archive[at].stamp)) {
+                atomic_store(&archive[at].value, value);
+                atomic_store(&archive[at].stamp, stamp);
+            }
+        }
+        memset(e, 0, sizeof *e);
+    }
+}
+
 void pb_shared_reset_worker(pb_shared *shared, int slot)
 {
     pb_worker_stats *w = &shared->slots[slot];
@@ -171,9 +283,11 @@ void pb_shared_reset_worker(pb_shared *shared, int slot)
         if (atomic_load(&w->routes[i].used) == 1)
             archive_entry(shared, PB_STATS_ROUTES, &w->routes[i]);
     }
+    archive_metrics(shared, w);
     /* The slot starts over for the next worker that takes it; zeroing it
-     * also ends the move. */
-    memset(w, 0, sizeof *w);
+     * also ends the move. The metrics' entries were cleared one by one,
+     * so that the pages of the table that no worker used stay untouched. */
+    memset(w, 0, offsetof(pb_worker_stats, metrics));
 }
 
 /* --- Binding a worker's names ---------------------------------------------------- */
@@ -250,6 +364,114 @@ static void add_named(json_t *object, const pb_named_counter *table)
     }
 }
 
+/* Orders metric entries by key, so that the entries of one metric in
+ * every slot lie next to each other. */
+static int metric_order(const void *a, const void *b)
+{
+    const pb_metric_entry *x = *(const pb_metric_entry *const *)a;
+    const pb_metric_entry *y = *(const pb_metric_entry *const *)b;
+    int c = strcmp(x->instance, y->instance);
+    if (c == 0)
+        c = strcmp(x->name, y->name);
+    if (c == 0)
+        c = strcmp(x->label, y->label);
+    if (c == 0)
+        c = x->kind - y->kind;
+    return c;
+}
+
+static int same_metric(const pb_metric_entry *x, const pb_metric_entry *y)
+{
+    return metric_order(&x, &y) == 0;
+}
+
+/* The object `key` of `object`, made when missing (or when a snapshot of
+ * workers that disagree on a metric's labelling left a number there). */
+static json_t *object_member(json_t *object, const char *key, json_t *(*make)(void))
+{
+    json_t *member = json_object_get(object, key);
+    if (json_is_object(member))
+        return member;
+    /* On failure jansson has freed the new member. */
+    if (json_object_set_new(object, key, make()) != 0)
+        return NULL;
+    return json_object_get(object, key);
+}
+
+static json_t *instance_counts(void)
+{
+    return json_pack("{s:I, s:I}", "messages", (json_int_t)0, "errors", (json_int_t)0);
+}
+
+/* One metric's combined value, from its sorted entries [from, to): a
+ * counter's or a gauge's sum (the archive holds no gauges), a shared
+ * level's value with the latest stamp. */
+static long long combined(const pb_metric_entry *const *from,
+                          const pb_metric_entry *const *to)
+{
+    long long value = 0, latest = -1;
+    for (const pb_metric_entry *const *e = from; e < to; e++) {
+        if ((*e)->kind != PB_METRIC_SHARED) {
+            value += atomic_load(&(*e)->value);
+            continue;
+        }
+        long long stamp = atomic_load(&(*e)->stamp);
+        if (stamp > latest) {
+            latest = stamp;
+            value = atomic_load(&(*e)->value);
+        }
+    }
+    return value;
+}
+
+static void add_metric(json_t *instances, const pb_metric_entry *e, long long value)
+{
+    json_t *instance = object_member(instances, e->instance, instance_counts);
+    json_t *metrics = instance ? object_member(instance, "metrics", json_object) : NULL;
+    if (metrics == NULL)
+        return;
+    if (e->label[0] == '\0') {
+        json_object_set_new(metrics, e->name, json_integer(value));
+        return;
+    }
+    json_t *labels = object_member(metrics, e->name, json_object);
+    if (labels != NULL)
+        json_object_set_new(labels, e->label, json_integer(value));
+}
+
+/* Adds every slot's metrics, combined, to the snapshot's "plugins": an
+ * instance with metrics appears even before it counted a message. -1
+ * when out of memory. */
+static int add_metrics(json_t *instances, const pb_shared *shared)
+{
+    size_t total = 0;
+    for (int s = 0; s <= PB_ARCHIVE_SLOT; s++) {
+        int claimed = atomic_load(&shared->slots[s].metrics_claimed);
+        total += (size_t)(claimed < PB_METRICS ? claimed : PB_METRICS);
+    }
+    if (total == 0)
+        return 0;
+    const pb_metric_entry **entries = malloc(total * sizeof *entries);
+    if (entries == NULL)
+        return -1;
+    size_t n = 0;
+    for (int s = 0; s <= PB_ARCHIVE_SLOT && n < total; s++) {
+        const pb_worker_stats *w = &shared->slots[s];
+        int claimed = atomic_load(&w->metrics_claimed);
+        for (int i = 0; i < claimed && i < PB_METRICS && n < total; i++)
+            if (atomic_load(&w->metrics[i].used) == 1)
+                entries[n++] = &w->metrics[i];
+    }
+    qsort(entries, n, sizeof *entries, metric_order);
+    for (size_t first = 0, end; first < n; first = end) {
+        for (end = first + 1; end < n && same_metric(entries[first], entries[end]); end++)
+            continue;
+        add_metric(instances, entries[first], combined(entries + first, entries + end));
+    }
+    free(entries);
+    return 0;
+}
+
 static json_t *retired_counts(const pb_retired *r)
 {
     return json_pack("{s:I, s:I}", "messages", (json_int_t)atomic_load(&r->messages),
@@ -276,6 +498,11 @@ static json_t *collect(const pb_shared *shared)
         add_named(instances, w->instances);
         add_named(routes, w->routes);
     }
+    if (add_metrics(instances, shared) != 0) {
+        json_decref(instances);
+        json_decref(routes);
+        return NULL;
+    }
     json_t *errs = json_object();
     for (int i = PB_ERR_NONE + 1; i < PB_ERROR_CODES; i++)
         json_object_set_new(errs, pb_error_token((pb_error_code)i),
@@ -283,7 +510,7 @@ static json_t *collect(const pb_shared *shared)
     long reloads = atomic_load(&shared->reloads);
     return json_pack("{s:f, s:I, s:I, s:I, s:I, s:i,"
                      " s:{s:I, s:I, s:I, s:{s:I, s:I, s:I}}, s:I, s:{s:I, s:I}, s:o, s:o, s:o,"
-                     " s:{s:o, s:o}}",
+                     " s:{s:o, s:o, s:I}}",
                      "uptime", wall_clock() - shared->started,
                      "generation", (json_int_t)reloads + 1,
                      "reloads", (json_int_t)reloads,
@@ -305,7 +532,8 @@ static json_t *collect(const pb_shared *shared)
                      "routes", routes,
                      "retired",
                        "plugins", retired_counts(&shared->retired[PB_STATS_INSTANCES]),
-                       "routes", retired_counts(&shared->retired[PB_STATS_ROUTES]));
+                       "routes", retired_counts(&shared->retired[PB_STATS_ROUTES]),
+                       "metrics", (json_int_t)atomic_load(&shared->retired_metrics));
 }
 
 static int moving(const pb_shared *shared)

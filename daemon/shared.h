@@ -16,6 +16,10 @@
  *     and a total never goes backwards.
  *   - when the archive's table is full, counts that have no entry there go
  *     to `retired`, reported as one counter per table.
+ *   - plugins' metrics live in a table per slot too, claimed as a worker's
+ *     plugins first ask for them and never given back while the worker
+ *     lives, so that a handle stays valid for as long as the worker does.
+ *     Only the master writes the archive's metrics, when it resets a slot.
  * Moving counts from a slot to the archive is not atomic as a whole; the
  * mover marks its slot `moving` and bumps `moves`, and a snapshot taken
  * meanwhile is taken again, so that nothing is counted twice or missed.
@@ -24,6 +28,7 @@
 #define PB_SHARED_H
 
 #include <jansson.h>
+#include <plugboard/plugin.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -36,6 +41,8 @@
  * names stay distinct counters and every stored name stays UTF-8. */
 #define PB_STATS_NAME_LEN 128
 #define PB_ERROR_CODES (PB_ERR_SLOW_CONSUMER + 1)
+#define PB_METRICS 128              /* plugins' metrics per worker */
+#define PB_METRIC_NAME_LEN 64       /* a metric's name or label and its NUL */
 
 typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_table;
 
@@ -47,6 +54,26 @@ typedef struct pb_named_counter {
     atomic_long errors;             /* the plugin failed */
     unsigned long bound;            /* the owner's binding that last named it */
 } pb_named_counter;
+
+/*
+ * One metric of a plugin instance in one worker (pb_metric_kind in
+ * plugboard/plugin.h says how workers' values combine). Found by instance
+ * name, metric name and label; claimed like a named counter, in table
+ * order, so that the entries in use are those before the first free one.
+ * The pb_metric handle a plugin holds is a pointer to it.
+ */
+typedef struct pb_metric_entry {
+    atomic_int used;                /* 0 free, 1 counting, 2 key being written */
+    int kind;                       /* pb_metric_kind */
+    char instance[PB_STATS_NAME_LEN];   /* stored as the instance counters store it */
+    char name[PB_METRIC_NAME_LEN];
+    char label[PB_METRIC_NAME_LEN]; /* "" for none */
+    atomic_llong value;
+    /* CLOCK_MONOTONIC nanoseconds of the last change of a shared metric
+     * (0 before the first), which tells the snapshot whose value is the
+     * latest: the clock is the same in every process. */
+    atomic_llong stamp;
+} pb_metric_entry;
 
 /* One worker's counters; only that worker writes them. */
 typedef struct pb_worker_stats {
@@ -63,6 +90,10 @@ typedef struct pb_worker_stats {
     pb_named_counter routes[PB_STATS_NAMES];
     atomic_int moving;              /* counts are on their way to the archive */
     unsigned long binding;          /* bumped by each pb_stats_rebind */
+    /* Entries of `metrics` claimed: the snapshot reads no further, so a
+     * worker's pages of the table are touched only as it fills them. */
+    atomic_int metrics_claimed;
+    pb_metric_entry metrics[PB_METRICS];    /* last: see pb_shared_reset_worker */
 } pb_worker_stats;
 
 /* Where a worker is in a reload, by the master's serial number of each
@@ -91,6 +122,7 @@ typedef struct pb_shared {
     atomic_int workers;             /* running */
     atomic_ulong moves;             /* moves to the archive ever begun */
     pb_retired retired[2];          /* by pb_stats_table */
+    atomic_llong retired_metrics;   /* counters the archive had no entry for */
     /* One slot per worker, and one more that keeps the counts of workers
      * that are gone and of names evicted, so totals never go backwards. */
     pb_worker_stats slots[PB_MAX_WORKERS + 1];
@@ -128,6 +160,25 @@ void pb_shared_reset_worker(pb_shared *shared, int slot);
 void pb_stats_rebind(pb_shared *shared, int slot);
 int pb_stats_index(pb_shared *shared, int slot, pb_stats_table table,
                    const char *name);
+
+/*
+ * Worker `slot`'s entry for the metric `name` (with `label`, NULL for
+ * none) of the instance named `instance`, claimed when new; safe from any
+ * thread of the worker. Within an instance a name has one kind, and
+ * either never a label or always one, so that the snapshot can report it.
+ * The caller checks what the SDK promises of names and labels; this only
+ * refuses what does not fit.
+ */
+#define PB_METRIC_FULL (-1)         /* every entry is taken */
+#define PB_METRIC_CONFLICT (-2)     /* the name has another kind or labelling */
+#define PB_METRIC_TOO_LONG (-3)     /* the name or the label */
+int pb_metric_index(pb_shared *shared, int slot, const char *instance,
+                    const char *name, const char *label, pb_metric_kind kind);
+
+/* Counts delta, or sets the value, of a metric, as its kind allows: a
+ * counter never goes down. */
+void pb_metric_entry_add(pb_metric_entry *metric, long long delta);
+void pb_metric_entry_set(pb_metric_entry *metric, long long value);
 
 /* Everything, summed over workers, as a JSON object (new reference). */
 json_t *pb_stats_snapshot(const pb_shared *shared);

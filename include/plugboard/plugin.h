@@ -89,9 +89,10 @@
  * Services safe from any thread (a pool thread, a plugin's own thread):
  * log, instance_name, resolve_path, every json_* service on values that
  * thread owns or only reads, the reply services on a reply the thread
- * answers, reply_cancelled, stats, json_encode and run_on_loop. Loop
- * thread only: loop, client_hold, client_release, push_bytes, push_json,
- * client_close. settings_error belongs to create().
+ * answers, reply_cancelled, stats, json_encode, run_on_loop, metric,
+ * metric_add and metric_set. Loop thread only: loop, client_hold,
+ * client_release, push_bytes, push_json, client_close. settings_error
+ * belongs to create().
  *
  * Do slow start-up work in create() (reading a data file), and start
  * threads, connections and watchers in worker_start(), which runs only in
@@ -676,9 +677,12 @@ struct pb_host {
      * worker_restarts, workers, connections {open, accepted, refused,
      * refused_by {busy, allow, tls}},
      * messages, bytes {in, out}, errors {by wire error code}, plugins
-     * {by instance: messages, errors}, routes {by route: messages, errors},
-     * retired {plugins, routes: messages, errors of names no longer
-     * configured that no longer fit in the counter tables}. A name longer
+     * {by instance: messages, errors, and metrics {by name: a value, or
+     * {by label: a value}} when the instance has any (METRICS)}, routes
+     * {by route: messages, errors}, retired {plugins, routes: messages,
+     * errors of names no longer configured that no longer fit in the
+     * counter tables; metrics: counts of departed workers' counters that
+     * found no room to be kept}. A name longer
      * than 127 bytes is cut between characters and ends with "…" and a hash
      * of the whole name, so that distinct names stay distinct.
      * Call it from handle(): in the configuration check (`plugboard -t`,
@@ -777,18 +781,25 @@ struct pb_host {
      * letters, digits and '_' for the name, any UTF-8 for the label.
      * Asking again for the same name, label and kind returns the same
      * metric, also to another copy of the instance in the same worker.
-     * Returns NULL where there are no statistics (the configuration check)
-     * or when the worker's table of metrics is full; metric_add and
-     * metric_set ignore NULL. Safe from any thread.
+     * Within an instance a name has one kind, and either never a label or
+     * always one. The handle stays valid for as long as the worker runs.
+     * Returns NULL where there are no statistics (the configuration check),
+     * for a name, label or kind that breaks these rules (logged at warning,
+     * naming the instance), and when the worker's table of 128 metrics is
+     * full (logged once); metric_add and metric_set ignore NULL. The table
+     * keeps what a worker asked for until it exits, reloads included: ask
+     * for a bounded set of names and labels. Safe from any thread.
      */
     pb_metric *(*metric)(pb_instance *instance, const char *name,
                          const char *label, pb_metric_kind kind);
 
     /* Adds delta (negative for a gauge going down) to the value this
-     * worker keeps. Lock-free; safe from any thread. */
+     * worker keeps; a counter ignores a negative delta, as it only grows.
+     * Lock-free; safe from any thread. */
     void (*metric_add)(pb_metric *metric, long long delta);
 
-    /* Sets the value this worker keeps (a gauge or a shared level). */
+    /* Sets the value this worker keeps (a gauge or a shared level); a
+     * counter ignores it. Lock-free; safe from any thread. */
     void (*metric_set)(pb_metric *metric, long long value);
 
     /*

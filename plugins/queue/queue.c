@@ -466,6 +466,17 @@ static void measured(void *arg, const queue_result *result)
 
 /* --- Requests ------------------------------------------------------------- */
 
+typedef enum action { ENQUEUE, DEQUEUE, ACK, DEPTH } action;
+
+/* A request once checked; the pointers are into the request. */
+typedef struct checked_request {
+    action action;
+    const char *queue;
+    const pb_json *message;     /* enqueue */
+    const char *id;             /* ack */
+    double wait, lease;         /* dequeue */
+} checked_request;
+
 /*
  * A number of seconds from the request: `fallback` when absent, else NULL
  * with *seconds set, or the complaint when it is not a number from `least`
@@ -489,40 +500,89 @@ static const char *read_seconds(const pb_host *host, const pb_json *request,
     return NULL;
 }
 
-static int refuse(queue_plugin *q, pb_reply *reply, const char *why)
+/* Reads and checks everything the request's action needs: PB_OK, or
+ * PB_ERROR once reply_error said what is wrong. */
+static int check_request(const pb_host *host, const pb_json *json,
+                         pb_reply *reply, checked_request *r)
 {
-    q->host->reply_error(reply, "%s", why);
-    return PB_ERROR;
+    if (host->json_type(json) != PB_JSON_OBJECT) {
+        host->reply_error(reply, "a queue request is a JSON object "
+                          "(content-type text/json)");
+        return PB_ERROR;
+    }
+    const char *name = host->json_string(host->json_get(json, "action"), NULL);
+    if (name != NULL && strcmp(name, "enqueue") == 0) {
+        r->action = ENQUEUE;
+    } else if (name != NULL && strcmp(name, "dequeue") == 0) {
+        r->action = DEQUEUE;
+    } else if (name != NULL && strcmp(name, "ack") == 0) {
+        r->action = ACK;
+    } else if (name != NULL && strcmp(name, "depth") == 0) {
+        r->action = DEPTH;
+    } else {
+        host->reply_error(reply, "\"action\" must be enqueue, dequeue, ack or "
+                          "depth");
+        return PB_ERROR;
+    }
+    size_t length;
+    r->queue = host->json_string(host->json_get(json, "queue"), &length);
+    if (r->queue == NULL || length == 0 || length > QUEUE_NAME_MAX
+        || strlen(r->queue) != length) {
+        host->reply_error(reply, "\"queue\" must be a queue's name (a string "
+                          "of 1 to %d bytes, without NUL)", QUEUE_NAME_MAX);
+        return PB_ERROR;
+    }
+    const char *why;
+    switch (r->action) {
+    case ENQUEUE:
+        r->message = host->json_get(json, "message");
+        if (r->message == NULL) {
+            host->reply_error(reply, "enqueue needs a \"message\"");
+            return PB_ERROR;
+        }
+        break;
+    case DEQUEUE:
+        why = read_seconds(host, json, "wait", 0.0, 0.0, 1, MAX_WAIT, &r->wait);
+        if (why != NULL) {
+            host->reply_error(reply, "\"wait\" %s (0 to %g)", why, MAX_WAIT);
+            return PB_ERROR;
+        }
+        why = read_seconds(host, json, "lease", DEFAULT_LEASE, 0.0, 0,
+                           MAX_LEASE, &r->lease);
+        if (why != NULL) {
+            host->reply_error(reply, "\"lease\" %s (more than 0, at most %g)",
+                              why, MAX_LEASE);
+            return PB_ERROR;
+        }
+        break;
+    case ACK:
+        r->id = host->json_string(host->json_get(json, "id"), &length);
+        if (r->id == NULL || length == 0 || length >= QUEUE_ID_MAX
+            || strlen(r->id) != length) {
+            host->reply_error(reply, "ack needs the \"id\" a dequeue gave");
+            return PB_ERROR;
+        }
+        break;
+    case DEPTH:
+        break;
+    }
+    return PB_OK;
 }
 
-static int start_dequeue(queue_plugin *q, const pb_request *request,
-                         pb_reply *reply, const char *queue)
+static int start_dequeue(queue_plugin *q, const checked_request *r,
+                         pb_reply *reply)
 {
-    const pb_host *host = q->host;
-    double wait, lease;
-    const char *why = read_seconds(host, request->json, "wait", 0.0, 0.0, 1,
-                                   MAX_WAIT, &wait);
-    if (why != NULL) {
-        host->reply_error(reply, "\"wait\" %s (0 to %g)", why, MAX_WAIT);
-        return PB_ERROR;
-    }
-    why = read_seconds(host, request->json, "lease", DEFAULT_LEASE, 0.0, 0,
-                       MAX_LEASE, &lease);
-    if (why != NULL) {
-        host->reply_error(reply, "\"lease\" %s (more than 0, at most %g)",
-                          why, MAX_LEASE);
-        return PB_ERROR;
-    }
     waiter *w = calloc(1, sizeof *w);
-    if (w == NULL || (w->queue = strdup(queue)) == NULL) {
+    if (w == NULL || (w->queue = strdup(r->queue)) == NULL) {
         free(w);
-        return refuse(q, reply, "out of memory");
+        q->host->reply_error(reply, "out of memory");
+        return PB_ERROR;
     }
-    struct ev_loop *loop = host->loop();
+    struct ev_loop *loop = q->host->loop();
     w->plugin = q;
     w->reply = reply;
-    w->lease = lease;
-    w->deadline = ev_now(loop) + wait;
+    w->lease = r->lease;
+    w->deadline = ev_now(loop) + r->wait;
     ev_timer_init(&w->timer, on_timer, 0.0, 0.0);
     w->prev = q->last;
     if (q->last != NULL)
@@ -538,64 +598,41 @@ static int queue_handle(void *state, const pb_request *request, pb_reply *reply)
 {
     queue_plugin *q = state;
     const pb_host *host = q->host;
-    const pb_json *json = request->json;
-    if (host->json_type(json) != PB_JSON_OBJECT)
-        return refuse(q, reply, "a queue request is a JSON object "
-                      "(content-type text/json)");
-    const char *action = host->json_string(host->json_get(json, "action"), NULL);
-    if (action == NULL)
-        return refuse(q, reply, "\"action\" must be enqueue, dequeue, "
-                      "ack or depth");
-    size_t length;
-    const char *queue = host->json_string(host->json_get(json, "queue"), &length);
-    if (queue == NULL || length == 0 || length > QUEUE_NAME_MAX
-        || strlen(queue) != length)
-        return refuse(q, reply, "\"queue\" must be a queue's name (a "
-                      "string of 1 to 255 bytes, without NUL)");
-    if (!q->serving || q->stopping)
-        return refuse(q, reply, "the queue is not serving");
-
-    if (strcmp(action, "dequeue") == 0)
-        return start_dequeue(q, request, reply, queue);
-
-    queue_done *done;
-    const char *message_text = NULL, *id = NULL;
-    char *encoded = NULL;
-    size_t encoded_length = 0;
-    if (strcmp(action, "enqueue") == 0) {
-        const pb_json *message = host->json_get(json, "message");
-        if (message == NULL)
-            return refuse(q, reply, "enqueue needs a \"message\"");
-        if ((encoded = host->json_encode(message, &encoded_length)) == NULL)
-            return refuse(q, reply, "cannot encode the message");
-        message_text = encoded;
-        done = enqueued;
-    } else if (strcmp(action, "ack") == 0) {
-        size_t id_length;
-        id = host->json_string(host->json_get(json, "id"), &id_length);
-        if (id == NULL || id_length == 0 || id_length >= QUEUE_ID_MAX
-            || strlen(id) != id_length)
-            return refuse(q, reply, "ack needs the \"id\" a dequeue gave");
-        done = acked;
-    } else if (strcmp(action, "depth") == 0) {
-        done = measured;
-    } else {
-        host->reply_error(reply, "unknown action \"%s\" (enqueue, dequeue, ack "
-                          "or depth)", action);
+    checked_request r;
+    if (check_request(host, request->json, reply, &r) != PB_OK)
+        return PB_ERROR;
+    if (!q->serving || q->stopping) {
+        host->reply_error(reply, "the queue is not serving");
         return PB_ERROR;
     }
-    pending_op *op = pending_new(q, reply, queue);
-    if (op == NULL) {
-        free(encoded);
-        return refuse(q, reply, "out of memory");
+    if (r.action == DEQUEUE)
+        return start_dequeue(q, &r, reply);
+
+    size_t length = 0;
+    char *message = NULL;
+    if (r.action == ENQUEUE
+        && (message = host->json_encode(r.message, &length)) == NULL) {
+        host->reply_error(reply, "cannot encode the message");
+        return PB_ERROR;
     }
-    if (done == enqueued)
-        q->ops->enqueue(q->backend, queue, message_text, encoded_length, done, op);
-    else if (done == acked)
-        q->ops->ack(q->backend, queue, id, done, op);
-    else
-        q->ops->depth(q->backend, queue, done, op);
-    free(encoded);
+    pending_op *op = pending_new(q, reply, r.queue);
+    if (op == NULL) {
+        free(message);
+        host->reply_error(reply, "out of memory");
+        return PB_ERROR;
+    }
+    switch (r.action) {
+    case ENQUEUE:
+        q->ops->enqueue(q->backend, r.queue, message, length, enqueued, op);
+        free(message);
+        break;
+    case ACK:
+        q->ops->ack(q->backend, r.queue, r.id, acked, op);
+        break;
+    default:
+        q->ops->depth(q->backend, r.queue, measured, op);
+        break;
+    }
     return PB_DEFER;
 }
 

@@ -1,7 +1,8 @@
 /*
  * stats - answers with the daemon's counters as JSON: connections,
- * messages, bytes, errors by code, and messages and failures per plugin
- * instance and per route, summed over the workers. Route to it from a
+ * messages, bytes, errors by code, messages and failures per plugin
+ * instance and per route, and the metrics plugin instances keep, summed or
+ * combined over the workers. Route to it from a
  * trusted listener, e.g.
  *
  *   { content_type = "text/json"; action = "stats"; plugin = "stats"; }

@@ -332,6 +332,51 @@ Test(queue, depth_counts_ready_and_leased_messages_per_queue)
     pb_daemon_stop_clean(&d);
 }
 
+Test(queue, metrics_count_operations_and_keep_levels_by_queue)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("2"));
+    json_t *stats = pb_t_stats(&d);
+    int has_metrics = pb_t_stat_path(stats, "plugins.queue.metrics.enqueued") >= 0;
+    json_decref(stats);
+    if (!has_metrics) {
+        pb_daemon_stop_clean(&d);
+        cr_skip_test("this daemon reports no plugin metrics");
+    }
+    int fd = pb_dial(&d, 0);
+    enqueue(&d, fd, "jobs", "1");
+    json_t *reply = dequeue(&d, fd, "jobs", "\"lease\": 0.1");
+    json_decref(reply);
+    reply = dequeue(&d, fd, "jobs", "\"wait\": 10, \"lease\": 60");
+    cr_expect_eq(json_integer_value(json_object_get(reply, "deliveries")), 2);
+    ack(&d, fd, "jobs", json_string_value(json_object_get(reply, "id")));
+    json_decref(reply);
+    enqueue(&d, fd, "jobs", "2");
+    enqueue(&d, fd, "jobs", "3");
+    enqueue(&d, fd, "mail", "4");
+    reply = dequeue(&d, fd, "jobs", "\"lease\": 60");
+    json_decref(reply);
+    expect_depth(&d, fd, "jobs", 1, 1);
+    expect_depth(&d, fd, "mail", 1, 0);
+    close(fd);
+    stats = pb_t_stats(&d);
+    static const struct { const char *path; long long want; } metrics[] = {
+        { "plugins.queue.metrics.enqueued", 4 },
+        { "plugins.queue.metrics.delivered", 3 },
+        { "plugins.queue.metrics.redelivered", 1 },
+        { "plugins.queue.metrics.acked", 1 },
+        { "plugins.queue.metrics.ready.jobs", 1 },
+        { "plugins.queue.metrics.leased.jobs", 1 },
+        { "plugins.queue.metrics.ready.mail", 1 },
+        { "plugins.queue.metrics.leased.mail", 0 },
+    };
+    for (size_t i = 0; i < sizeof metrics / sizeof *metrics; i++)
+        cr_expect_eq(pb_t_stat_path(stats, metrics[i].path), metrics[i].want,
+                     "%s is %lld", metrics[i].path, pb_t_stat_path(stats, metrics[i].path));
+    json_decref(stats);
+    pb_daemon_stop_clean(&d);
+}
+
 /* --- Waiting ---------------------------------------------------------------- */
 
 Test(queue, a_dequeue_that_waits_for_nothing_says_empty_after_its_wait)
@@ -640,6 +685,26 @@ Test(queue, the_configuration_check_opens_no_database)
     snprintf(path, sizeof path, "%s/queue.db", d.dir);
     cr_expect(access(path, F_OK) != 0, "plugboard -t created %s", path);
     pb_run_free(&r);
+}
+
+Test(queue, a_database_that_cannot_be_opened_is_named_in_the_log)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF_WITH("1", "path = \"@DIR@/missing/queue.db\";"));
+    char want[256];
+    snprintf(want, sizeof want, "cannot open %s/missing/queue.db: unable to open "
+             "database file", d.dir);
+    char *log = NULL;
+    for (int i = 0; i < 500; i++) {
+        free(log);
+        log = pb_daemon_log(&d);
+        if (strstr(log, want) != NULL)
+            break;
+        usleep(10 * 1000);
+    }
+    cr_expect(strstr(log, want) != NULL, "no \"%s\" in the log:\n%s", want, log);
+    free(log);
+    pb_daemon_stop(&d);
 }
 
 /* --- Durability ----------------------------------------------------------------- */

@@ -1,11 +1,12 @@
 /*
  * test_plugin_host.c - the host services plugins are given: JSON reading and
- * building, paths, logging, and the reply contract that pb_instance_handle()
- * enforces (one reply, failures undone and explained).
+ * building, paths, logging, metrics, and the reply contract that
+ * pb_instance_handle() enforces (one reply, failures undone and explained).
  */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "frame.h"
 #include "log.h"
 #include "plugin_harness.h"
+#include "shared.h"
 
 static const pb_host *host = &pb_host_services;
 
@@ -294,6 +296,130 @@ Test(host, log_names_the_instance, .init = redirect)
     text[n] = '\0';
     cr_assert_not_null(strstr(text, "plugin bare: disk 93% full"), "logged: %s", text);
     cr_assert_null(strstr(text, "not shown"), "logged: %s", text);
+}
+
+/* --- Metrics ------------------------------------------------------------ */
+
+/* What was logged to the redirected stderr. */
+static void logged(char *text, size_t size)
+{
+    fflush(stderr);
+    size_t n = fread(text, 1, size - 1, cr_get_redirected_stderr());
+    text[n] = '\0';
+}
+
+static int occurrences(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *p = strstr(text, what); p != NULL; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+/* In the configuration check no mapping is set: no metrics, no crash. */
+Test(host, metrics_are_null_without_statistics)
+{
+    pb_test_plugin *t = pb_test_plugin_new(&bare, NULL, NULL);
+    pb_metric *m = host->metric(&t->instance, "published", NULL, PB_METRIC_COUNTER);
+    cr_assert_null(m);
+    host->metric_add(m, 1);
+    host->metric_set(m, 1);
+    pb_test_plugin_free(t);
+}
+
+Test(host, a_metric_handle_counts_in_the_worker_slot)
+{
+    pb_shared *shared = pb_shared_create();
+    cr_assert_not_null(shared);
+    pb_plugin_host_set_shared(shared, 2);
+    pb_test_plugin *t = pb_test_plugin_new(&bare, NULL, NULL);
+    pb_metric *m = host->metric(&t->instance, "published", NULL, PB_METRIC_COUNTER);
+    cr_assert_not_null(m);
+    cr_assert_eq(host->metric(&t->instance, "published", NULL, PB_METRIC_COUNTER), m);
+    host->metric_add(m, 3);
+    pb_metric *ready = host->metric(&t->instance, "ready", "caf\xC3\xA9", PB_METRIC_GAUGE);
+    host->metric_set(ready, 4);
+    cr_assert_eq(atomic_load(&shared->slots[2].metrics[0].value), 3);
+
+    json_t *s = pb_stats_snapshot(shared);
+    const json_t *metrics = json_object_get(
+        json_object_get(json_object_get(s, "plugins"), "bare"), "metrics");
+    cr_assert_eq(json_integer_value(json_object_get(metrics, "published")), 3);
+    cr_assert_eq(json_integer_value(json_object_get(
+                     json_object_get(metrics, "ready"), "caf\xC3\xA9")), 4);
+    json_decref(s);
+    pb_test_plugin_free(t);
+    pb_plugin_host_set_shared(NULL, 0);
+    pb_shared_destroy(shared);
+}
+
+Test(host, metric_names_labels_and_kinds_are_checked, .init = redirect)
+{
+    pb_log_init("plugboard-test");
+    pb_shared *shared = pb_shared_create();
+    cr_assert_not_null(shared);
+    pb_plugin_host_set_shared(shared, 0);
+    pb_test_plugin *t = pb_test_plugin_new(&bare, NULL, NULL);
+    char long_text[PB_METRIC_NAME_LEN + 1];
+    memset(long_text, 'a', PB_METRIC_NAME_LEN);
+    long_text[PB_METRIC_NAME_LEN] = '\0';
+    const char *bad_names[] = { "", "has space", "dotted.name", "caf\xC3\xA9", long_text };
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++)
+        cr_assert_null(host->metric(&t->instance, bad_names[i], NULL, PB_METRIC_GAUGE),
+                       "name \"%s\" taken", bad_names[i]);
+    cr_assert_null(host->metric(&t->instance, NULL, NULL, PB_METRIC_GAUGE));
+    const char *bad_labels[] = { "", "\xFF", "\xC3", long_text };
+    for (size_t i = 0; i < sizeof bad_labels / sizeof *bad_labels; i++)
+        cr_assert_null(host->metric(&t->instance, "ready", bad_labels[i], PB_METRIC_GAUGE),
+                       "label %zu taken", i);
+    cr_assert_null(host->metric(&t->instance, "ready", NULL, (pb_metric_kind)7));
+    cr_assert_null(host->metric(NULL, "ready", NULL, PB_METRIC_GAUGE));
+
+    /* The longest name and label fit. */
+    long_text[PB_METRIC_NAME_LEN - 1] = '\0';
+    cr_assert_not_null(host->metric(&t->instance, long_text, long_text, PB_METRIC_GAUGE));
+    /* A name keeps its kind. */
+    cr_assert_null(host->metric(&t->instance, long_text, long_text, PB_METRIC_COUNTER));
+    pb_test_plugin_free(t);
+    pb_plugin_host_set_shared(NULL, 0);
+    pb_shared_destroy(shared);
+
+    char text[8192];
+    logged(text, sizeof text);
+    cr_assert_eq(occurrences(text, "warning: plugin bare: metric name"), 6, "logged: %s", text);
+    cr_assert_eq(occurrences(text, "warning: plugin bare: a label of metric ready refused"),
+                 4, "logged: %s", text);
+    cr_assert_not_null(strstr(text, "plugin bare: metric ready refused: unknown kind 7"),
+                       "logged: %s", text);
+    cr_assert_not_null(strstr(text, "plugin ?: metric ready refused: no instance given"),
+                       "logged: %s", text);
+    cr_assert_not_null(strstr(text, "refused: the name is already taken with another kind"),
+                       "logged: %s", text);
+}
+
+Test(host, a_full_table_of_metrics_is_logged_once, .init = redirect)
+{
+    pb_log_init("plugboard-test");
+    pb_shared *shared = pb_shared_create();
+    cr_assert_not_null(shared);
+    pb_plugin_host_set_shared(shared, 0);
+    pb_test_plugin *t = pb_test_plugin_new(&bare, NULL, NULL);
+    for (int i = 0; i < PB_METRICS; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "l%d", i);
+        cr_assert_not_null(host->metric(&t->instance, "ready", label, PB_METRIC_GAUGE));
+    }
+    cr_assert_null(host->metric(&t->instance, "ready", "more", PB_METRIC_GAUGE));
+    cr_assert_null(host->metric(&t->instance, "ready", "still more", PB_METRIC_GAUGE));
+    pb_test_plugin_free(t);
+    pb_plugin_host_set_shared(NULL, 0);
+    pb_shared_destroy(shared);
+
+    char text[4096];
+    logged(text, sizeof text);
+    cr_assert_eq(occurrences(text, "metrics are taken"), 1, "logged: %s", text);
+    cr_assert_not_null(strstr(text, "warning: plugin bare: metric ready not counted: "
+                              "the worker's 128 metrics are taken"), "logged: %s", text);
 }
 
 /* --- Replies ------------------------------------------------------------ */

@@ -1,10 +1,11 @@
 /*
  * test_shared.c - the statistics shared by the master and the workers
- * (daemon/shared.c): naming counters, the snapshot, the archive and the
- * recycling of a worker's entries across reloads.
+ * (daemon/shared.c): naming counters, the snapshot, the archive, the
+ * recycling of a worker's entries across reloads, and plugins' metrics.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -348,4 +349,288 @@ Test(shared, snapshots_see_moved_counts_exactly_once)
     }
     pthread_join(mover, NULL);
     cr_assert_gt(taken, 0);
+}
+
+/* --- Plugins' metrics -------------------------------------------------------- */
+
+/* Worker slot's metric, asserted claimed. */
+static pb_metric_entry *metric(int slot, const char *instance, const char *name,
+                               const char *label, pb_metric_kind kind)
+{
+    int at = pb_metric_index(shared, slot, instance, name, label, kind);
+    cr_assert_geq(at, 0, "%s.%s[%s] not claimed: %d", instance, name,
+                  label ? label : "", at);
+    return &shared->slots[slot].metrics[at];
+}
+
+/* The "metrics" of an instance in a snapshot (NULL when it has none). */
+static const json_t *metrics_of(const json_t *snapshot, const char *instance)
+{
+    return json_object_get(json_object_get(json_object_get(snapshot, "plugins"),
+                                           instance), "metrics");
+}
+
+/* A metric's value in a fresh snapshot; label NULL for none. */
+static json_int_t metric_value(const char *instance, const char *name,
+                               const char *label)
+{
+    json_t *s = snapshot_ok();
+    const json_t *v = json_object_get(metrics_of(s, instance), name);
+    if (label != NULL)
+        v = json_object_get(v, label);
+    cr_assert(json_is_integer(v), "no metric %s.%s[%s]", instance, name,
+              label ? label : "");
+    json_int_t value = json_integer_value(v);
+    json_decref(s);
+    return value;
+}
+
+Test(shared, a_metric_is_claimed_with_its_key)
+{
+    pb_metric_entry *e = metric(0, "queue", "enqueued", NULL, PB_METRIC_COUNTER);
+    cr_assert_eq(atomic_load(&e->used), 1);
+    cr_assert_str_eq(e->instance, "queue");
+    cr_assert_str_eq(e->name, "enqueued");
+    cr_assert_str_eq(e->label, "");
+    cr_assert_eq(e->kind, PB_METRIC_COUNTER);
+    cr_assert_eq(atomic_load(&e->value), 0);
+    cr_assert_eq(atomic_load(&shared->slots[0].metrics_claimed), 1);
+}
+
+Test(shared, the_same_key_gives_the_same_entry_and_another_key_another)
+{
+    pb_metric_entry *jobs = metric(0, "queue", "ready", "jobs", PB_METRIC_GAUGE);
+    cr_assert_eq(metric(0, "queue", "ready", "jobs", PB_METRIC_GAUGE), jobs);
+    cr_assert_neq(metric(0, "queue", "ready", "mail", PB_METRIC_GAUGE), jobs);
+    cr_assert_neq(metric(0, "queue2", "ready", "jobs", PB_METRIC_GAUGE), jobs);
+    cr_assert_neq(metric(1, "queue", "ready", "jobs", PB_METRIC_GAUGE), jobs);
+    cr_assert_eq(metric(0, "queue", "ready", "jobs", PB_METRIC_GAUGE), jobs);
+    cr_assert_eq(atomic_load(&shared->slots[0].metrics_claimed), 3);
+}
+
+/* A name reported as a number cannot also be an object of labels, nor two
+ * kinds at once. */
+Test(shared, a_name_keeps_its_kind_and_its_labelling)
+{
+    metric(0, "queue", "ready", "jobs", PB_METRIC_GAUGE);
+    metric(0, "queue", "sent", NULL, PB_METRIC_COUNTER);
+    cr_assert_eq(pb_metric_index(shared, 0, "queue", "ready", "jobs",
+                                 PB_METRIC_SHARED), PB_METRIC_CONFLICT);
+    cr_assert_eq(pb_metric_index(shared, 0, "queue", "ready", NULL,
+                                 PB_METRIC_GAUGE), PB_METRIC_CONFLICT);
+    cr_assert_eq(pb_metric_index(shared, 0, "queue", "sent", "x",
+                                 PB_METRIC_COUNTER), PB_METRIC_CONFLICT);
+    metric(0, "other", "ready", NULL, PB_METRIC_SHARED);
+}
+
+Test(shared, a_full_table_of_metrics_claims_no_more)
+{
+    for (int i = 0; i < PB_METRICS; i++) {
+        char label[16];
+        snprintf(label, sizeof label, "l%d", i);
+        metric(2, "queue", "ready", label, PB_METRIC_GAUGE);
+    }
+    cr_assert_eq(pb_metric_index(shared, 2, "queue", "ready", "one too many",
+                                 PB_METRIC_GAUGE), PB_METRIC_FULL);
+    /* What it holds is still found. */
+    cr_assert_geq(pb_metric_index(shared, 2, "queue", "ready", "l7",
+                                  PB_METRIC_GAUGE), 0);
+}
+
+Test(shared, names_and_labels_that_do_not_fit_are_refused)
+{
+    char long_text[PB_METRIC_NAME_LEN + 1];
+    memset(long_text, 'x', PB_METRIC_NAME_LEN);
+    long_text[PB_METRIC_NAME_LEN] = '\0';
+    cr_assert_eq(pb_metric_index(shared, 0, "q", long_text, NULL, PB_METRIC_GAUGE),
+                 PB_METRIC_TOO_LONG);
+    cr_assert_eq(pb_metric_index(shared, 0, "q", "n", long_text, PB_METRIC_GAUGE),
+                 PB_METRIC_TOO_LONG);
+    long_text[PB_METRIC_NAME_LEN - 1] = '\0';
+    metric(0, "q", long_text, long_text, PB_METRIC_GAUGE);
+}
+
+Test(shared, a_counter_only_grows)
+{
+    pb_metric_entry *e = metric(0, "queue", "enqueued", NULL, PB_METRIC_COUNTER);
+    pb_metric_entry_add(e, 5);
+    pb_metric_entry_add(e, -3);
+    pb_metric_entry_set(e, 1);
+    cr_assert_eq(atomic_load(&e->value), 5);
+}
+
+Test(shared, metrics_appear_under_their_instance_with_labels_as_objects)
+{
+    pb_stats_rebind(shared, 0);
+    count(0, PB_STATS_INSTANCES, pb_stats_index(shared, 0, PB_STATS_INSTANCES, "echo"),
+          2, 0);
+    pb_metric_entry_add(metric(0, "echo", "said", NULL, PB_METRIC_COUNTER), 2);
+    pb_metric_entry_set(metric(0, "queue", "ready", "jobs", PB_METRIC_GAUGE), 3);
+    pb_metric_entry_set(metric(0, "queue", "ready", "mail", PB_METRIC_GAUGE), 0);
+
+    json_t *s = snapshot_ok();
+    cr_assert_eq(messages_of(s, "plugins", "echo"), 2);
+    cr_assert_eq(member(metrics_of(s, "echo"), "said"), 2);
+    /* No message counted yet, but its metrics make it appear. */
+    cr_assert_eq(messages_of(s, "plugins", "queue"), 0);
+    const json_t *ready = json_object_get(metrics_of(s, "queue"), "ready");
+    cr_assert_eq(json_object_size(ready), 2);
+    cr_assert_eq(member(ready, "jobs"), 3);
+    cr_assert_eq(member(ready, "mail"), 0);
+    cr_assert_eq(member(json_object_get(s, "retired"), "metrics"), 0);
+    json_decref(s);
+}
+
+Test(shared, an_instance_without_metrics_has_no_metrics_member)
+{
+    pb_stats_rebind(shared, 0);
+    count(0, PB_STATS_INSTANCES, pb_stats_index(shared, 0, PB_STATS_INSTANCES, "echo"),
+          1, 0);
+    json_t *s = snapshot_ok();
+    cr_assert_null(metrics_of(s, "echo"));
+    json_decref(s);
+}
+
+Test(shared, a_counter_is_summed_and_survives_its_worker)
+{
+    atomic_store(&shared->workers, 2);
+    pb_metric_entry_add(metric(0, "queue", "enqueued", "jobs", PB_METRIC_COUNTER), 4);
+    pb_metric_entry_add(metric(3, "queue", "enqueued", "jobs", PB_METRIC_COUNTER), 5);
+    cr_assert_eq(metric_value("queue", "enqueued", "jobs"), 9);
+
+    pb_shared_reset_worker(shared, 3);
+    cr_assert_eq(atomic_load(&shared->slots[3].metrics_claimed), 0);
+    cr_assert_eq(atomic_load(&shared->slots[3].metrics[0].used), 0);
+    cr_assert_eq(metric_value("queue", "enqueued", "jobs"), 9);
+
+    /* The worker that replaces it counts on from its own zero. */
+    pb_metric_entry *again = metric(3, "queue", "enqueued", "jobs", PB_METRIC_COUNTER);
+    cr_assert_eq(atomic_load(&again->value), 0);
+    pb_metric_entry_add(again, 1);
+    cr_assert_eq(metric_value("queue", "enqueued", "jobs"), 10);
+    pb_shared_reset_worker(shared, 3);
+    pb_shared_reset_worker(shared, 0);
+    cr_assert_eq(metric_value("queue", "enqueued", "jobs"), 10);
+}
+
+Test(shared, a_gauge_is_summed_over_running_workers_only)
+{
+    atomic_store(&shared->workers, 2);
+    pb_metric_entry_set(metric(0, "pubsub", "subscribers", NULL, PB_METRIC_GAUGE), 4);
+    pb_metric_entry *mine = metric(1, "pubsub", "subscribers", NULL, PB_METRIC_GAUGE);
+    pb_metric_entry_add(mine, 5);
+    pb_metric_entry_add(mine, -2);
+    cr_assert_eq(metric_value("pubsub", "subscribers", NULL), 7);
+
+    pb_shared_reset_worker(shared, 1);
+    cr_assert_eq(metric_value("pubsub", "subscribers", NULL), 4);
+    pb_shared_reset_worker(shared, 0);
+    json_t *s = snapshot_ok();
+    cr_assert_null(metrics_of(s, "pubsub"));
+    json_decref(s);
+}
+
+Test(shared, a_shared_level_reports_the_value_set_last_by_any_worker)
+{
+    atomic_store(&shared->workers, 2);
+    pb_metric_entry *a = metric(0, "queue", "depth", "jobs", PB_METRIC_SHARED);
+    pb_metric_entry *b = metric(1, "queue", "depth", "jobs", PB_METRIC_SHARED);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 0);
+    pb_metric_entry_set(a, 10);
+    pb_metric_entry_set(b, 20);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 20);
+    pb_metric_entry_set(a, 5);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 5);
+
+    /* Kept when its worker exits, while it is still the latest... */
+    pb_shared_reset_worker(shared, 0);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 5);
+    /* ...and replaced by a later one. */
+    pb_metric_entry_add(b, 1);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 21);
+    /* An older value leaving does not replace the archive's newer one. */
+    pb_metric_entry *c = metric(0, "queue", "depth", "jobs", PB_METRIC_SHARED);
+    pb_metric_entry_set(c, 7);
+    pb_shared_reset_worker(shared, 1);
+    pb_shared_reset_worker(shared, 0);
+    cr_assert_eq(metric_value("queue", "depth", "jobs"), 7);
+}
+
+/* The archive has PB_METRICS entries; counts of counters beyond them are
+ * kept as retired, so that a total never goes backwards. */
+Test(shared, counters_the_archive_cannot_hold_are_kept_as_retired)
+{
+    for (int generation = 0; generation < 2; generation++) {
+        for (int i = 0; i < PB_METRICS; i++) {
+            char label[32];
+            snprintf(label, sizeof label, "g%d-%d", generation, i);
+            pb_metric_entry_add(metric(4, "queue", "enqueued", label,
+                                       PB_METRIC_COUNTER), 2);
+        }
+        atomic_fetch_add(&shared->workers, 1);
+        pb_shared_reset_worker(shared, 4);
+    }
+    json_t *s = snapshot_ok();
+    cr_assert_eq(member(json_object_get(s, "retired"), "metrics"), 2 * PB_METRICS);
+    cr_assert_eq(json_object_size(json_object_get(metrics_of(s, "queue"), "enqueued")),
+                 PB_METRICS);
+    json_decref(s);
+}
+
+/* A worker's pages of the table are touched only as it fills them: a
+ * snapshot reads no entry past those claimed. */
+Test(shared, a_snapshot_reads_no_metric_past_those_claimed)
+{
+    metric(6, "queue", "ready", NULL, PB_METRIC_GAUGE);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *table = (char *)shared->slots[6].metrics;
+    char *rest = (char *)(((uintptr_t)table + sizeof(pb_metric_entry) + page) / page * page);
+    char *end = table + sizeof shared->slots[6].metrics;
+    /* Not a whole page past the first entry would be too short a test. */
+    cr_assert_lt(rest + page, end);
+    size_t length = (size_t)(end - rest) / page * page;
+    cr_assert_eq(mprotect(rest, length, PROT_NONE), 0);
+    json_t *s = snapshot_ok();
+    json_decref(s);
+    cr_assert_eq(mprotect(rest, length, PROT_READ | PROT_WRITE), 0);
+}
+
+/* --- Concurrent claims --------------------------------------------------------- */
+
+#define CLAIMERS 8
+#define CLAIMED_KEYS 32
+
+static pb_metric_entry *claims[CLAIMERS][CLAIMED_KEYS];
+
+static void *claim_keys(void *arg)
+{
+    pb_metric_entry **mine = arg;
+    for (int k = 0; k < CLAIMED_KEYS; k++) {
+        char label[16];
+        snprintf(label, sizeof label, "k%d", k);
+        int at = pb_metric_index(shared, 0, "queue", "enqueued", label,
+                                 PB_METRIC_COUNTER);
+        mine[k] = at >= 0 ? &shared->slots[0].metrics[at] : NULL;
+        if (mine[k] != NULL)
+            pb_metric_entry_add(mine[k], 1);
+    }
+    return NULL;
+}
+
+/* Threads of one worker asking for the same new metrics at once meet at
+ * the same entries. */
+Test(shared, threads_claiming_the_same_metrics_get_the_same_entries)
+{
+    pthread_t threads[CLAIMERS];
+    for (int t = 0; t < CLAIMERS; t++)
+        cr_assert_eq(pthread_create(&threads[t], NULL, claim_keys, claims[t]), 0);
+    for (int t = 0; t < CLAIMERS; t++)
+        pthread_join(threads[t], NULL);
+    for (int k = 0; k < CLAIMED_KEYS; k++) {
+        cr_assert_not_null(claims[0][k]);
+        for (int t = 1; t < CLAIMERS; t++)
+            cr_assert_eq(claims[t][k], claims[0][k], "key %d, thread %d", k, t);
+        cr_assert_eq(atomic_load(&claims[0][k]->value), CLAIMERS);
+    }
+    cr_assert_eq(atomic_load(&shared->slots[0].metrics_claimed), CLAIMED_KEYS);
 }

@@ -1,7 +1,7 @@
 /*
  * test_stats.c - the stats plugin: it answers with the host's snapshot of
- * the counters as text/json, refuses settings, and says so when the daemon
- * has no statistics to give.
+ * the counters, plugins' metrics included, as text/json, refuses settings,
+ * and says so when the daemon has no statistics to give.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -15,12 +15,12 @@ static void map_shared(void)
 {
     shared = pb_shared_create();
     cr_assert_not_null(shared);
-    pb_plugin_host_set_shared(shared);
+    pb_plugin_host_set_shared(shared, 0);
 }
 
 static void unmap_shared(void)
 {
-    pb_plugin_host_set_shared(NULL);
+    pb_plugin_host_set_shared(NULL, 0);
     pb_shared_destroy(shared);
 }
 
@@ -86,6 +86,27 @@ Test(stats, answers_with_the_counters_summed_over_workers)
     pb_test_plugin_free(t);
 }
 
+Test(stats, answers_with_the_metrics_of_plugins)
+{
+    atomic_store(&shared->workers, 2);
+    for (int slot = 0; slot < 2; slot++) {
+        int at = pb_metric_index(shared, slot, "queue", "ready", "jobs",
+                                 PB_METRIC_GAUGE);
+        cr_assert_geq(at, 0);
+        pb_metric_entry_set(&shared->slots[slot].metrics[at], 3);
+    }
+
+    pb_test_plugin *t = stats();
+    json_t *reply = ask(t);
+    cr_assert_eq(messages_of(reply, "plugins", "queue"), 0);
+    const json_t *metrics = json_object_get(
+        json_object_get(json_object_get(reply, "plugins"), "queue"), "metrics");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(metrics, "ready"),
+                                                    "jobs")), 6);
+    json_decref(reply);
+    pb_test_plugin_free(t);
+}
+
 /* A counter whose name JSON cannot hold used to corrupt the heap of the
  * worker that answered (test_shared.c makes that write visible). */
 Test(stats, a_counter_name_that_is_not_utf8_is_left_out)
@@ -115,7 +136,7 @@ Test(stats, answers_any_content_in_either_framing)
 Test(stats, fails_when_the_daemon_keeps_no_counters)
 {
     pb_test_plugin *t = stats();
-    pb_plugin_host_set_shared(NULL);
+    pb_plugin_host_set_shared(NULL, 0);
     pb_test_reply r;
     cr_assert_eq(pb_test_handle_str(t, "text/json", "utf-8", "{}", &r), PB_ERROR);
     cr_assert_str_eq(r.error, "statistics are not available");
