@@ -2,7 +2,8 @@
  * test_redis_broker.c - the pubsub and queue plugins with Redis in real
  * daemons sharing a private redis-server: publishes from one daemon reach
  * the subscribers of another (and of redis-cli), one queue is shared by
- * two daemons, and both survive Redis restarting under them.
+ * two daemons, and both survive Redis restarting under them, counting
+ * each return in their metrics.
  */
 #include <criterion/criterion.h>
 #include <poll.h>
@@ -20,15 +21,18 @@ TestSuite(redis_broker, .init = pb_harness_init, .fini = pb_harness_cleanup);
 #define TRIES 500
 #define TRY_PAUSE_US (20 * 1000)
 
-/* Publish/subscribe actions go to pubsub, the rest of text/json to queue. */
+/* Publish/subscribe actions go to pubsub, stats to stats, the rest of
+ * text/json to queue. */
 #define CONF_FORMAT \
     PB_T_CONF_HEAD "workers = 2;\n" \
     "listeners = ( { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; } );\n" \
     "plugins = (\n" \
     "  { name = \"pubsub\"; module = \"pubsub\"; settings = { backplane = \"%s\"; }; },\n" \
-    "  { name = \"queue\"; module = \"queue\"; settings = { backend = \"redis\"; url = \"%s\"; }; }\n" \
+    "  { name = \"queue\"; module = \"queue\"; settings = { backend = \"redis\"; url = \"%s\"; }; },\n" \
+    "  { name = \"stats\"; module = \"stats\"; }\n" \
     ");\n" \
     "routes = (\n" \
+    "  { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
     "  { content_type = \"text/json\"; action = \"subscribe\"; plugin = \"pubsub\"; },\n" \
     "  { content_type = \"text/json\"; action = \"unsubscribe\"; plugin = \"pubsub\"; },\n" \
     "  { content_type = \"text/json\"; action = \"publish\"; plugin = \"pubsub\"; },\n" \
@@ -329,6 +333,11 @@ Test(redis_broker, both_plugins_survive_a_redis_restart)
     wait_logged(&d, line, 2);
     snprintf(line, sizeof line, "queue %s lost: ", redis.url);
     wait_logged(&d, line, 2);
+    /* And counts each return, in each worker. */
+    pb_check(&d, pb_t_wait_stat_at_least(&d, "plugins.pubsub.metrics.backplane_reconnects", 2) == 2,
+             "backplane_reconnects is not 2");
+    pb_check(&d, pb_t_wait_stat_at_least(&d, "plugins.queue.metrics.redis_reconnects", 2) == 2,
+             "redis_reconnects is not 2");
 
     close(fd);
     pb_daemon_stop_clean(&d);
