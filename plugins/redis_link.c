@@ -22,9 +22,15 @@
  * after each further one, and never longer than the maximum. */
 #define BACKOFF_INITIAL 0.1
 #define BACKOFF_MAX 5.0
-/* hiredis has no timeout for an asynchronous connect; a server that drops
- * the SYN would otherwise hold the attempt for minutes. */
+/* hiredis has no timeout for an asynchronous connect: a server that drops
+ * the SYN would hold an attempt for minutes, and a stopped one, which the
+ * kernel still lets us connect to, for ever. An attempt lasts until the
+ * first answer (PING's, PSUBSCRIBE's). */
 #define CONNECT_TIMEOUT 5.0
+/* Nor for a reply: a server that stops answering (stopped, or cut off by
+ * the network with our data unacknowledged, where keepalive never fires)
+ * would hold every operation in flight for as long. */
+#define REPLY_TIMEOUT 10.0
 
 /* --- Urls ----------------------------------------------------------------- */
 
@@ -96,7 +102,8 @@ int redis_address_parse(const char *url, redis_address *address,
 
 typedef enum conn_state {
     CONN_DOWN,          /* waiting out the back-off */
-    CONN_CONNECTING,    /* connecting, or subscribing */
+    CONN_CONNECTING,    /* connecting, then waiting for PING's or
+                         * PSUBSCRIBE's answer */
     CONN_UP
 } conn_state;
 
@@ -125,7 +132,16 @@ struct redis_link {
     int outage;         /* its start is logged, its end not yet */
     redis_conn commands;
     redis_conn subscriptions;
+    size_t in_flight;   /* commands sent and not yet answered */
+    ev_timer stalled;   /* runs while some are, restarted by each reply */
 };
+
+/* A command in flight: the caller's callback, behind the link's own. */
+typedef struct command {
+    redis_link *link;
+    redisCallbackFn *reply_fn;
+    void *privdata;
+} command;
 
 static void conn_connect(redis_conn *conn);
 
@@ -161,6 +177,7 @@ static void link_check_ready(redis_link *link)
 static void conn_up(redis_conn *conn)
 {
     conn->state = CONN_UP;
+    ev_timer_stop(conn->link->loop, &conn->connect_timeout);
     link_check_ready(conn->link);
 }
 
@@ -210,11 +227,8 @@ static void on_connect(const redisAsyncContext *context, int status)
         conn_failed(conn, context->errstr);
         return;
     }
-    ev_timer_stop(conn->link->loop, &conn->connect_timeout);
     /* A peer that vanishes without a FIN is noticed by keepalive. */
     redisEnableKeepAlive(&conn->context->c);
-    if (!conn->subscriber)
-        conn_up(conn);
 }
 
 static void on_disconnect(const redisAsyncContext *context, int status)
@@ -225,6 +239,30 @@ static void on_disconnect(const redisAsyncContext *context, int status)
         return;
     conn_failed(conn, context->errstr[0] != '\0' ? context->errstr
                                                   : "connection closed");
+}
+
+/* An error where the first reply was expected: Redis is there but not
+ * serving (still loading its data, say), which is retried like an outage. */
+static void refused(redis_conn *conn, const char *what, const char *error)
+{
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s refused: %s", what, error);
+    conn_drop(conn);
+    conn_failed(conn, reason);
+}
+
+/* The command connection is up once Redis answers, not once TCP connects:
+ * a stopped server still accepts connections. */
+static void on_ping(redisAsyncContext *context, void *reply_data, void *privdata)
+{
+    redis_conn *conn = privdata;
+    const redisReply *reply = reply_data;
+    if (reply == NULL || conn->context != context)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        refused(conn, "PING", reply->str);
+    else
+        conn_up(conn);
 }
 
 static int reply_is(const redisReply *reply, const char *word)
@@ -242,10 +280,7 @@ static void on_subscription(redisAsyncContext *context, void *reply_data,
     if (reply == NULL || conn->context != context)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        char reason[256];
-        snprintf(reason, sizeof reason, "PSUBSCRIBE refused: %s", reply->str);
-        conn_drop(conn);
-        conn_failed(conn, reason);
+        refused(conn, "PSUBSCRIBE", reply->str);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
@@ -306,14 +341,13 @@ static void conn_connect(redis_conn *conn)
      * must be attached before it is set. */
     redisAsyncSetConnectCallback(context, on_connect);
     redisAsyncSetDisconnectCallback(context, on_disconnect);
-    if (conn->subscriber) {
-        const char *argv[] = { "PSUBSCRIBE", link->pattern };
-        if (redisAsyncCommandArgv(context, on_subscription, conn, 2, argv,
-                                  NULL) != REDIS_OK) {
-            conn_drop(conn);
-            conn_failed(conn, "out of memory");
-            return;
-        }
+    /* Sent once connected; its answer makes the connection up. */
+    const char *argv[] = { conn->subscriber ? "PSUBSCRIBE" : "PING", link->pattern };
+    if (redisAsyncCommandArgv(context, conn->subscriber ? on_subscription : on_ping,
+                              conn, conn->subscriber ? 2 : 1, argv, NULL) != REDIS_OK) {
+        conn_drop(conn);
+        conn_failed(conn, "out of memory");
+        return;
     }
     ev_timer_set(&conn->connect_timeout, CONNECT_TIMEOUT, 0.0);
     ev_timer_start(link->loop, &conn->connect_timeout);
@@ -329,6 +363,25 @@ static void conn_init(redis_conn *conn, redis_link *link, int subscriber)
     conn->retry.data = conn;
     ev_timer_init(&conn->connect_timeout, on_connect_timeout, 0.0, 0.0);
     conn->connect_timeout.data = conn;
+}
+
+/* Redis has not answered for REPLY_TIMEOUT with commands in flight: the
+ * connection is given up like a lost one, which fails them. */
+static void on_stalled(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+    (void)revents;
+    redis_link *link = timer->data;
+    redis_conn *conn = &link->commands;
+    ev_timer_stop(loop, timer);
+    char reason[64];
+    snprintf(reason, sizeof reason, "no reply for %.0f s", REPLY_TIMEOUT);
+    if (conn->context != NULL) {
+        /* What the commands' callbacks read as the reason. */
+        conn->context->err = REDIS_ERR_OTHER;
+        snprintf(conn->context->c.errstr, sizeof conn->context->c.errstr, "%s", reason);
+    }
+    conn_drop(conn);
+    conn_failed(conn, reason);
 }
 
 static void conn_close(redis_conn *conn)
@@ -406,6 +459,8 @@ redis_link *redis_link_open(const redis_link_config *config)
                                         NULL, PB_METRIC_COUNTER);
     conn_init(&link->commands, link, 0);
     conn_init(&link->subscriptions, link, 1);
+    ev_timer_init(&link->stalled, on_stalled, 0.0, REPLY_TIMEOUT);
+    link->stalled.data = link;
     conn_connect(&link->commands);
     conn_connect(&link->subscriptions);
     return link;
@@ -429,14 +484,37 @@ const char *redis_link_url(const redis_link *link)
     return link->address.url;
 }
 
+static void on_command_reply(redisAsyncContext *context, void *reply,
+                             void *privdata)
+{
+    command *c = privdata;
+    redis_link *link = c->link;
+    if (--link->in_flight > 0)
+        ev_timer_again(link->loop, &link->stalled);
+    else
+        ev_timer_stop(link->loop, &link->stalled);
+    c->reply_fn(context, reply, c->privdata);
+    free(c);
+}
+
 int redis_link_command(redis_link *link, redisCallbackFn *reply_fn,
                        void *privdata, int argc, const char **argv,
                        const size_t *argv_lengths)
 {
     if (!redis_link_ready(link) || link->commands.context == NULL)
         return REDIS_ERR;
-    return redisAsyncCommandArgv(link->commands.context, reply_fn, privdata,
-                                 argc, argv, argv_lengths);
+    command *c = malloc(sizeof *c);
+    if (c == NULL)
+        return REDIS_ERR;
+    *c = (command){ link, reply_fn, privdata };
+    if (redisAsyncCommandArgv(link->commands.context, on_command_reply, c,
+                              argc, argv, argv_lengths) != REDIS_OK) {
+        free(c);
+        return REDIS_ERR;
+    }
+    if (link->in_flight++ == 0)
+        ev_timer_again(link->loop, &link->stalled);
+    return REDIS_OK;
 }
 
 void redis_link_close(redis_link *link)
@@ -445,5 +523,6 @@ void redis_link_close(redis_link *link)
         return;
     conn_close(&link->commands);
     conn_close(&link->subscriptions);
+    ev_timer_stop(link->loop, &link->stalled);
     link_free(link);
 }

@@ -76,8 +76,9 @@ const char *redis_link_url(const redis_link *link);
 /*
  * Sends a command on the command connection. `reply_fn` is called once
  * with the reply, or with a NULL reply when the connection is lost or the
- * link closed first. REDIS_ERR (and `reply_fn` is not called) when the
- * link is not ready.
+ * link closed first; a server that leaves commands unanswered for 10 s
+ * counts as lost. REDIS_ERR (and `reply_fn` is not called) when the link
+ * is not ready.
  */
 int redis_link_command(redis_link *link, redisCallbackFn *reply_fn,
                        void *privdata, int argc, const char **argv,

@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <ev.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -755,6 +756,40 @@ Test(queue, survives_a_redis_restart)
     cr_assert_eq(logged(lost), 1, "%s", log_text);
     cr_assert_eq(logged("is back"), 1, "%s", log_text);
     cr_assert_eq(reconnects_counted, 1);
+    backend_end(b);
+    pb_redis_stop(&redis);
+}
+
+Test(queue, gives_up_on_a_redis_that_stops_answering)
+{
+    pb_redis_server redis;
+    pb_redis_start(&redis);
+    woken w = { 0 };
+    queue_backend *b = backend_open(&redis, &w);
+    enqueue_when_up(b, "jobs", "1");
+
+    /* Stopped, it keeps its connections open and answers nothing. */
+    kill(redis.pid, SIGSTOP);
+    double start = ev_time();
+    outcome o = { 0 };
+    ops->enqueue(b, "jobs", "2", 1, on_done, &o);
+    while (!o.done && ev_time() < start + 30)
+        ev_run(loop, EVRUN_ONCE);
+    double waited = ev_time() - start;
+    cr_assert_eq(o.status, QUEUE_FAILED);
+    char expected[128];
+    snprintf(expected, sizeof expected, "queue %s lost: no reply for 10 s", redis.url);
+    cr_assert_str_eq(o.error, expected);
+    cr_assert(waited >= 9.5 && waited < 15, "failed after %.1f s", waited);
+    snprintf(expected, sizeof expected, "warning: queue %s lost: no reply for 10 s; retrying",
+             redis.url);
+    cr_assert_eq(logged(expected), 1, "%s", log_text);
+    /* Accepting connections is not answering: no return while stopped. */
+    run_for(1.0);
+    cr_assert_eq(logged("is back"), 0, "%s", log_text);
+
+    kill(redis.pid, SIGCONT);
+    enqueue_when_up(b, "jobs", "3");
     backend_end(b);
     pb_redis_stop(&redis);
 }
