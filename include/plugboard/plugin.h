@@ -326,9 +326,11 @@
  *                 settings = { greeting = "Good morning"; }; } );
  *   routes  = ( { content_type = "text/json"; action = "hello"; plugin = "hello"; } );
  *
- * The five shipped plugins (echo, uppercase, search, first10 and stats) are
- * written to be read as further examples; stats shows testing for a newer
- * host service with PB_HOST_HAS().
+ * The shipped plugins are written to be read as further examples: echo,
+ * uppercase, search and first10 answer on the spot; stats shows testing for
+ * a newer host service with PB_HOST_HAS(); pubsub holds connections, pushes
+ * and broadcasts between its copies; queue defers every reply to a backend
+ * (a thread of its own for SQLite, hiredis on the loop for Redis).
  */
 #ifndef PLUGBOARD_PLUGIN_H
 #define PLUGBOARD_PLUGIN_H
@@ -341,8 +343,8 @@ extern "C" {
 
 /*
  * The ABI this header describes. A plugin stores it in
- * pb_plugin.abi_version; the daemon loads only plugins whose value equals its
- * own (`plugboard -V` prints it).
+ * pb_plugin.abi_version; the daemon loads plugins of this ABI and of every
+ * older one down to PLUGBOARD_ABI_OLDEST (`plugboard -V` prints it).
  */
 #define PLUGBOARD_ABI_VERSION 2
 

@@ -552,7 +552,8 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
     size_t topic_length;
     const char *topic_name = host->json_string(host->json_get(request->json, "topic"),
                                                &topic_length);
-    if (topic_name == NULL || topic_length == 0) {
+    if (topic_name == NULL || topic_length == 0 ||
+        memchr(topic_name, '\0', topic_length) != NULL) {
         host->reply_error(reply, "publish needs \"topic\", a non-empty string");
         return PB_ERROR;
     }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "backend.h"
@@ -223,9 +224,25 @@ static void close_db(queue_backend *b)
     b->db = NULL;
 }
 
+/* The package makes the database's directory; running from a build tree
+ * or another layout it may be missing. Its last level is made, private to
+ * the workers' user; a failure shows as the open's. */
+static void make_directory_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX];
+    if (slash == NULL || slash == path || (size_t)(slash - path) >= sizeof dir)
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return;
+}
+
 static int open_db(queue_backend *b)
 {
     const pb_host *host = b->host;
+    make_directory_of(b->path);
     int rc = sqlite3_open_v2(b->path, &b->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                              | SQLITE_OPEN_NOMUTEX, NULL);

@@ -409,6 +409,8 @@ Test(pubsub, malformed_requests_get_plugin_failed_and_the_connection_stays)
         "{\"action\": \"publish\", \"topic\": \"news\"}",
         "{\"action\": \"publish\", \"message\": 1}",
         "{\"action\": \"publish\", \"topic\": [\"news\"], \"message\": 1}",
+        "{\"action\": \"publish\", \"topic\": \"news\\u0000x\", \"message\": 1}",
+        "{\"action\": \"subscribe\", \"topic\": \"news\\u0000x\"}",
         "{\"action\": \"shout\", \"topic\": \"news\"}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

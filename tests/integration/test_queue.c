@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -690,10 +691,10 @@ Test(queue, the_configuration_check_opens_no_database)
 Test(queue, a_database_that_cannot_be_opened_is_named_in_the_log)
 {
     pb_daemon d;
-    pb_daemon_start(&d, CONF_WITH("1", "path = \"@DIR@/missing/queue.db\";"));
+    pb_daemon_start(&d, CONF_WITH("1", "path = \"@DIR@/missing/deeper/queue.db\";"));
     char want[256];
-    snprintf(want, sizeof want, "cannot open %s/missing/queue.db: unable to open "
-             "database file", d.dir);
+    snprintf(want, sizeof want, "cannot open %s/missing/deeper/queue.db: unable to "
+             "open database file", d.dir);
     char *log = NULL;
     for (int i = 0; i < 500; i++) {
         free(log);
@@ -705,6 +706,22 @@ Test(queue, a_database_that_cannot_be_opened_is_named_in_the_log)
     cr_expect(strstr(log, want) != NULL, "no \"%s\" in the log:\n%s", want, log);
     free(log);
     pb_daemon_stop(&d);
+}
+
+Test(queue, a_missing_last_directory_of_the_database_is_made)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF_WITH("1", "path = \"@DIR@/state/queue.db\";"));
+    int fd = pb_dial(&d, 0);
+    enqueue(&d, fd, "jobs", "\"kept\"");
+    expect_depth(&d, fd, "jobs", 1, 0);
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/state", d.dir);
+    struct stat st;
+    cr_assert_eq(stat(dir, &st), 0, "%s was made", dir);
+    cr_expect_eq(st.st_mode & 0777, 0750, "%s is private to the workers' user", dir);
+    close(fd);
+    pb_daemon_stop_clean(&d);
 }
 
 /* --- Durability ----------------------------------------------------------------- */
