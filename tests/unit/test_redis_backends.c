@@ -361,6 +361,31 @@ Test(backplane, survives_a_redis_restart)
     pb_redis_stop(&redis);
 }
 
+Test(backplane, waits_for_a_redis_that_refuses_it)
+{
+    pb_redis_server redis;
+    pb_redis_start(&redis);
+    free(pb_redis_cli(&redis, (const char *const[]){ "CONFIG", "SET", "requirepass",
+                                                     "secret", NULL }));
+    backplane *bp = backplane_at(redis.url);
+    delivered got = { 0 };
+    cr_assert_eq(backplane_open(bp, deliver, &got), PB_OK);
+    run_for(1.0);
+    cr_assert_not(backplane_ready(bp), "connected is not answered");
+    char refused[128];
+    snprintf(refused, sizeof refused, "warning: backplane %s unreachable: ", redis.url);
+    cr_assert_eq(logged(refused), 1, "%s", log_text);
+    cr_assert_eq(logged("NOAUTH"), logged("debug:") + 1, "every attempt says why:\n%s",
+                 log_text);
+
+    free(pb_redis_cli(&redis, (const char *const[]){ "-a", "secret", "--no-auth-warning",
+                                                     "CONFIG", "SET", "requirepass", "",
+                                                     NULL }));
+    WAIT_FOR(backplane_ready(bp));
+    backplane_free(bp);
+    pb_redis_stop(&redis);
+}
+
 Test(backplane, counts_nothing_where_the_daemon_keeps_no_metrics)
 {
     host.metric = NULL;
