@@ -98,6 +98,29 @@ int redis_address_parse(const char *url, redis_address *address,
     return 0;
 }
 
+int redis_address_resolve(redis_address *address, char *error, size_t error_size)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST };
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo(address->host, NULL, &hints, &found);
+    if (rc != 0) {
+        hints.ai_flags = AI_ADDRCONFIG;
+        rc = getaddrinfo(address->host, NULL, &hints, &found);
+    }
+    if (rc == 0)
+        rc = getnameinfo(found->ai_addr, found->ai_addrlen, address->connect_to,
+                         sizeof address->connect_to, NULL, 0, NI_NUMERICHOST);
+    if (found != NULL)
+        freeaddrinfo(found);
+    if (rc != 0) {
+        snprintf(error, error_size, "%s: cannot resolve %s: %s", address->url,
+                 address->host, gai_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 /* --- Connections ---------------------------------------------------------- */
 
 typedef enum conn_state {
@@ -123,7 +146,6 @@ struct redis_link {
     struct ev_loop *loop;
     char *user;
     redis_address address;
-    char connect_to[INET6_ADDRSTRLEN];  /* the host as an IP literal */
     char *pattern;
     redis_link_message *on_message;
     void *arg;
@@ -316,7 +338,7 @@ static void on_connect_timeout(struct ev_loop *loop, ev_timer *timer, int revent
 static void conn_connect(redis_conn *conn)
 {
     redis_link *link = conn->link;
-    redisAsyncContext *context = redisAsyncConnect(link->connect_to,
+    redisAsyncContext *context = redisAsyncConnect(link->address.connect_to,
                                                    link->address.port);
     if (context == NULL) {
         conn_failed(conn, "out of memory");
@@ -394,32 +416,6 @@ static void conn_close(redis_conn *conn)
 
 /* --- The link --------------------------------------------------------------- */
 
-/* The address to connect to, as an IP literal: hiredis looks a hostname up
- * on every connect, which would block the loop during an outage. */
-static int resolve(redis_link *link)
-{
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_NUMERICHOST };
-    struct addrinfo *found = NULL;
-    int rc = getaddrinfo(link->address.host, NULL, &hints, &found);
-    if (rc != 0) {
-        hints.ai_flags = AI_ADDRCONFIG;
-        rc = getaddrinfo(link->address.host, NULL, &hints, &found);
-    }
-    if (rc == 0)
-        rc = getnameinfo(found->ai_addr, found->ai_addrlen, link->connect_to,
-                         sizeof link->connect_to, NULL, 0, NI_NUMERICHOST);
-    if (found != NULL)
-        freeaddrinfo(found);
-    if (rc != 0) {
-        link->host->log(link->instance, PB_LOG_ERROR, "%s %s: cannot resolve %s: %s",
-                        link->user, link->address.url, link->address.host,
-                        gai_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
 static void link_free(redis_link *link)
 {
     free(link->user);
@@ -446,10 +442,6 @@ redis_link *redis_link_open(const redis_link_config *config)
     if (link->user == NULL || link->pattern == NULL || link->loop == NULL) {
         host->log(config->instance, PB_LOG_ERROR, "%s: %s", config->user,
                   link->loop == NULL ? "no event loop" : "out of memory");
-        link_free(link);
-        return NULL;
-    }
-    if (resolve(link) != 0) {
         link_free(link);
         return NULL;
     }

@@ -26,6 +26,7 @@ typedef struct redis_address {
     char host[REDIS_HOST_MAX];      /* as written, without IPv6 brackets */
     int port;
     char url[REDIS_URL_MAX];        /* "redis://HOST:PORT", for messages */
+    char connect_to[REDIS_HOST_MAX];    /* host as an IP literal, once resolved */
 } redis_address;
 
 /*
@@ -35,6 +36,14 @@ typedef struct redis_address {
  */
 int redis_address_parse(const char *url, redis_address *address,
                         char *error, size_t error_size);
+
+/*
+ * Looks HOST up (a blocking lookup, made from create(): hiredis would look
+ * a hostname up on every connect, blocking the loop during an outage) and
+ * keeps its first address as an IP literal. 0, or -1 with why in `error`.
+ * An IP literal is taken as it is.
+ */
+int redis_address_resolve(redis_address *address, char *error, size_t error_size);
 
 typedef struct redis_link redis_link;
 
@@ -47,7 +56,7 @@ typedef struct redis_link_config {
     const pb_host *host;
     pb_instance *instance;
     const char *user;               /* what the log calls it: "backplane" */
-    const redis_address *address;
+    const redis_address *address;   /* resolved */
     const char *pattern;            /* PSUBSCRIBEd: "plugboard:*" */
     redis_link_message *on_message;
     void *arg;
@@ -55,11 +64,9 @@ typedef struct redis_link_config {
 } redis_link_config;
 
 /*
- * Resolves a hostname once (a blocking lookup: this runs from
- * worker_start(), before the worker serves; IP literals are used as they
- * are) and starts connecting on host->loop(); Redis not being there yet
- * is an outage like any other, retried in the background. NULL (logged)
- * when the name does not resolve or memory runs out.
+ * Starts connecting on host->loop(); Redis not being there yet is an
+ * outage like any other, retried in the background. NULL (logged) when
+ * memory runs out.
  */
 redis_link *redis_link_open(const redis_link_config *config);
 

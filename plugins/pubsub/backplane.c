@@ -37,8 +37,9 @@ backplane *backplane_configure(const pb_host *host, pb_instance *instance,
         return NULL;
     }
     redis_address address;
-    char error[REDIS_URL_MAX + 128];
-    if (redis_address_parse(text, &address, error, sizeof error) != 0) {
+    char error[2 * REDIS_URL_MAX + 128];
+    if (redis_address_parse(text, &address, error, sizeof error) != 0
+        || redis_address_resolve(&address, error, sizeof error) != 0) {
         host->settings_error(instance, url, "backplane %s", error);
         return NULL;
     }

@@ -190,7 +190,7 @@ static queue_backend *redis_configure(const pb_host *host, pb_instance *instance
     const pb_json *url = host->json_get(settings, "url");
     const char *text = host->json_type(url) == PB_JSON_STRING
                        ? host->json_string(url, NULL) : NULL;
-    char error[REDIS_URL_MAX + 128];
+    char error[2 * REDIS_URL_MAX + 128];
     if (url == NULL) {
         host->settings_error(instance, NULL,
                              "the redis backend needs url = \"redis://HOST:PORT\"");
@@ -198,7 +198,8 @@ static queue_backend *redis_configure(const pb_host *host, pb_instance *instance
     } else if (text == NULL) {
         host->settings_error(instance, url, "url must be a string \"redis://HOST:PORT\"");
         failed = 1;
-    } else if (redis_address_parse(text, &backend->address, error, sizeof error) != 0) {
+    } else if (redis_address_parse(text, &backend->address, error, sizeof error) != 0
+               || redis_address_resolve(&backend->address, error, sizeof error) != 0) {
         host->settings_error(instance, url, "url %s", error);
         failed = 1;
     }

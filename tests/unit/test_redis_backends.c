@@ -197,11 +197,24 @@ Test(backplane, takes_redis_urls)
 {
     static const char *const good[] = {
         "redis://127.0.0.1:6390", "redis://localhost", "redis://[::1]:6379",
-        "redis://cache-1.example.com:7000", "redis://10.0.0.1:65535",
+        "redis://localhost:7000", "redis://10.0.0.1:65535",
     };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++)
         backplane_free(backplane_at(good[i]));
     cr_assert_eq(diag.count, 0);
+}
+
+/* The lookup happens when the configuration is checked, off the loop, so
+ * that a name that does not resolve is a configuration error. */
+Test(backplane, refuses_a_hostname_that_does_not_resolve)
+{
+    json_t *value = json_string("redis://nonexistent.invalid:6379");
+    cr_assert_null(backplane_configure(&host, &instance, (const pb_json *)value));
+    json_decref(value);
+    cr_assert_eq(diag.count, 1);
+    cr_assert_not_null(strstr(diag.lines[0], "harness.conf:1: plugin broker: backplane "
+                                             "redis://nonexistent.invalid:6379: cannot resolve "
+                                             "nonexistent.invalid: "), "%s", diag.lines[0]);
 }
 
 Test(backplane, refuses_what_is_not_a_redis_url)
@@ -533,12 +546,15 @@ Test(queue, settings)
 
     cr_assert_null(backend_with("{\"backend\": \"redis\"}"));
     cr_assert_not_null(strstr(diag.lines[0], "url"), "%s", diag.lines[0]);
-    cr_assert_null(backend_with("{\"backend\": \"redis\", \"url\": \"redis://h:1\", \"path\": \"/x\"}"));
+    cr_assert_null(backend_with("{\"backend\": \"redis\", \"url\": \"redis://127.0.0.1:1\", \"path\": \"/x\"}"));
     cr_assert_not_null(strstr(diag.lines[1], "\"path\""), "%s", diag.lines[1]);
     cr_assert_null(backend_with("{\"url\": \"tcp://h:1\"}"));
     cr_assert_not_null(strstr(diag.lines[2], "\"tcp://h:1\" is not a Redis url"), "%s", diag.lines[2]);
     cr_assert_null(backend_with("{\"url\": 6379}"));
-    cr_assert_eq(diag.count, 4);
+    cr_assert_null(backend_with("{\"url\": \"redis://nonexistent.invalid\"}"));
+    cr_assert_not_null(strstr(diag.lines[4], "cannot resolve nonexistent.invalid"), "%s",
+                       diag.lines[4]);
+    cr_assert_eq(diag.count, 5);
 }
 
 Test(queue, first_in_first_out)
