@@ -2,7 +2,7 @@
  * redis_link.c - a command connection and a pattern-subscribed connection
  * to one Redis server on the worker's libev loop (hiredis' adapter), with
  * reconnection, back-off and the log lines and metric of an outage; and
- * the parsing of "redis://HOST:PORT".
+ * the reading and lookup of "redis://HOST:PORT".
  */
 #include "redis_link.h"
 
