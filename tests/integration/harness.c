@@ -570,6 +570,30 @@ void pb_daemon_signal(const pb_daemon *d, int sig)
     pb_check(d, d->pid > 0 && kill(d->pid, sig) == 0, "cannot signal the daemon");
 }
 
+int pb_daemon_workers(const pb_daemon *d, pid_t *out, int cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+    char *text = pb_t_read_file(path, NULL);
+    int n = 0;
+    for (char *p = text, *end; p != NULL && n < cap; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        out[n++] = (pid_t)pid;
+    }
+    free(text);
+    return n;
+}
+
+int pb_daemon_wait_workers(const pb_daemon *d, pid_t *out, int cap, int want)
+{
+    int n = 0;
+    for (int i = 0; i < 1000 && (n = pb_daemon_workers(d, out, cap)) != want; i++)
+        sleep_ms(10);
+    return n;
+}
+
 int pb_daemon_wait(pb_daemon *d)
 {
     int status;
