@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -447,12 +448,69 @@ static int unix_accepts(const char *path)
     return 1;
 }
 
+/* The inode of the socket listening on TCP `port`, from one of the
+ * kernel's tables (/proc/net/tcp or tcp6); 0 when none. */
+static unsigned long listening_inode(const char *table, int port)
+{
+    FILE *f = fopen(table, "r");
+    char line[512];
+    unsigned long inode = 0;
+
+    if (f == NULL)
+        return 0;
+    while (inode == 0 && fgets(line, sizeof line, f) != NULL) {
+        char local[64];
+        unsigned int state;
+        unsigned long node;
+        const char *colon;
+        if (sscanf(line, " %*d: %63s %*s %x %*s %*s %*s %*d %*d %lu", local, &state,
+                   &node) == 3 && state == 0x0A && (colon = strrchr(local, ':')) != NULL
+            && strtol(colon + 1, NULL, 16) == port)
+            inode = node;
+    }
+    fclose(f);
+    return inode;
+}
+
+/* Whether the process pid holds the socket listening on TCP `port`: a
+ * port another test's daemon took meanwhile accepts too, but is not ours. */
+static int port_held_by(pid_t pid, int port)
+{
+    unsigned long inode = listening_inode("/proc/net/tcp", port);
+    char dir[64], want[64];
+    DIR *fds;
+    struct dirent *e;
+    int found = 0;
+
+    if (inode == 0)
+        inode = listening_inode("/proc/net/tcp6", port);
+    if (inode == 0)
+        return 0;
+    snprintf(want, sizeof want, "socket:[%lu]", inode);
+    snprintf(dir, sizeof dir, "/proc/%ld/fd", (long)pid);
+    if ((fds = opendir(dir)) == NULL)
+        return 0;
+    while (!found && (e = readdir(fds)) != NULL) {
+        char path[320], target[64];
+        ssize_t n;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        n = readlink(path, target, sizeof target - 1);
+        if (n > 0) {
+            target[n] = '\0';
+            found = strcmp(target, want) == 0;
+        }
+    }
+    closedir(fds);
+    return found;
+}
+
 static int listeners_ready(const pb_daemon *d, const char *config_template)
 {
     static const char *names[PB_T_PORTS] = { "@PORT0@", "@PORT1@", "@PORT2@" };
 
     for (int i = 0; i < PB_T_PORTS; i++)
-        if (strstr(config_template, names[i]) && !port_accepts(d->port[i]))
+        if (strstr(config_template, names[i]) &&
+            (!port_accepts(d->port[i]) || !port_held_by(d->pid, d->port[i])))
             return 0;
     if (strstr(config_template, "@SOCK@") && !unix_accepts(d->sock_path))
         return 0;
@@ -510,6 +568,30 @@ void pb_daemon_launch(pb_daemon *d, const char *config_template)
 void pb_daemon_signal(const pb_daemon *d, int sig)
 {
     pb_check(d, d->pid > 0 && kill(d->pid, sig) == 0, "cannot signal the daemon");
+}
+
+int pb_daemon_workers(const pb_daemon *d, pid_t *out, int cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
+    char *text = pb_t_read_file(path, NULL);
+    int n = 0;
+    for (char *p = text, *end; p != NULL && n < cap; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        out[n++] = (pid_t)pid;
+    }
+    free(text);
+    return n;
+}
+
+int pb_daemon_wait_workers(const pb_daemon *d, pid_t *out, int cap, int want)
+{
+    int n = 0;
+    for (int i = 0; i < 1000 && (n = pb_daemon_workers(d, out, cap)) != want; i++)
+        sleep_ms(10);
+    return n;
 }
 
 int pb_daemon_wait(pb_daemon *d)

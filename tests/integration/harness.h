@@ -157,6 +157,12 @@ void pb_daemon_stop_clean(pb_daemon *d);
 void pb_daemon_wait_clean(pb_daemon *d);
 /* The daemon's log so far, malloc'd. */
 char *pb_daemon_log(const pb_daemon *d);
+/* The daemon's worker processes (the master's children), at most cap. */
+int pb_daemon_workers(const pb_daemon *d, pid_t *out, int cap);
+/* Polls (with a hang guard) until `want` workers run (the listeners accept
+ * as soon as the master bound them, before the workers are forked); the
+ * last count. */
+int pb_daemon_wait_workers(const pb_daemon *d, pid_t *out, int cap, int want);
 
 /* Sockets: fd, or -1 (see pb_t_reason). */
 int pb_connect_tcp(const char *host, int port);

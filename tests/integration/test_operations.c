@@ -93,37 +93,6 @@ static void wait_for_answer(const pb_daemon *d, const char *want)
     pb_t_fail(d, __FILE__, __LINE__, "the answer never became \"%s\"", want);
 }
 
-/* The worker processes: the daemon's children. */
-static int workers(const pb_daemon *d, pid_t *out, int cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
-    char *text = pb_t_read_file(path, NULL);
-    int n = 0;
-    for (char *p = text, *end; p && n < cap; p = end) {
-        long pid = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        out[n++] = (pid_t)pid;
-    }
-    free(text);
-    return n;
-}
-
-/* The daemon's workers once `want` of them run (the listeners accept as
- * soon as the master bound them, before the workers are forked). */
-static int wait_workers(const pb_daemon *d, pid_t *out, int cap, int want)
-{
-    int n = 0;
-    for (int i = 0; i < 1000; i++) {
-        n = workers(d, out, cap);
-        if (n == want)
-            break;
-        sleep_ms(10);
-    }
-    return n;
-}
-
 Test(operations, reload_changes_answers_for_open_and_new_connections)
 {
     pb_daemon d;
@@ -197,7 +166,7 @@ Test(operations, reload_adding_a_listener_keeps_connections_and_port)
     int held = pb_dial(&d, 0);
     free(search(&d, held, "morpheus"));
     pid_t before[8];
-    cr_expect_eq(wait_workers(&d, before, 8, 2), 2);
+    cr_expect_eq(pb_daemon_wait_workers(&d, before, 8, 2), 2);
 
     pb_daemon_write_config(&d, CONF("2", LISTENER_APP LISTENER_EXTRA, "second"));
     pb_daemon_signal(&d, SIGHUP);
@@ -313,7 +282,7 @@ Test(operations, crashed_worker_is_replaced_and_service_goes_on)
     pb_daemon d;
     pb_daemon_start(&d, CONF("2", LISTENER_APP, "still here"));
     pid_t before[8];
-    cr_assert_eq(wait_workers(&d, before, 8, 2), 2);
+    cr_assert_eq(pb_daemon_wait_workers(&d, before, 8, 2), 2);
     cr_assert_eq(kill(before[0], SIGSEGV), 0);
 
     char *got = search_new(&d, 0, "morpheus");
@@ -323,7 +292,7 @@ Test(operations, crashed_worker_is_replaced_and_service_goes_on)
     pid_t after[8];
     int n = 0, replaced = 0;
     for (int i = 0; i < 1000 && !replaced; i++) {
-        n = workers(&d, after, 8);
+        n = pb_daemon_workers(&d, after, 8);
         replaced = n == 2 && after[0] != before[0] && after[1] != before[0];
         if (!replaced)
             sleep_ms(10);
@@ -513,7 +482,7 @@ Test(operations, workers_drop_to_the_configured_user)
     free(got);
 
     pid_t pids[8];
-    int n = wait_workers(&d, pids, 8, 2);
+    int n = pb_daemon_wait_workers(&d, pids, 8, 2);
     cr_assert_eq(n, 2);
     for (int i = 0; i < n; i++) {
         long real = -1, group = -1, groups = 0;
@@ -548,7 +517,7 @@ Test(operations, user_signals_leave_master_and_workers_serving)
     pb_daemon d;
     pb_daemon_start(&d, CONF("2", LISTENER_APP, "still here"));
     pid_t before[8];
-    cr_assert_eq(wait_workers(&d, before, 8, 2), 2);
+    cr_assert_eq(pb_daemon_wait_workers(&d, before, 8, 2), 2);
 
     pb_daemon_signal(&d, SIGUSR1);
     pb_daemon_signal(&d, SIGUSR2);
@@ -564,7 +533,7 @@ Test(operations, user_signals_leave_master_and_workers_serving)
     cr_expect_str_eq(got, "still here");
     free(got);
     pid_t after[8];
-    cr_expect_eq(workers(&d, after, 8), 2);
+    cr_expect_eq(pb_daemon_workers(&d, after, 8), 2);
     for (int i = 0; i < 2; i++)
         cr_expect(after[0] == before[i] || after[1] == before[i],
                   "worker %d was not replaced", (int)before[i]);
@@ -735,7 +704,7 @@ Test(operations, workers_hold_neither_the_pidfile_nor_inherited_descriptors)
     pb_daemon probe = d;
     probe.pid = master;
     pid_t pids[8];
-    cr_assert_eq(wait_workers(&probe, pids, 8, 2), 2);
+    cr_assert_eq(pb_daemon_wait_workers(&probe, pids, 8, 2), 2);
     cr_expect(holds(master, pidfile), "the master holds its pidfile");
     cr_expect(!holds(master, stray), "the master closed what it inherited");
     for (int i = 0; i < 2; i++) {
@@ -761,7 +730,7 @@ Test(operations, workers_running_as_another_user_die_with_the_master)
     pb_daemon d;
     start_as_nobody(&d, CONF("2", LISTENER_APP, "orphans") AS_NOBODY);
     pid_t pids[8];
-    cr_assert_eq(wait_workers(&d, pids, 8, 2), 2);
+    cr_assert_eq(pb_daemon_wait_workers(&d, pids, 8, 2), 2);
     char *got = search_new(&d, 0, "morpheus");
     cr_expect_str_eq(got, "orphans");
     free(got);

@@ -492,31 +492,6 @@ Test(queue, a_worker_stops_with_dequeues_still_waiting)
 
 /* --- Across workers ----------------------------------------------------------- */
 
-/* The daemon's workers: the master's children. */
-static int workers_of(const pb_daemon *d, pid_t *out, int cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)d->pid, (int)d->pid);
-    char *text = pb_t_read_file(path, NULL);
-    int n = 0;
-    for (char *p = text, *end; p != NULL && n < cap; p = end) {
-        long pid = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        out[n++] = (pid_t)pid;
-    }
-    free(text);
-    return n;
-}
-
-static int wait_workers(const pb_daemon *d, pid_t *out, int cap, int want)
-{
-    int n = 0;
-    for (int i = 0; i < 1000 && (n = workers_of(d, out, cap)) != want; i++)
-        usleep(10 * 1000);
-    return n;
-}
-
 /* The inode of the daemon's end of our connection fd, from /proc/net/tcp:
  * the socket whose local port is the daemon's and remote port ours. */
 static unsigned long server_inode(int fd, int daemon_port)
@@ -590,7 +565,7 @@ Test(queue, a_waiting_dequeue_is_woken_by_an_enqueue_on_another_worker)
     pb_daemon d;
     pb_daemon_start(&d, CONF("2"));
     pid_t workers[4];
-    cr_assert_eq(wait_workers(&d, workers, 4, 2), 2);
+    cr_assert_eq(pb_daemon_wait_workers(&d, workers, 4, 2), 2);
     int on[2] = { dial_worker(&d, workers, 2, 0), dial_worker(&d, workers, 2, 1) };
     for (int consumer = 0; consumer < 2; consumer++) {
         int producer = 1 - consumer;
@@ -794,7 +769,7 @@ Test(queue, acknowledged_enqueues_survive_kill_9_of_the_whole_daemon,
     pb_daemon d;
     pb_daemon_start(&d, CONF("2"));
     pid_t workers[4];
-    int n = wait_workers(&d, workers, 4, 2);
+    int n = pb_daemon_wait_workers(&d, workers, 4, 2);
     cr_assert_eq(n, 2);
     int fd = pb_dial(&d, 0);
     double start = seconds_now();
