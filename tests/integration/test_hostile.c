@@ -890,9 +890,8 @@ Test(hostile, never_reading_peer_is_closed_by_idle_timeout)
     stuck_fill(&d, &p);
     expect_fds_back(&d, worker, fds_before);
     pb_check(&d, stuck_drain(&d, &p, 1) == 1, "the stuck peer was not closed");
-    pb_check(&d, p.replies < p.frames,
-             "all %u replies arrived although the peer was closed while paused",
-             p.frames);
+    /* How many replies it got before the close depends on how much the
+     * kernel's buffers held when the timeout struck: a report, not a check. */
     cr_log_info("idle-closed stuck peer: %u of %u replies received before the close",
                 p.replies, p.frames);
     stuck_free(&p);
