@@ -69,8 +69,9 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
     }
     pb_stats_rebind(s->shared, s->slot);
     for (size_t i = 0; i < cycle->n_instances; i++)
-        instance_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_INSTANCES,
-                                           cycle->instances[i]->name);
+        instance_stats[i] = pb_stats_instance_index(s->shared, s->slot,
+                                                    cycle->instances[i]->name,
+                                                    cycle->instances[i]->module.name);
     for (size_t i = 0; i < cycle->router.n_routes; i++)
         route_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
                                         cycle->router.routes[i].name);

@@ -277,8 +277,8 @@ static void end_move(pb_worker_stats *w)
  * and one being claimed is passed over (two entries for one name are
  * summed by the snapshot). */
 static void archive_add(pb_shared *shared, pb_stats_table which,
-                        const char *name, long messages, long errors,
-                        const pb_latency *latency)
+                        const char *name, const char *module, long messages,
+                        long errors, const pb_latency *latency)
 {
     /* Every duration recorded is of a message counted. */
     if (messages == 0 && errors == 0)
@@ -290,6 +290,7 @@ static void archive_add(pb_shared *shared, pb_stats_table which,
         int state = 0;
         if (atomic_compare_exchange_strong(&e->used, &state, 2)) {
             memcpy(e->name, name, strlen(name) + 1);
+            memcpy(e->module, module, strlen(module) + 1);
             atomic_store(&e->used, 1);
             state = 1;
         } else if (state != 1 || strcmp(e->name, name) != 0) {
@@ -313,7 +314,7 @@ static void archive_entry(pb_shared *shared, pb_stats_table which,
                           pb_worker_stats *w, int index)
 {
     const pb_named_counter *e = &table_of(w, which)[index];
-    archive_add(shared, which, e->name, atomic_load(&e->messages),
+    archive_add(shared, which, e->name, e->module, atomic_load(&e->messages),
                 atomic_load(&e->errors),
                 which == PB_STATS_INSTANCES ? &w->latency[index] : NULL);
 }
@@ -405,8 +406,15 @@ void pb_stats_rebind(pb_shared *shared, int slot)
     shared->slots[slot].binding++;
 }
 
-int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
-                   const char *name)
+/* A module's name as the instance table keeps it: "" when it does not
+ * fit, rather than cut. */
+static const char *stored_module(const char *module)
+{
+    return module != NULL && strlen(module) < PB_METRIC_NAME_LEN ? module : "";
+}
+
+static int bind_name(pb_shared *shared, int slot, pb_stats_table which,
+                     const char *name, const char *module)
 {
     pb_worker_stats *w = &shared->slots[slot];
     pb_named_counter *table = table_of(w, which);
@@ -421,6 +429,10 @@ int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
                 free_at = i;
         } else if (strcmp(e->name, stored) == 0) {
             e->bound = w->binding;
+            /* Only a reload that gives the name to another module writes
+             * here; a snapshot that reads it meanwhile may miss it once. */
+            if (strcmp(e->module, module) != 0)
+                memcpy(e->module, module, strlen(module) + 1);
             return i;
         } else if (e->bound != w->binding &&
                    (evict < 0 || e->bound < table[evict].bound)) {
@@ -441,11 +453,24 @@ int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
             latency_clear(&w->latency[at]);
     }
     memcpy(e->name, stored, strlen(stored) + 1);
+    memcpy(e->module, module, strlen(module) + 1);
     e->bound = w->binding;
     atomic_store(&e->used, 1);
     if (at == evict)
         end_move(w);
     return at;
+}
+
+int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
+                   const char *name)
+{
+    return bind_name(shared, slot, which, name, "");
+}
+
+int pb_stats_instance_index(pb_shared *shared, int slot, const char *name,
+                            const char *module)
+{
+    return bind_name(shared, slot, PB_STATS_INSTANCES, name, stored_module(module));
 }
 
 /* --- Snapshot ---------------------------------------------------------------------- */
@@ -467,6 +492,8 @@ static void add_named(json_t *object, const pb_named_counter *table)
                 continue;
             entry = json_object_get(object, c->name);
         }
+        if (c->module[0] != '\0' && json_object_get(entry, "module") == NULL)
+            json_object_set_new(entry, "module", json_string(c->module));
         json_t *m = json_object_get(entry, "messages");
         json_integer_set(m, json_integer_value(m) + atomic_load(&c->messages));
         json_t *e = json_object_get(entry, "errors");
@@ -534,12 +561,22 @@ static long long combined(const pb_metric_entry *const *from,
     return value;
 }
 
+static const char *kind_name(int kind)
+{
+    return kind == PB_METRIC_COUNTER ? "counter"
+         : kind == PB_METRIC_GAUGE ? "gauge" : "shared";
+}
+
+/* A metric's value goes in the instance's "metrics", its kind in
+ * "metric_kinds", for readers that must tell a counter from a level. */
 static void add_metric(json_t *instances, const pb_metric_entry *e, long long value)
 {
     json_t *instance = object_member(instances, e->instance, instance_counts);
     json_t *metrics = instance ? object_member(instance, "metrics", json_object) : NULL;
-    if (metrics == NULL)
+    json_t *kinds = metrics ? object_member(instance, "metric_kinds", json_object) : NULL;
+    if (kinds == NULL)
         return;
+    json_object_set_new(kinds, e->name, json_string(kind_name(e->kind)));
     if (e->label[0] == '\0') {
         json_object_set_new(metrics, e->name, json_integer(value));
         return;

@@ -60,6 +60,9 @@ typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_tab
 typedef struct pb_named_counter {
     atomic_int used;                /* 0 free, 1 counting, 2 name being written */
     char name[PB_STATS_NAME_LEN];
+    /* An instance's module, as its descriptor names it ("" for a route),
+     * for readers that group instances by what they are. */
+    char module[PB_METRIC_NAME_LEN];
     atomic_long messages;
     atomic_long errors;             /* the plugin failed */
     unsigned long bound;            /* the owner's binding that last named it */
@@ -196,6 +199,9 @@ void pb_shared_reset_worker(pb_shared *shared, int slot);
 void pb_stats_rebind(pb_shared *shared, int slot);
 int pb_stats_index(pb_shared *shared, int slot, pb_stats_table table,
                    const char *name);
+/* pb_stats_index for an instance, recording its module's name too. */
+int pb_stats_instance_index(pb_shared *shared, int slot, const char *name,
+                            const char *module);
 
 /*
  * Worker `slot`'s counters for the listener `name`, claimed as it starts
