@@ -78,6 +78,19 @@ static void put_label_value(writer *w, const char *value)
     }
 }
 
+/* Text of a # HELP line: backslash and newline escaped. */
+static void put_help_text(writer *w, const char *text)
+{
+    for (const char *p = text; *p != '\0'; p++) {
+        size_t plain = strcspn(p, "\\\n");
+        put_bytes(w, p, plain);
+        p += plain;
+        if (*p == '\0')
+            return;
+        put(w, "%s", *p == '\\' ? "\\\\" : "\\n");
+    }
+}
+
 /* A number as the format writes it; 0 when the member is not a number. */
 static int put_number(writer *w, const json_t *value)
 {
@@ -442,9 +455,13 @@ static void plugin_metrics(writer *w, const json_t *plugins)
         if (own_name(s->family) || (!first && strcmp(s->labels, list.items[i - 1].labels) == 0))
             continue;
         if (first) {
-            put(w, "# HELP %s Metric \"%s\" of the %s plugin.\n", s->family, s->metric,
-                s->module);
-            put(w, "# TYPE %s %s\n", s->family, s->type);
+            /* The names as the plugin gave them, which may hold what the
+             * family's name could not. */
+            put(w, "# HELP %s Metric \"", s->family);
+            put_help_text(w, s->metric);
+            put(w, "\" of the ");
+            put_help_text(w, s->module);
+            put(w, " plugin.\n# TYPE %s %s\n", s->family, s->type);
         }
         put(w, "%s%s ", s->family, s->labels);
         put_number(w, s->value);

@@ -121,6 +121,15 @@ Test(prometheus, label_values_are_escaped)
     free(text);
 }
 
+Test(prometheus, help_text_is_escaped)
+{
+    char *text = expose("{\"plugins\": {\"p\": {\"module\": \"we\\\\ird\\nname\","
+                        " \"metrics\": {\"x\": 1}, \"metric_kinds\": {\"x\": \"gauge\"}}}}");
+    expect_line(text, "# HELP plugboard_we_ird_name_x Metric \"x\" of the we\\\\ird\\nname plugin.");
+    expect_line(text, "plugboard_we_ird_name_x{instance=\"p\"} 1");
+    free(text);
+}
+
 Test(prometheus, a_histogram_has_cumulative_buckets_up_to_inf_a_sum_and_a_count)
 {
     char *text = expose(
