@@ -41,8 +41,8 @@ static size_t listener_conf(const pb_config *config, const char *name)
 
 /* Derives this worker's view of cycle: for each listener the instance it
  * is pinned to, its config entry and TLS context, and the counters the
- * listeners, instances and routes count into. -1 and the view unchanged when out of
- * memory. */
+ * listeners, instances and routes count into. -1 and the view unchanged
+ * when out of memory. */
 static int bind_cycle(pb_server *s, const pb_cycle *cycle)
 {
     pb_listener_view *views = calloc(s->listeners.count + 1, sizeof *views);

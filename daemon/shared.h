@@ -7,7 +7,8 @@
  *
  * Who writes what, without locks (every counter is a lock-free atomic, so a
  * process killed mid-update leaves nothing locked):
- *   - a worker writes only its own slot;
+ *   - a worker writes only its own slot, but for its pid, which the
+ *     master writes as it forks the worker;
  *   - the archive slot keeps the counts of names no longer counted
  *     elsewhere. The master adds a worker's counts to it after that worker
  *     exited; a worker adds to it the counts of a name it evicts from its
@@ -76,8 +77,9 @@ typedef struct pb_latency {
     atomic_llong sum_ns;
 } pb_latency;
 
-/* Connections of one listener, by its name: a worker's listeners are
- * fixed for its life, so the table is filled once as the worker starts. */
+/* Connections of one listener, by its name. A worker claims entries as it
+ * starts and when a reload renames a listener, and never gives one back
+ * while it lives: a connection counted in an entry closes in it. */
 typedef struct pb_listener_counter {
     atomic_int used;                /* 0 free, 1 counting, 2 name being written */
     char name[PB_STATS_NAME_LEN];
@@ -204,8 +206,8 @@ int pb_stats_instance_index(pb_shared *shared, int slot, const char *name,
                             const char *module);
 
 /*
- * Worker `slot`'s counters for the listener `name`, claimed as it starts
- * (a listener's sockets share one name); -1 when PB_STATS_LISTENERS names
+ * Worker `slot`'s counters for the listener `name`, claimed when new (a
+ * listener's sockets share one name); -1 when PB_STATS_LISTENERS names
  * are taken: that listener goes uncounted. pb_stats_listener_open counts
  * a connection accepted and open, pb_stats_listener_close its close; both
  * take -1 and do nothing.
