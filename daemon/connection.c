@@ -57,6 +57,7 @@ struct pb_conn {
     SSL *ssl;                   /* NULL: plaintext */
     char *tls_subject;          /* the client certificate's, or NULL */
     unsigned long long number;  /* pb_request.connection */
+    int listener_stats;         /* the listener's counters when it was accepted */
     unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
     unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
     unsigned has_turn : 1;      /* granted one, for the event fed to it */
@@ -296,6 +297,7 @@ void pb_conn_close(pb_conn *c)
     list_unlink(c);
     s->n_connections--;
     pb_shared_release_connection(s->shared, s->slot);
+    pb_stats_listener_close(s->shared, s->slot, c->listener_stats);
     c->codec->decoder_reset(&c->decoder);
     /* Replies still to come are dropped when they arrive. */
     while (c->queue != NULL) {
@@ -370,6 +372,7 @@ static void send_error(pb_conn *c, pb_error_code code, const char *text)
  * replies ahead of it. */
 static void finish_reply(pb_conn *c, pb_reply *r)
 {
+    pb_reply_observe(r);
     count_named(stats(c)->instances, r->instance_stats, r->failed);
     count_named(stats(c)->routes, r->route_stats, r->failed);
     if (r->failed) {
@@ -1049,6 +1052,8 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->last_active = ev_now(s->loop);
     list_append(c);
     s->n_connections++;
+    c->listener_stats = listener->stats;
+    pb_stats_listener_open(s->shared, s->slot, c->listener_stats);
     ev_io_start(s->loop, &c->io);
 }
 

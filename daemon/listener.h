@@ -27,6 +27,8 @@ typedef struct pb_listener {
     pb_cidr *allow;             /* peers accepted (n_allow networks); NULL = all */
     size_t n_allow;
     size_t index;               /* its place in the worker's listener set */
+    int stats;                  /* the worker's counters for its name
+                                 * (pb_stats_listener_index), or -1 */
     void *server;
 } pb_listener;
 

@@ -204,6 +204,7 @@ static void start_worker(master *m, worker *w)
     close(channel[1]);
     w->control = channel[0];
     w->pid = pid;
+    pb_shared_set_pid(m->shared, w->slot, (long)pid);
     w->replaced = 0;
     atomic_fetch_add(&m->shared->workers, 1);
     w->started = now();

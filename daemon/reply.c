@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec.h"
 #include "json_dump.h"
+#include "shared.h"
 
 /* The worker's loop and what connects other threads to it. */
 static struct ev_loop *loop;
@@ -38,6 +40,7 @@ static loop_call *calls_head, **calls_tail = &calls_head;
 static pb_reply *spare[SPARE_REPLIES];
 static size_t n_spare;
 static pb_reply *live;
+static pb_latency *latencies;
 
 int pb_on_loop_thread(void)
 {
@@ -137,6 +140,30 @@ void pb_replies_cleanup(void)
     while (n_spare > 0)
         free(spare[--n_spare]);
     loop = NULL;
+    latencies = NULL;
+}
+
+/* --- Durations -------------------------------------------------------------- */
+
+void pb_replies_set_latency(pb_latency *by_instance)
+{
+    latencies = by_instance;
+}
+
+/* A real clock read rather than ev_now(), which is the time the loop
+ * iteration began: every request of a pipelined batch would seem to take
+ * no time, and the first none of the time its batch spent. */
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void pb_reply_observe(pb_reply *r)
+{
+    if (latencies != NULL && r->instance_stats >= 0)
+        pb_latency_record(&latencies[r->instance_stats], now_ns() - r->started_ns);
 }
 
 /* --- Reply objects --------------------------------------------------------- */
@@ -161,6 +188,7 @@ pb_reply *pb_reply_new(struct pb_conn *conn, const pb_codec *codec, pb_buf *out)
     r->cycle = NULL;
     r->instance_name = "?";
     r->instance_stats = r->route_stats = -1;
+    r->started_ns = now_ns();
     r->prev_live = NULL;
     r->next_live = live;
     if (live != NULL)

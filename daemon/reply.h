@@ -18,6 +18,7 @@
 struct pb_conn;
 struct pb_codec;
 struct pb_cycle;
+struct pb_latency;
 
 typedef enum pb_reply_state {
     PB_REPLY_CALLING,       /* its handle() runs (on the loop or a pool) */
@@ -53,6 +54,7 @@ struct pb_reply {
                                      * it was routed by */
     const char *instance_name;      /* for the log; lives as long as cycle */
     int instance_stats, route_stats;    /* counters to count it against */
+    long long started_ns;           /* CLOCK_MONOTONIC at pb_reply_new */
 };
 
 /*
@@ -61,6 +63,10 @@ struct pb_reply {
  * pb_reply_returned), once its answer (or error) is complete.
  */
 void pb_replies_init(struct ev_loop *loop, void (*finished)(pb_reply *reply));
+
+/* Where pb_reply_observe records durations: this worker's histograms,
+ * by instance counter index (shared.h). */
+void pb_replies_set_latency(struct pb_latency *by_instance);
 
 /* At exit, after every plugin is destroyed: frees the replies plugins
  * never answered and work queued for the loop that never ran. */
@@ -72,6 +78,11 @@ void pb_replies_cleanup(void);
 pb_reply *pb_reply_new(struct pb_conn *conn, const struct pb_codec *codec,
                        pb_buf *out);
 void pb_reply_free(pb_reply *reply);
+
+/* The reply is queued for its client, answer or error: records the time
+ * since pb_reply_new in its instance's histogram. Once per reply, on the
+ * loop thread; a reply counted against no instance records nothing. */
+void pb_reply_observe(pb_reply *reply);
 
 /*
  * handle() returned rc (PB_OK, PB_ERROR or PB_DEFER) for reply. Makes the

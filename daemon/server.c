@@ -41,8 +41,8 @@ static size_t listener_conf(const pb_config *config, const char *name)
 
 /* Derives this worker's view of cycle: for each listener the instance it
  * is pinned to, its config entry and TLS context, and the counters the
- * instances and routes count into. -1 and the view unchanged when out of
- * memory. */
+ * listeners, instances and routes count into. -1 and the view unchanged
+ * when out of memory. */
 static int bind_cycle(pb_server *s, const pb_cycle *cycle)
 {
     pb_listener_view *views = calloc(s->listeners.count + 1, sizeof *views);
@@ -61,10 +61,17 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
         if (views[i].conf < cycle->config->n_listeners)
             views[i].tls = cycle->tls[views[i].conf];
     }
+    /* A reload may rename a listener: its connections count under the
+     * new name from now on. */
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_listener *l = s->listeners.items[i];
+        l->stats = pb_stats_listener_index(s->shared, s->slot, l->name);
+    }
     pb_stats_rebind(s->shared, s->slot);
     for (size_t i = 0; i < cycle->n_instances; i++)
-        instance_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_INSTANCES,
-                                           cycle->instances[i]->name);
+        instance_stats[i] = pb_stats_instance_index(s->shared, s->slot,
+                                                    cycle->instances[i]->name,
+                                                    cycle->instances[i]->module.name);
     for (size_t i = 0; i < cycle->router.n_routes; i++)
         route_stats[i] = pb_stats_index(s->shared, s->slot, PB_STATS_ROUTES,
                                         cycle->router.routes[i].name);
@@ -388,6 +395,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     /* Plugin threads may build buffers too; the pool is the loop's. */
     pb_buf_pool_claim();
     pb_conns_init(s->loop);
+    pb_replies_set_latency(shared->slots[slot].latency);
     pb_plugin_host_set_loop(s->loop);
     pb_plugin_host_set_shared(shared, slot);
     if (pb_bus_attach(slot, s->loop, deliver_broadcast, s) == 0)

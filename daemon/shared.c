@@ -18,6 +18,12 @@
  * the master replaces it) the last one is answered as it is. */
 #define SNAPSHOT_TRIES 100
 
+const long long pb_latency_bounds_ns[PB_LATENCY_BOUNDS] = {
+    50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,
+    25000000, 50000000, 100000000, 250000000, 500000000, 1000000000,
+    2500000000LL, 5000000000LL, 10000000000LL,
+};
+
 static double wall_clock(void)
 {
     struct timeval tv;
@@ -63,6 +69,11 @@ void pb_shared_release_connection(pb_shared *shared, int slot)
     atomic_fetch_sub(&shared->connections, 1);
 }
 
+void pb_shared_set_pid(pb_shared *shared, int slot, long pid)
+{
+    atomic_store(&shared->slots[slot].pid, (int)pid);
+}
+
 /* --- Names ------------------------------------------------------------------ */
 
 static pb_named_counter *table_of(pb_worker_stats *w, pb_stats_table table)
@@ -95,6 +106,75 @@ static void stored_name(const char *name, char out[PB_STATS_NAME_LEN])
         keep--;
     memcpy(out, name, keep);
     memcpy(out + keep, tag, (size_t)t + 1);
+}
+
+/* --- Listeners and latency ------------------------------------------------------ */
+
+/* The entry for a stored name in a listener table, claimed when missing
+ * (by compare-and-swap: the archive's may be claimed by several processes
+ * at once); -1 when the table is full. */
+static int listener_entry(pb_listener_counter *table, const char *stored)
+{
+    for (int i = 0; i < PB_STATS_LISTENERS; i++) {
+        pb_listener_counter *e = &table[i];
+        int state = 0;
+        if (atomic_compare_exchange_strong(&e->used, &state, 2)) {
+            memcpy(e->name, stored, strlen(stored) + 1);
+            atomic_store(&e->used, 1);
+            return i;
+        }
+        if (state == 1 && strcmp(e->name, stored) == 0)
+            return i;
+    }
+    return -1;
+}
+
+int pb_stats_listener_index(pb_shared *shared, int slot, const char *name)
+{
+    char stored[PB_STATS_NAME_LEN];
+    stored_name(name, stored);
+    return listener_entry(shared->slots[slot].listeners, stored);
+}
+
+void pb_stats_listener_open(pb_shared *shared, int slot, int index)
+{
+    if (index < 0)
+        return;
+    pb_listener_counter *e = &shared->slots[slot].listeners[index];
+    atomic_fetch_add_explicit(&e->open, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&e->accepted, 1, memory_order_relaxed);
+}
+
+void pb_stats_listener_close(pb_shared *shared, int slot, int index)
+{
+    if (index >= 0)
+        atomic_fetch_sub_explicit(&shared->slots[slot].listeners[index].open, 1,
+                                  memory_order_relaxed);
+}
+
+void pb_latency_record(pb_latency *latency, long long ns)
+{
+    /* Most requests take well under a millisecond: searching from the
+     * smallest bound ends within a few compares. */
+    int b = 0;
+    while (b < PB_LATENCY_BOUNDS && ns > pb_latency_bounds_ns[b])
+        b++;
+    atomic_fetch_add_explicit(&latency->buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&latency->sum_ns, ns, memory_order_relaxed);
+}
+
+static void latency_add(pb_latency *to, const pb_latency *from)
+{
+    for (int b = 0; b < PB_LATENCY_BUCKETS; b++)
+        atomic_fetch_add(&to->buckets[b], atomic_load(&from->buckets[b]));
+    atomic_fetch_add(&to->sum_ns, atomic_load(&from->sum_ns));
+}
+
+static void latency_clear(pb_latency *latency)
+{
+    for (int b = 0; b < PB_LATENCY_BUCKETS; b++)
+        atomic_store(&latency->buckets[b], 0);
+    atomic_store(&latency->sum_ns, 0);
 }
 
 /* --- Plugins' metrics ----------------------------------------------------------- */
@@ -197,16 +277,20 @@ static void end_move(pb_worker_stats *w)
  * and one being claimed is passed over (two entries for one name are
  * summed by the snapshot). */
 static void archive_add(pb_shared *shared, pb_stats_table which,
-                        const char *name, long messages, long errors)
+                        const char *name, const char *module, long messages,
+                        long errors, const pb_latency *latency)
 {
+    /* Every duration recorded is of a message counted. */
     if (messages == 0 && errors == 0)
         return;
-    pb_named_counter *table = table_of(&shared->slots[PB_ARCHIVE_SLOT], which);
+    pb_worker_stats *a = &shared->slots[PB_ARCHIVE_SLOT];
+    pb_named_counter *table = table_of(a, which);
     for (int i = 0; i < PB_STATS_NAMES; i++) {
         pb_named_counter *e = &table[i];
         int state = 0;
         if (atomic_compare_exchange_strong(&e->used, &state, 2)) {
             memcpy(e->name, name, strlen(name) + 1);
+            memcpy(e->module, module, strlen(module) + 1);
             atomic_store(&e->used, 1);
             state = 1;
         } else if (state != 1 || strcmp(e->name, name) != 0) {
@@ -214,19 +298,43 @@ static void archive_add(pb_shared *shared, pb_stats_table which,
         }
         atomic_fetch_add(&e->messages, messages);
         atomic_fetch_add(&e->errors, errors);
+        if (latency != NULL)
+            latency_add(&a->latency[i], latency);
         return;
     }
     atomic_fetch_add(&shared->retired[which].messages, messages);
     atomic_fetch_add(&shared->retired[which].errors, errors);
+    if (latency != NULL)
+        latency_add(&shared->retired_latency, latency);
 }
 
 /* Added before the source is cleared: a mover killed in between counts
  * something twice, never loses it. */
 static void archive_entry(pb_shared *shared, pb_stats_table which,
-                          const pb_named_counter *e)
+                          pb_worker_stats *w, int index)
 {
-    archive_add(shared, which, e->name, atomic_load(&e->messages),
-                atomic_load(&e->errors));
+    const pb_named_counter *e = &table_of(w, which)[index];
+    archive_add(shared, which, e->name, e->module, atomic_load(&e->messages),
+                atomic_load(&e->errors),
+                which == PB_STATS_INSTANCES ? &w->latency[index] : NULL);
+}
+
+/* A departed worker's listeners: what they accepted stays; what was open
+ * closed with the worker. */
+static void archive_listeners(pb_shared *shared, const pb_worker_stats *w)
+{
+    pb_listener_counter *archive = shared->slots[PB_ARCHIVE_SLOT].listeners;
+    for (int i = 0; i < PB_STATS_LISTENERS; i++) {
+        const pb_listener_counter *e = &w->listeners[i];
+        long accepted = atomic_load(&e->accepted);
+        if (atomic_load(&e->used) != 1 || accepted == 0)
+            continue;
+        int at = listener_entry(archive, e->name);
+        if (at >= 0)
+            atomic_fetch_add(&archive[at].accepted, accepted);
+        else
+            atomic_fetch_add(&shared->retired_accepted, accepted);
+    }
 }
 
 /* Keeps what a departed worker's metrics still report: a counter's count
@@ -279,10 +387,11 @@ void pb_shared_reset_worker(pb_shared *shared, int slot)
         atomic_fetch_add(&a->errors[i], atomic_load(&w->errors[i]));
     for (int i = 0; i < PB_STATS_NAMES; i++) {
         if (atomic_load(&w->instances[i].used) == 1)
-            archive_entry(shared, PB_STATS_INSTANCES, &w->instances[i]);
+            archive_entry(shared, PB_STATS_INSTANCES, w, i);
         if (atomic_load(&w->routes[i].used) == 1)
-            archive_entry(shared, PB_STATS_ROUTES, &w->routes[i]);
+            archive_entry(shared, PB_STATS_ROUTES, w, i);
     }
+    archive_listeners(shared, w);
     archive_metrics(shared, w);
     /* The slot starts over for the next worker that takes it; zeroing it
      * also ends the move. The metrics' entries were cleared one by one,
@@ -297,8 +406,15 @@ void pb_stats_rebind(pb_shared *shared, int slot)
     shared->slots[slot].binding++;
 }
 
-int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
-                   const char *name)
+/* A module's name as the instance table keeps it: "" when it does not
+ * fit, rather than cut. */
+static const char *stored_module(const char *module)
+{
+    return module != NULL && strlen(module) < PB_METRIC_NAME_LEN ? module : "";
+}
+
+static int bind_name(pb_shared *shared, int slot, pb_stats_table which,
+                     const char *name, const char *module)
 {
     pb_worker_stats *w = &shared->slots[slot];
     pb_named_counter *table = table_of(w, which);
@@ -313,6 +429,10 @@ int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
                 free_at = i;
         } else if (strcmp(e->name, stored) == 0) {
             e->bound = w->binding;
+            /* Only a reload that gives the name to another module writes
+             * here; a snapshot that reads it meanwhile may miss it once. */
+            if (strcmp(e->module, module) != 0)
+                memcpy(e->module, module, strlen(module) + 1);
             return i;
         } else if (e->bound != w->binding &&
                    (evict < 0 || e->bound < table[evict].bound)) {
@@ -325,17 +445,32 @@ int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
     pb_named_counter *e = &table[at];
     if (at == evict) {
         begin_move(shared, w);
-        archive_entry(shared, which, e);
+        archive_entry(shared, which, w, at);
         atomic_store(&e->used, 0);
         atomic_store(&e->messages, 0);
         atomic_store(&e->errors, 0);
+        if (which == PB_STATS_INSTANCES)
+            latency_clear(&w->latency[at]);
     }
     memcpy(e->name, stored, strlen(stored) + 1);
+    memcpy(e->module, module, strlen(module) + 1);
     e->bound = w->binding;
     atomic_store(&e->used, 1);
     if (at == evict)
         end_move(w);
     return at;
+}
+
+int pb_stats_index(pb_shared *shared, int slot, pb_stats_table which,
+                   const char *name)
+{
+    return bind_name(shared, slot, which, name, "");
+}
+
+int pb_stats_instance_index(pb_shared *shared, int slot, const char *name,
+                            const char *module)
+{
+    return bind_name(shared, slot, PB_STATS_INSTANCES, name, stored_module(module));
 }
 
 /* --- Snapshot ---------------------------------------------------------------------- */
@@ -357,6 +492,8 @@ static void add_named(json_t *object, const pb_named_counter *table)
                 continue;
             entry = json_object_get(object, c->name);
         }
+        if (c->module[0] != '\0' && json_object_get(entry, "module") == NULL)
+            json_object_set_new(entry, "module", json_string(c->module));
         json_t *m = json_object_get(entry, "messages");
         json_integer_set(m, json_integer_value(m) + atomic_load(&c->messages));
         json_t *e = json_object_get(entry, "errors");
@@ -424,12 +561,22 @@ static long long combined(const pb_metric_entry *const *from,
     return value;
 }
 
+static const char *kind_name(int kind)
+{
+    return kind == PB_METRIC_COUNTER ? "counter"
+         : kind == PB_METRIC_GAUGE ? "gauge" : "shared";
+}
+
+/* A metric's value goes in the instance's "metrics", its kind in
+ * "metric_kinds", for readers that must tell a counter from a level. */
 static void add_metric(json_t *instances, const pb_metric_entry *e, long long value)
 {
     json_t *instance = object_member(instances, e->instance, instance_counts);
     json_t *metrics = instance ? object_member(instance, "metrics", json_object) : NULL;
-    if (metrics == NULL)
+    json_t *kinds = metrics ? object_member(instance, "metric_kinds", json_object) : NULL;
+    if (kinds == NULL)
         return;
+    json_object_set_new(kinds, e->name, json_string(kind_name(e->kind)));
     if (e->label[0] == '\0') {
         json_object_set_new(metrics, e->name, json_integer(value));
         return;
@@ -472,6 +619,120 @@ static int add_metrics(json_t *instances, const pb_shared *shared)
     return 0;
 }
 
+/* A histogram being summed over slots: per-bucket counts and the sum in
+ * nanoseconds as they are stored, until finish_latency makes the buckets
+ * cumulative with their bounds and the sum seconds. */
+static json_t *new_latency(void)
+{
+    json_t *buckets = json_array();
+    for (int b = 0; b < PB_LATENCY_BUCKETS; b++)
+        json_array_append_new(buckets, json_integer(0));
+    return json_pack("{s:I, s:I, s:o}", "count", (json_int_t)0, "sum", (json_int_t)0,
+                     "buckets", buckets);
+}
+
+static void add_to(json_t *integer, long long n)
+{
+    json_integer_set(integer, json_integer_value(integer) + n);
+}
+
+static void add_latency(json_t *latency, const pb_latency *from)
+{
+    json_t *buckets = json_object_get(latency, "buckets");
+    for (int b = 0; b < PB_LATENCY_BUCKETS; b++)
+        add_to(json_array_get(buckets, (size_t)b), atomic_load(&from->buckets[b]));
+    add_to(json_object_get(latency, "sum"), atomic_load(&from->sum_ns));
+}
+
+static void finish_latency(json_t *latency)
+{
+    json_t *buckets = json_object_get(latency, "buckets");
+    json_int_t total = 0;
+    for (int b = 0; b < PB_LATENCY_BUCKETS; b++) {
+        total += json_integer_value(json_array_get(buckets, (size_t)b));
+        json_t *bound = b < PB_LATENCY_BOUNDS
+                            ? json_real((double)pb_latency_bounds_ns[b] / 1e9)
+                            : json_string("+Inf");
+        json_array_set_new(buckets, (size_t)b, json_pack("[o, I]", bound, total));
+    }
+    /* The count is the buckets' total, so that it always equals +Inf's. */
+    json_object_set_new(latency, "count", json_integer(total));
+    json_t *sum = json_object_get(latency, "sum");
+    json_object_set_new(latency, "sum", json_real((double)json_integer_value(sum) / 1e9));
+}
+
+/* Adds a slot's durations to the instances that add_named reported. */
+static void add_latencies(json_t *instances, const pb_worker_stats *w)
+{
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        if (atomic_load(&w->instances[i].used) != 1)
+            continue;
+        json_t *instance = json_object_get(instances, w->instances[i].name);
+        json_t *latency = instance ? object_member(instance, "latency", new_latency)
+                                   : NULL;
+        if (latency != NULL)
+            add_latency(latency, &w->latency[i]);
+    }
+}
+
+static void finish_latencies(json_t *instances)
+{
+    const char *name;
+    json_t *instance;
+    json_object_foreach(instances, name, instance) {
+        json_t *latency = json_object_get(instance, "latency");
+        if (latency != NULL)
+            finish_latency(latency);
+    }
+}
+
+static json_t *listener_counts(void)
+{
+    return json_pack("{s:I, s:I}", "open", (json_int_t)0, "accepted", (json_int_t)0);
+}
+
+static void add_listeners(json_t *listeners, const pb_worker_stats *w)
+{
+    for (int i = 0; i < PB_STATS_LISTENERS; i++) {
+        const pb_listener_counter *e = &w->listeners[i];
+        if (atomic_load(&e->used) != 1)
+            continue;
+        json_t *entry = object_member(listeners, e->name, listener_counts);
+        if (entry == NULL)
+            continue;
+        add_to(json_object_get(entry, "open"), atomic_load(&e->open));
+        add_to(json_object_get(entry, "accepted"), atomic_load(&e->accepted));
+    }
+}
+
+/* The workers running, by slot: those the master gave a pid. */
+static json_t *worker_list(const pb_shared *shared)
+{
+    json_t *list = json_array();
+    for (int s = 0; s < PB_MAX_WORKERS && list != NULL; s++) {
+        const pb_worker_stats *w = &shared->slots[s];
+        int pid = atomic_load(&w->pid);
+        if (pid != 0)
+            json_array_append_new(list, json_pack("{s:i, s:i, s:I, s:I}", "slot", s,
+                                                  "pid", pid,
+                                                  "connections",
+                                                  (json_int_t)atomic_load(&w->connections),
+                                                  "messages",
+                                                  (json_int_t)atomic_load(&w->messages)));
+    }
+    return list;
+}
+
+static json_t *retired_latency(const pb_shared *shared)
+{
+    json_t *latency = new_latency();
+    if (latency != NULL) {
+        add_latency(latency, &shared->retired_latency);
+        finish_latency(latency);
+    }
+    return latency;
+}
+
 static json_t *retired_counts(const pb_retired *r)
 {
     return json_pack("{s:I, s:I}", "messages", (json_int_t)atomic_load(&r->messages),
@@ -484,6 +745,7 @@ static json_t *collect(const pb_shared *shared)
     long messages = 0, in = 0, out = 0;
     long errors[PB_ERROR_CODES] = { 0 };
     json_t *instances = json_object(), *routes = json_object();
+    json_t *listeners = json_object();
     for (int s = 0; s <= PB_ARCHIVE_SLOT; s++) {
         const pb_worker_stats *w = &shared->slots[s];
         accepted += atomic_load(&w->accepted);
@@ -497,10 +759,14 @@ static json_t *collect(const pb_shared *shared)
             errors[i] += atomic_load(&w->errors[i]);
         add_named(instances, w->instances);
         add_named(routes, w->routes);
+        add_latencies(instances, w);
+        add_listeners(listeners, w);
     }
+    finish_latencies(instances);
     if (add_metrics(instances, shared) != 0) {
         json_decref(instances);
         json_decref(routes);
+        json_decref(listeners);
         return NULL;
     }
     json_t *errs = json_object();
@@ -508,7 +774,7 @@ static json_t *collect(const pb_shared *shared)
         json_object_set_new(errs, pb_error_token((pb_error_code)i),
                             json_integer(errors[i]));
     long reloads = atomic_load(&shared->reloads);
-    return json_pack("{s:f, s:I, s:I, s:I, s:I, s:i,"
+    json_t *snapshot = json_pack("{s:f, s:I, s:I, s:I, s:I, s:i,"
                      " s:{s:I, s:I, s:I, s:{s:I, s:I, s:I}}, s:I, s:{s:I, s:I}, s:o, s:o, s:o,"
                      " s:{s:o, s:o, s:I}}",
                      "uptime", wall_clock() - shared->started,
@@ -534,6 +800,25 @@ static json_t *collect(const pb_shared *shared)
                        "plugins", retired_counts(&shared->retired[PB_STATS_INSTANCES]),
                        "routes", retired_counts(&shared->retired[PB_STATS_ROUTES]),
                        "metrics", (json_int_t)atomic_load(&shared->retired_metrics));
+    if (snapshot == NULL) {
+        json_decref(listeners);
+        return NULL;
+    }
+    /* Each set takes its value, even when it fails: listeners goes first. */
+    json_t *retired = json_object_get(snapshot, "retired");
+    if (json_object_set_new(snapshot, "listeners", listeners) != 0 ||
+        json_object_set_new(json_object_get(retired, "plugins"), "latency",
+                            retired_latency(shared)) != 0 ||
+        json_object_set_new(retired, "listeners",
+                            json_pack("{s:I}", "accepted",
+                                      (json_int_t)atomic_load(&shared->retired_accepted))) != 0 ||
+        json_object_set_new(snapshot, "version", json_string(PACKAGE_VERSION)) != 0 ||
+        json_object_set_new(snapshot, "abi", json_integer(PLUGBOARD_ABI_VERSION)) != 0 ||
+        json_object_set_new(snapshot, "worker_list", worker_list(shared)) != 0) {
+        json_decref(snapshot);
+        return NULL;
+    }
+    return snapshot;
 }
 
 static int moving(const pb_shared *shared)

@@ -7,7 +7,8 @@
  *
  * Who writes what, without locks (every counter is a lock-free atomic, so a
  * process killed mid-update leaves nothing locked):
- *   - a worker writes only its own slot;
+ *   - a worker writes only its own slot, but for its pid, which the
+ *     master writes as it forks the worker;
  *   - the archive slot keeps the counts of names no longer counted
  *     elsewhere. The master adds a worker's counts to it after that worker
  *     exited; a worker adds to it the counts of a name it evicts from its
@@ -43,6 +44,16 @@
 #define PB_ERROR_CODES (PB_ERR_SLOW_CONSUMER + 1)
 #define PB_METRICS 128              /* plugins' metrics per worker */
 #define PB_METRIC_NAME_LEN 64       /* a metric's name or label and its NUL */
+#define PB_STATS_LISTENERS 32       /* listener names counted per worker */
+
+/*
+ * The request-duration histogram's upper bounds, in nanoseconds (an
+ * integer sum and bounds keep recording to integer compares and adds);
+ * the last bucket, above them all, is +Inf.
+ */
+#define PB_LATENCY_BOUNDS 17
+#define PB_LATENCY_BUCKETS (PB_LATENCY_BOUNDS + 1)
+extern const long long pb_latency_bounds_ns[PB_LATENCY_BOUNDS];
 
 typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_table;
 
@@ -50,10 +61,31 @@ typedef enum pb_stats_table { PB_STATS_INSTANCES, PB_STATS_ROUTES } pb_stats_tab
 typedef struct pb_named_counter {
     atomic_int used;                /* 0 free, 1 counting, 2 name being written */
     char name[PB_STATS_NAME_LEN];
+    /* An instance's module, as its descriptor names it ("" for a route),
+     * for readers that group instances by what they are. */
+    char module[PB_METRIC_NAME_LEN];
     atomic_long messages;
     atomic_long errors;             /* the plugin failed */
     unsigned long bound;            /* the owner's binding that last named it */
 } pb_named_counter;
+
+/* One instance's request durations in one worker, beside its entry in
+ * `instances` (same index). Buckets are not cumulative here: a duration
+ * adds to one bucket only; the count is their sum. */
+typedef struct pb_latency {
+    atomic_long buckets[PB_LATENCY_BUCKETS];
+    atomic_llong sum_ns;
+} pb_latency;
+
+/* Connections of one listener, by its name. A worker claims entries as it
+ * starts and when a reload renames a listener, and never gives one back
+ * while it lives: a connection counted in an entry closes in it. */
+typedef struct pb_listener_counter {
+    atomic_int used;                /* 0 free, 1 counting, 2 name being written */
+    char name[PB_STATS_NAME_LEN];
+    atomic_long open;               /* now; not archived */
+    atomic_long accepted;
+} pb_listener_counter;
 
 /*
  * One metric of a plugin instance in one worker (pb_metric_kind in
@@ -77,6 +109,8 @@ typedef struct pb_metric_entry {
 
 /* One worker's counters; only that worker writes them. */
 typedef struct pb_worker_stats {
+    atomic_int pid;                 /* set by the master as it forks the
+                                     * worker; 0 while the slot is free */
     atomic_long connections;        /* open now */
     atomic_long accepted;
     atomic_long refused;            /* busy at accept */
@@ -88,6 +122,8 @@ typedef struct pb_worker_stats {
     atomic_long errors[PB_ERROR_CODES];
     pb_named_counter instances[PB_STATS_NAMES];
     pb_named_counter routes[PB_STATS_NAMES];
+    pb_latency latency[PB_STATS_NAMES];     /* by index in `instances` */
+    pb_listener_counter listeners[PB_STATS_LISTENERS];
     atomic_int moving;              /* counts are on their way to the archive */
     unsigned long binding;          /* bumped by each pb_stats_rebind */
     /* Entries of `metrics` claimed: the snapshot reads no further, so a
@@ -122,6 +158,8 @@ typedef struct pb_shared {
     atomic_int workers;             /* running */
     atomic_ulong moves;             /* moves to the archive ever begun */
     pb_retired retired[2];          /* by pb_stats_table */
+    pb_latency retired_latency;     /* of the instances retired */
+    atomic_long retired_accepted;   /* of listeners the archive had no entry for */
     atomic_llong retired_metrics;   /* counters the archive had no entry for */
     /* One slot per worker, and one more that keeps the counts of workers
      * that are gone and of names evicted, so totals never go backwards. */
@@ -144,6 +182,9 @@ void pb_shared_destroy(pb_shared *shared);
 int pb_shared_take_connection(pb_shared *shared, int slot, long max);
 void pb_shared_release_connection(pb_shared *shared, int slot);
 
+/* The master, having forked the worker of `slot`: for the worker list. */
+void pb_shared_set_pid(pb_shared *shared, int slot, long pid);
+
 /* The master, after the worker of `slot` exited: gives back the
  * connections it held and moves its counts to the archive. */
 void pb_shared_reset_worker(pb_shared *shared, int slot);
@@ -160,6 +201,23 @@ void pb_shared_reset_worker(pb_shared *shared, int slot);
 void pb_stats_rebind(pb_shared *shared, int slot);
 int pb_stats_index(pb_shared *shared, int slot, pb_stats_table table,
                    const char *name);
+/* pb_stats_index for an instance, recording its module's name too. */
+int pb_stats_instance_index(pb_shared *shared, int slot, const char *name,
+                            const char *module);
+
+/*
+ * Worker `slot`'s counters for the listener `name`, claimed when new (a
+ * listener's sockets share one name); -1 when PB_STATS_LISTENERS names
+ * are taken: that listener goes uncounted. pb_stats_listener_open counts
+ * a connection accepted and open, pb_stats_listener_close its close; both
+ * take -1 and do nothing.
+ */
+int pb_stats_listener_index(pb_shared *shared, int slot, const char *name);
+void pb_stats_listener_open(pb_shared *shared, int slot, int index);
+void pb_stats_listener_close(pb_shared *shared, int slot, int index);
+
+/* Adds a request's duration to a histogram (its worker's thread alone). */
+void pb_latency_record(pb_latency *latency, long long ns);
 
 /*
  * Worker `slot`'s entry for the metric `name` (with `label`, NULL for

@@ -674,17 +674,22 @@ struct pb_host {
 
     /*
      * A snapshot of the daemon's counters, summed over its workers, as a
-     * new JSON object the caller owns (NULL when out of memory): uptime,
-     * generation (1 + successful reloads), reloads, failed_reloads,
-     * worker_restarts, workers, connections {open, accepted, refused,
-     * refused_by {busy, allow, tls}},
-     * messages, bytes {in, out}, errors {by wire error code}, plugins
-     * {by instance: messages, errors, and metrics {by name: a value, or
-     * {by label: a value}} when the instance has any (METRICS)}, routes
+     * new JSON object the caller owns (NULL when out of memory): version,
+     * abi, uptime, generation (1 + successful reloads), reloads,
+     * failed_reloads, worker_restarts, workers, worker_list [{slot, pid,
+     * connections, messages} of each running worker], connections {open,
+     * accepted, refused, refused_by {busy, allow, tls}}, listeners {by
+     * name: open, accepted}, messages, bytes {in, out}, errors {by wire
+     * error code}, plugins {by instance: module, messages, errors, latency
+     * {count, sum, buckets [[upper bound in seconds or "+Inf", cumulative
+     * count]]}, and metrics {by name: a value, or {by label: a value}} and
+     * metric_kinds {by name: "counter", "gauge" or "shared"} when the
+     * instance has any (METRICS)}, routes
      * {by route: messages, errors}, retired {plugins, routes: messages,
      * errors of names no longer configured that no longer fit in the
-     * counter tables; metrics: counts of departed workers' counters that
-     * found no room to be kept}. A name longer
+     * counter tables, with the latency of such instances; listeners:
+     * accepted of such listeners; metrics: counts of departed workers'
+     * counters that found no room to be kept}. A name longer
      * than 127 bytes is cut between characters and ends with "…" and a hash
      * of the whole name, so that distinct names stay distinct.
      * Call it from handle(): in the configuration check (`plugboard -t`,

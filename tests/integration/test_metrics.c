@@ -5,6 +5,7 @@
  * keeps when a worker dies and when the configuration is reloaded.
  */
 #include <criterion/criterion.h>
+#include <plugboard/plugin.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,5 +144,110 @@ Test(metrics, combined_over_workers_and_kept_across_a_crash_and_a_reload)
     cr_expect_eq(stat_of(&d, "plugins.rt.metrics.depth"), 42);
     cr_expect_eq(stat_of(&d, "plugins.rt.messages"), rt_messages + UPDATES + 1);
     cr_expect_eq(stat_of(&d, "retired.metrics"), 0);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- Listeners, workers and request durations ---------------------------------- */
+
+#define SEARCHES 20
+#define DEFER_SECONDS 0.03
+
+/* The stats reply once `open` connections are open on "app": the
+ * harness's own connections from before may take a moment to close. */
+static json_t *stats_with_open(const pb_daemon *d, long long open)
+{
+    for (int i = 0; i < 500; i++) {
+        json_t *s = pb_t_stats(d);
+        if (pb_t_stat_path(s, "listeners.app.open") == open)
+            return s;
+        json_decref(s);
+        usleep(20000);
+    }
+    cr_assert_fail("\"app\" never had %lld connections open", open);
+    return NULL;
+}
+
+/* Cumulative count of the bucket with upper bound `le` (NULL: +Inf). */
+static long long bucket_at(const json_t *stats, const char *instance, const char *le)
+{
+    const json_t *buckets = json_object_get(json_object_get(json_object_get(
+        json_object_get(stats, "plugins"), instance), "latency"), "buckets");
+    size_t i;
+    const json_t *b;
+    json_array_foreach(buckets, i, b) {
+        const json_t *bound = json_array_get(b, 0);
+        char text[32] = "+Inf";
+        if (json_is_number(bound))
+            snprintf(text, sizeof text, "%g", json_number_value(bound));
+        if (strcmp(text, le ? le : "+Inf") == 0)
+            return json_integer_value(json_array_get(b, 1));
+    }
+    return -1;
+}
+
+Test(metrics, listeners_workers_and_durations_in_the_stats_reply)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("found"));
+    pid_t pids[4];
+    cr_assert_eq(pb_daemon_wait_workers(&d, pids, 4, 2), 2);
+
+    /* Everything on one connection, kept open: no close is in flight when
+     * the counts are read. */
+    int fd = pb_dial(&d, 0);
+    static const char search[] = "{\"action\": \"search\", \"value\": \"morpheus\"}";
+    for (int i = 0; i < SEARCHES; i++) {
+        pb_t_send_frame(&d, fd, "text/json", "utf-8", search, sizeof search - 1);
+        char *got = pb_t_recv_result(&d, fd);
+        cr_expect_str_eq(got, "found");
+        free(got);
+    }
+    char timer[128];
+    snprintf(timer, sizeof timer,
+             "{\"action\": \"timer\", \"value\": \"late\", \"delay\": %g}", DEFER_SECONDS);
+    pb_t_send_frame(&d, fd, "text/json", "utf-8", timer, strlen(timer));
+    char *late = pb_t_recv_result(&d, fd);
+    cr_expect_str_eq(late, "late");
+    free(late);
+
+    /* This connection, and the one asking. */
+    json_t *s = stats_with_open(&d, 2);
+    cr_expect_eq(pb_t_stat_path(s, "listeners.app.accepted"),
+                 pb_t_stat_path(s, "connections.accepted"));
+    cr_expect_eq(pb_t_stat_path(s, "listeners.app.open"),
+                 pb_t_stat_path(s, "connections.open"));
+
+    cr_expect_eq(pb_t_stat_path(s, "plugins.search.latency.count"), SEARCHES);
+    cr_expect_eq(bucket_at(s, "search", NULL), SEARCHES);
+    cr_expect_eq(pb_t_stat_path(s, "plugins.rt.latency.count"), 1);
+    cr_expect_eq(bucket_at(s, "rt", "0.025"), 0,
+                 "a reply deferred %g s is counted above its delay", DEFER_SECONDS);
+    cr_expect_eq(bucket_at(s, "rt", NULL), 1);
+    double rt_sum = json_real_value(json_object_get(json_object_get(json_object_get(
+        json_object_get(s, "plugins"), "rt"), "latency"), "sum"));
+    cr_expect_geq(rt_sum, DEFER_SECONDS);
+    cr_expect_str_eq(json_string_value(json_object_get(
+                         json_object_get(json_object_get(s, "plugins"), "search"), "module")),
+                     "search");
+
+    const json_t *list = json_object_get(s, "worker_list");
+    cr_assert_eq(json_array_size(list), 2, "two workers listed");
+    long long connections = 0, messages = 0;
+    size_t i;
+    const json_t *w;
+    json_array_foreach(list, i, w) {
+        pid_t pid = (pid_t)pb_t_stat_path(w, "pid");
+        cr_expect(pid == pids[0] || pid == pids[1], "pid %d is no worker", (int)pid);
+        connections += pb_t_stat_path(w, "connections");
+        messages += pb_t_stat_path(w, "messages");
+    }
+    cr_expect_neq(pb_t_stat_path(json_array_get(list, 0), "pid"),
+                  pb_t_stat_path(json_array_get(list, 1), "pid"));
+    cr_expect_eq(connections, pb_t_stat_path(s, "connections.open"));
+    cr_expect_eq(messages, pb_t_stat_path(s, "messages"));
+    cr_expect_str_eq(json_string_value(json_object_get(s, "version")), PACKAGE_VERSION);
+    cr_expect_eq(pb_t_stat_path(s, "abi"), PLUGBOARD_ABI_VERSION);
+    json_decref(s);
+    close(fd);
     pb_daemon_stop_clean(&d);
 }

@@ -634,3 +634,225 @@ Test(shared, threads_claiming_the_same_metrics_get_the_same_entries)
     }
     cr_assert_eq(atomic_load(&shared->slots[0].metrics_claimed), CLAIMED_KEYS);
 }
+
+/* --- Listeners, durations, the worker list ------------------------------------ */
+
+/* A plugin's "latency" in a snapshot: count, and the cumulative count of
+ * bucket b (the last is +Inf). */
+static json_int_t latency_count(const json_t *snapshot, const char *instance)
+{
+    const json_t *latency = json_object_get(
+        json_object_get(json_object_get(snapshot, "plugins"), instance), "latency");
+    cr_assert(json_is_object(latency), "no latency for %s", instance);
+    return member(latency, "count");
+}
+
+static json_int_t bucket(const json_t *snapshot, const char *instance, int b)
+{
+    const json_t *buckets = json_object_get(json_object_get(json_object_get(
+        json_object_get(snapshot, "plugins"), instance), "latency"), "buckets");
+    cr_assert_eq(json_array_size(buckets), PB_LATENCY_BUCKETS);
+    return json_integer_value(json_array_get(json_array_get(buckets, (size_t)b), 1));
+}
+
+static double latency_sum(const json_t *snapshot, const char *instance)
+{
+    return json_real_value(json_object_get(json_object_get(json_object_get(
+        json_object_get(snapshot, "plugins"), instance), "latency"), "sum"));
+}
+
+static json_int_t listener_stat(const json_t *snapshot, const char *name, const char *key)
+{
+    const json_t *entry = json_object_get(json_object_get(snapshot, "listeners"), name);
+    return entry ? member(entry, key) : -1;
+}
+
+Test(shared, listeners_count_open_and_accepted_connections_by_name)
+{
+    int app = pb_stats_listener_index(shared, 0, "app");
+    int admin = pb_stats_listener_index(shared, 0, "admin");
+    cr_assert(app >= 0 && admin >= 0 && app != admin);
+    cr_assert_eq(pb_stats_listener_index(shared, 0, "app"), app,
+                 "a second socket of one listener shares its counters");
+    int other = pb_stats_listener_index(shared, 1, "app");
+    for (int i = 0; i < 3; i++)
+        pb_stats_listener_open(shared, 0, app);
+    pb_stats_listener_close(shared, 0, app);
+    pb_stats_listener_open(shared, 0, admin);
+    pb_stats_listener_open(shared, 1, other);
+    pb_stats_listener_open(shared, 1, -1);
+    pb_stats_listener_close(shared, 1, -1);
+
+    json_t *s = snapshot_ok();
+    cr_expect_eq(listener_stat(s, "app", "open"), 3);
+    cr_expect_eq(listener_stat(s, "app", "accepted"), 4);
+    cr_expect_eq(listener_stat(s, "admin", "open"), 1);
+    cr_expect_eq(listener_stat(s, "admin", "accepted"), 1);
+    json_decref(s);
+}
+
+Test(shared, a_listener_table_takes_only_so_many_names)
+{
+    for (int i = 0; i < PB_STATS_LISTENERS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "l%d", i);
+        cr_assert_geq(pb_stats_listener_index(shared, 0, name), 0);
+    }
+    cr_assert_eq(pb_stats_listener_index(shared, 0, "one too many"), -1);
+}
+
+Test(shared, accepted_connections_outlive_their_worker_and_open_ones_do_not)
+{
+    atomic_store(&shared->workers, 2);
+    for (int slot = 0; slot < 2; slot++) {
+        int app = pb_stats_listener_index(shared, slot, "app");
+        pb_stats_listener_open(shared, slot, app);
+        pb_stats_listener_open(shared, slot, app);
+    }
+    pb_shared_reset_worker(shared, 0);
+    json_t *s = snapshot_ok();
+    cr_expect_eq(listener_stat(s, "app", "open"), 2);
+    cr_expect_eq(listener_stat(s, "app", "accepted"), 4);
+    json_decref(s);
+
+    /* Its successor counts from nothing on top of the archive. */
+    int app = pb_stats_listener_index(shared, 0, "app");
+    pb_stats_listener_open(shared, 0, app);
+    s = snapshot_ok();
+    cr_expect_eq(listener_stat(s, "app", "open"), 3);
+    cr_expect_eq(listener_stat(s, "app", "accepted"), 5);
+    cr_expect_eq(member(json_object_get(json_object_get(s, "retired"), "listeners"),
+                        "accepted"), 0);
+    json_decref(s);
+}
+
+Test(shared, a_duration_lands_in_the_first_bucket_whose_bound_it_does_not_pass)
+{
+    pb_stats_rebind(shared, 0);
+    int at = pb_stats_instance_index(shared, 0, "search", "search");
+    pb_latency *l = &shared->slots[0].latency[at];
+    pb_latency_record(l, 0);                /* bucket 0: <= 50 us */
+    pb_latency_record(l, 50000);            /* a bound itself: still bucket 0 */
+    pb_latency_record(l, 50001);            /* bucket 1: <= 100 us */
+    pb_latency_record(l, 3000000);          /* bucket 6: <= 5 ms */
+    pb_latency_record(l, 10000000000LL);    /* bucket 16: <= 10 s */
+    pb_latency_record(l, 10000000001LL);    /* +Inf */
+
+    json_t *s = snapshot_ok();
+    cr_expect_eq(bucket(s, "search", 0), 2);
+    cr_expect_eq(bucket(s, "search", 1), 3);
+    cr_expect_eq(bucket(s, "search", 5), 3);
+    cr_expect_eq(bucket(s, "search", 6), 4);
+    cr_expect_eq(bucket(s, "search", 15), 4);
+    cr_expect_eq(bucket(s, "search", 16), 5);
+    cr_expect_eq(bucket(s, "search", PB_LATENCY_BOUNDS), 6);
+    cr_expect_eq(latency_count(s, "search"), 6);
+    cr_expect_float_eq(latency_sum(s, "search"), 20.003100002, 1e-9);
+    const json_t *buckets = json_object_get(json_object_get(json_object_get(
+        json_object_get(s, "plugins"), "search"), "latency"), "buckets");
+    cr_expect_float_eq(json_real_value(json_array_get(json_array_get(buckets, 0), 0)),
+                       0.00005, 1e-12);
+    cr_expect_float_eq(json_real_value(json_array_get(json_array_get(buckets, 16), 0)),
+                       10.0, 1e-12);
+    cr_expect_str_eq(json_string_value(json_array_get(json_array_get(buckets, 17), 0)),
+                     "+Inf");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(
+                         json_object_get(s, "plugins"), "search"), "module")), "search");
+    json_decref(s);
+}
+
+Test(shared, durations_are_summed_over_workers_and_survive_a_worker_and_a_reload)
+{
+    atomic_store(&shared->workers, 2);
+    for (int slot = 0; slot < 2; slot++) {
+        pb_stats_rebind(shared, slot);
+        int at = pb_stats_instance_index(shared, slot, "rt", "runtime");
+        count(slot, PB_STATS_INSTANCES, at, 2, 0);
+        pb_latency_record(&shared->slots[slot].latency[at], 1000);
+        pb_latency_record(&shared->slots[slot].latency[at], 30000000);
+    }
+    pb_shared_reset_worker(shared, 1);
+    json_t *s = snapshot_ok();
+    cr_expect_eq(latency_count(s, "rt"), 4);
+    cr_expect_eq(bucket(s, "rt", 0), 2);
+    cr_expect_float_eq(latency_sum(s, "rt"), 0.060002, 1e-12);
+    json_decref(s);
+
+    /* A reload whose names fill the table evicts "rt" from worker 0: its
+     * durations move to the archive with its counts. */
+    pb_stats_rebind(shared, 0);
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "p%d", i);
+        cr_assert_geq(pb_stats_instance_index(shared, 0, name, "echo"), 0);
+    }
+    s = snapshot_ok();
+    cr_expect_eq(latency_count(s, "rt"), 4);
+    cr_expect_eq(latency_count(s, "p0"), 0, "an evicted entry starts a new name at 0");
+    cr_expect_float_eq(latency_sum(s, "rt"), 0.060002, 1e-12);
+    json_decref(s);
+}
+
+Test(shared, durations_the_archive_cannot_hold_are_kept_as_retired)
+{
+    pb_stats_rebind(shared, PB_ARCHIVE_SLOT);
+    for (int i = 0; i < PB_STATS_NAMES; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "old%d", i);
+        int at = pb_stats_index(shared, PB_ARCHIVE_SLOT, PB_STATS_INSTANCES, name);
+        count(PB_ARCHIVE_SLOT, PB_STATS_INSTANCES, at, 1, 0);
+    }
+    int at = pb_stats_instance_index(shared, 2, "late", "echo");
+    count(2, PB_STATS_INSTANCES, at, 1, 0);
+    pb_latency_record(&shared->slots[2].latency[at], 200000);
+    atomic_store(&shared->workers, 1);
+    pb_shared_reset_worker(shared, 2);
+    json_t *s = snapshot_ok();
+    const json_t *retired = json_object_get(json_object_get(json_object_get(s, "retired"),
+                                                            "plugins"), "latency");
+    cr_expect_eq(member(retired, "count"), 1);
+    json_decref(s);
+}
+
+Test(shared, the_worker_list_shows_running_workers_in_slot_order)
+{
+    atomic_store(&shared->workers, 2);
+    pb_shared_set_pid(shared, 4, 4004);
+    pb_shared_set_pid(shared, 1, 1001);
+    cr_assert(pb_shared_take_connection(shared, 4, 10));
+    atomic_fetch_add(&shared->slots[4].messages, 9);
+
+    json_t *s = snapshot_ok();
+    const json_t *list = json_object_get(s, "worker_list");
+    cr_assert_eq(json_array_size(list), 2);
+    const json_t *first = json_array_get(list, 0), *second = json_array_get(list, 1);
+    cr_expect_eq(member(first, "slot"), 1);
+    cr_expect_eq(member(first, "pid"), 1001);
+    cr_expect_eq(member(first, "connections"), 0);
+    cr_expect_eq(member(second, "slot"), 4);
+    cr_expect_eq(member(second, "pid"), 4004);
+    cr_expect_eq(member(second, "connections"), 1);
+    cr_expect_eq(member(second, "messages"), 9);
+    cr_expect_str_eq(json_string_value(json_object_get(s, "version")), PACKAGE_VERSION);
+    cr_expect_eq(member(s, "abi"), PLUGBOARD_ABI_VERSION);
+    json_decref(s);
+
+    pb_shared_reset_worker(shared, 4);
+    s = snapshot_ok();
+    cr_expect_eq(json_array_size(json_object_get(s, "worker_list")), 1,
+                 "a worker gone leaves the list");
+    json_decref(s);
+}
+
+Test(shared, a_metric_reports_its_kind)
+{
+    int at = pb_metric_index(shared, 0, "q", "ready", "mail", PB_METRIC_SHARED);
+    int c = pb_metric_index(shared, 0, "q", "enqueued", NULL, PB_METRIC_COUNTER);
+    cr_assert(at >= 0 && c >= 0);
+    json_t *s = snapshot_ok();
+    const json_t *kinds = json_object_get(json_object_get(json_object_get(s, "plugins"),
+                                                          "q"), "metric_kinds");
+    cr_expect_str_eq(json_string_value(json_object_get(kinds, "ready")), "shared");
+    cr_expect_str_eq(json_string_value(json_object_get(kinds, "enqueued")), "counter");
+    json_decref(s);
+}

@@ -1,0 +1,17 @@
+/*
+ * prometheus.h - the statistics snapshot in the Prometheus text exposition
+ * format, for a scraper of /metrics.
+ */
+#ifndef PB_PROMETHEUS_H
+#define PB_PROMETHEUS_H
+
+#include <jansson.h>
+
+#include "buffer.h"
+
+/* Appends the Prometheus text exposition (format 0.0.4) of a stats
+ * snapshot (pb_stats_snapshot's JSON) to out. 0, or -1 when out of memory
+ * (out is then as it was). */
+int pb_prometheus_write(pb_buf *out, const json_t *snapshot);
+
+#endif
