@@ -1,0 +1,24 @@
+/*
+ * status_page.h - the HTML status page a browser gets from an http
+ * listener: the daemon's counters (a pb_stats_snapshot) as one
+ * self-contained document that refreshes itself.
+ */
+#ifndef PB_STATUS_PAGE_H
+#define PB_STATUS_PAGE_H
+
+#include <jansson.h>
+
+#include "buffer.h"
+
+/* Appends the HTML status page for a snapshot to out. 0, or -1 when out of
+ * memory (out is then as it was). Members the snapshot lacks are shown as
+ * missing rather than failing the page. */
+int pb_status_page_write(pb_buf *out, const json_t *snapshot);
+
+/* The q-quantile (0 < q <= 1) of a latency histogram of the snapshot
+ * ({"count", "sum", "buckets": [[bound, cumulative count], ..., ["+Inf", n]]}),
+ * interpolated linearly within its bucket as Prometheus' histogram_quantile
+ * does. 0 and *value set, or -1 when the histogram is missing or empty. */
+int pb_status_quantile(const json_t *histogram, double q, double *value);
+
+#endif
