@@ -9,10 +9,11 @@
 
 #include "status_page.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "stats_view.h"
 
 /* The writer notes the first failed append and carries on, so that each
  * section need not check every one. */
@@ -79,117 +80,29 @@ static void put_count(page *p, const json_t *value)
         put(p, dash);
 }
 
-static void put_bytes(page *p, const json_t *value)
+/* A figure in words, or the dash when the snapshot does not have it. */
+static void put_number_as(page *p, const json_t *value,
+                          void (*format)(char *, size_t, double))
 {
-    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+    char text[64];
     if (!json_is_number(value)) {
         put(p, dash);
         return;
     }
-    double n = json_number_value(value);
-    size_t u = 0;
-    while (n >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
-        n /= 1024;
-        u++;
-    }
-    if (u == 0)
-        putf(p, "%.0f B", n);
-    else
-        putf(p, "%.1f %s", n, units[u]);
-}
-
-/* 93784 s reads "1 d 2 h 3 min": the two largest units are enough. */
-static void put_uptime(page *p, const json_t *value)
-{
-    if (!json_is_number(value)) {
-        put(p, dash);
-        return;
-    }
-    double seconds = json_number_value(value);
-    long long s = (long long)seconds;
-    long long d = s / 86400, h = s % 86400 / 3600, m = s % 3600 / 60;
-    if (d > 0)
-        putf(p, "%lld d %lld h %lld min", d, h, m);
-    else if (h > 0)
-        putf(p, "%lld h %lld min", h, m);
-    else if (m > 0)
-        putf(p, "%lld min %lld s", m, s % 60);
-    else
-        putf(p, "%.1f s", seconds);
-}
-
-static void put_seconds(page *p, double seconds)
-{
-    if (seconds < 0.001)
-        putf(p, "%.0f \xc2\xb5s", seconds * 1e6);
-    else if (seconds < 1)
-        putf(p, "%.2f ms", seconds * 1e3);
-    else
-        putf(p, "%.2f s", seconds);
-}
-
-/* A bucket's upper bound: a number, or "+Inf". */
-static int bucket_bound(const json_t *bucket, double *bound)
-{
-    const json_t *b = json_array_get(bucket, 0);
-    if (json_is_number(b)) {
-        *bound = json_number_value(b);
-        return 0;
-    }
-    if (json_is_string(b) && strcmp(json_string_value(b), "+Inf") == 0) {
-        *bound = INFINITY;
-        return 0;
-    }
-    return -1;
-}
-
-int pb_status_quantile(const json_t *histogram, double q, double *value)
-{
-    const json_t *buckets = json_object_get(histogram, "buckets");
-    size_t n = json_array_size(buckets);
-    if (n < 2 || !(q > 0 && q <= 1))
-        return -1;
-    double last_bound;
-    const json_t *last_count = json_array_get(json_array_get(buckets, n - 1), 1);
-    if (bucket_bound(json_array_get(buckets, n - 1), &last_bound) != 0
-        || !isinf(last_bound) || !json_is_number(last_count))
-        return -1;
-    double total = json_number_value(last_count);
-    if (!(total > 0))
-        return -1;
-
-    double rank = q * total;
-    double lower = 0, below = 0;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *bucket = json_array_get(buckets, i);
-        const json_t *count = json_array_get(bucket, 1);
-        double bound;
-        if (bucket_bound(bucket, &bound) != 0 || !json_is_number(count))
-            return -1;
-        double cumulative = json_number_value(count);
-        if (cumulative < rank) {
-            lower = bound;
-            below = cumulative;
-            continue;
-        }
-        /* In the +Inf bucket nothing is known beyond the last finite
-         * bound, which is therefore the estimate. */
-        if (isinf(bound))
-            *value = lower;
-        else
-            *value = lower + (bound - lower) * (rank - below) / (cumulative - below);
-        return 0;
-    }
-    return -1;
+    format(text, sizeof text, json_number_value(value));
+    put(p, text);
 }
 
 static void put_quantile(page *p, const json_t *histogram, double q)
 {
+    char text[64];
     double v;
-    if (pb_status_quantile(histogram, q, &v) == 0)
-        put_seconds(p, v);
-    else
+    if (pb_stats_quantile(histogram, q, &v) != 0) {
         put(p, dash);
+        return;
+    }
+    pb_stats_format_seconds(text, sizeof text, v);
+    put(p, text);
 }
 
 static const char style[] =
@@ -271,7 +184,7 @@ static void put_summary(page *p, const json_t *s)
 
     put(p, "<dl class=\"tiles\" id=\"summary\">");
     tile_start(p, "Uptime");
-    put_uptime(p, json_object_get(s, "uptime"));
+    put_number_as(p, json_object_get(s, "uptime"), pb_stats_format_uptime);
     put(p, "</dd></div>");
     tile_count(p, "Generation", json_object_get(s, "generation"));
     tile_count(p, "Reloads", json_object_get(s, "reloads"));
@@ -282,10 +195,10 @@ static void put_summary(page *p, const json_t *s)
     tile_count(p, "Connections accepted", json_object_get(connections, "accepted"));
     tile_count(p, "Messages", json_object_get(s, "messages"));
     tile_start(p, "Bytes in");
-    put_bytes(p, json_object_get(bytes, "in"));
+    put_number_as(p, json_object_get(bytes, "in"), pb_stats_format_bytes);
     put(p, "</dd></div>");
     tile_start(p, "Bytes out");
-    put_bytes(p, json_object_get(bytes, "out"));
+    put_number_as(p, json_object_get(bytes, "out"), pb_stats_format_bytes);
     put(p, "</dd></div></dl>\n");
 }
 

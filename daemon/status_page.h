@@ -15,10 +15,4 @@
  * missing rather than failing the page. */
 int pb_status_page_write(pb_buf *out, const json_t *snapshot);
 
-/* The q-quantile (0 < q <= 1) of a latency histogram of the snapshot
- * ({"count", "sum", "buckets": [[bound, cumulative count], ..., ["+Inf", n]]}),
- * interpolated linearly within its bucket as Prometheus' histogram_quantile
- * does. 0 and *value set, or -1 when the histogram is missing or empty. */
-int pb_status_quantile(const json_t *histogram, double q, double *value);
-
 #endif

@@ -1,11 +1,10 @@
 /*
- * test_status_page.c - tests of daemon/status_page.c: names escaped,
- * latency quantiles from a known histogram, every section present, and a
- * page for a snapshot without the per-worker, per-listener and latency
- * members as well as for a full one.
+ * test_status_page.c - tests of daemon/status_page.c: names escaped, every
+ * section present, latency quantiles in readable units, and a page for a
+ * snapshot without the per-worker, per-listener and latency members as well
+ * as for a full one.
  */
 #include <criterion/criterion.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,53 +166,6 @@ Test(status_page, appends_after_what_is_there)
     cr_expect_eq(memcmp(pb_buf_head(&out), "HEAD<!DOCTYPE html>", 19), 0);
     pb_buf_free(&out);
     json_decref(s);
-}
-
-static double quantile(const json_t *h, double q)
-{
-    double v = NAN;
-    cr_assert_eq(pb_status_quantile(h, q, &v), 0, "no %g-quantile", q);
-    return v;
-}
-
-#define expect_near(got, want) \
-    cr_expect(fabs((got) - (want)) < 1e-9, "got %.9g, wanted %.9g", (got), (want))
-
-Test(status_page, quantiles_interpolate_within_the_bucket)
-{
-    /* 10 at most 1 ms, 50 more up to 10 ms, 40 more up to 100 ms. */
-    json_t *h = parse("{\"count\": 100, \"sum\": 2.5, \"buckets\": [[0.001, 10], [0.01, 60],"
-                      " [0.1, 100], [\"+Inf\", 100]]}");
-
-    expect_near(quantile(h, 0.5), 0.001 + 0.009 * 40 / 50);
-    expect_near(quantile(h, 0.9), 0.01 + 0.09 * 30 / 40);
-    expect_near(quantile(h, 0.99), 0.01 + 0.09 * 39 / 40);
-    expect_near(quantile(h, 0.05), 0.001 * 5 / 10);
-    expect_near(quantile(h, 1), 0.1);
-    json_decref(h);
-}
-
-Test(status_page, quantile_in_the_infinite_bucket_is_the_last_bound)
-{
-    json_t *h = parse("{\"count\": 10, \"sum\": 90, \"buckets\": [[0.1, 1], [10, 2],"
-                      " [\"+Inf\", 10]]}");
-
-    expect_near(quantile(h, 0.5), 10);
-    json_decref(h);
-}
-
-Test(status_page, no_quantile_without_observations)
-{
-    double v;
-    json_t *empty = parse("{\"count\": 0, \"sum\": 0, \"buckets\": [[0.1, 0], [\"+Inf\", 0]]}");
-    json_t *no_inf = parse("{\"count\": 1, \"sum\": 0, \"buckets\": [[0.1, 1], [1, 1]]}");
-
-    cr_expect_eq(pb_status_quantile(empty, 0.5, &v), -1);
-    cr_expect_eq(pb_status_quantile(no_inf, 0.5, &v), -1);
-    cr_expect_eq(pb_status_quantile(NULL, 0.5, &v), -1);
-    cr_expect_eq(pb_status_quantile(empty, 0, &v), -1);
-    json_decref(empty);
-    json_decref(no_inf);
 }
 
 Test(status_page, latency_shown_in_readable_units)
