@@ -196,7 +196,7 @@ check "plugboard-cli -u /run/plugboard/plugboard.sock search ring answers" \
     test "$(ask -u /run/plugboard/plugboard.sock search ring)" = "In the caves beneath the Misty Mountains. 💍"
 check "the line listener echoes" test "$(ask 127.0.0.1 65433 --line hello)" = hello
 check "stats answers on the Unix socket, with refused_by" \
-    sh -c "/usr/bin/plugboard-cli -w 2 -u /run/plugboard/plugboard.sock stats | grep -q '\"refused_by\": {\"busy\": 0'"
+    sh -c "/usr/bin/plugboard-cli -w 2 -u /run/plugboard/plugboard.sock stats --json | grep -q '\"refused_by\": {\"busy\": 0'"
 
 # --- Reload -------------------------------------------------------------------------
 # As `systemctl reload` does: check the edited file, then SIGHUP.
