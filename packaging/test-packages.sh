@@ -103,6 +103,8 @@ check "/etc/plugboard/tls is root:root, mode 750" \
 check "the plugboard user cannot list /etc/plugboard/tls" \
     sh -c "! setpriv --reuid=plugboard --regid=plugboard --clear-groups ls /etc/plugboard/tls >/dev/null 2>&1"
 check "README.Debian is installed" sh -c "ls /usr/share/doc/plugboard/README.Debian* >/dev/null 2>&1"
+check "the Grafana dashboard is installed, uncompressed and valid JSON" \
+    python3 -m json.tool /usr/share/doc/plugboard/plugboard-dashboard.json /dev/null
 plugindir=$(pkg-config --variable=plugindir plugboard-plugin)
 has_shipped_plugins() {
     for module in echo uppercase search first10; do
