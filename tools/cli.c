@@ -317,6 +317,9 @@ static void parse_options(int argc, char **argv, options *o)
         }
     }
     o->timeout_ms = parse_timeout(o->timeout_text);
+    /* getopt has moved the operands last: a bare --json must follow stats. */
+    if (json_bare != NULL && (optind == argc || strcmp(argv[argc - 1], "stats") != 0))
+        usage_error("option '%s' needs an argument", json_bare);
     /* "stats" is no JSON text, so `--json stats` can only ask for the
      * stats reply in JSON. */
     if (o->json_text != NULL && strcmp(o->json_text, "stats") == 0) {
@@ -373,8 +376,6 @@ static void parse_options(int argc, char **argv, options *o)
             o->stats_json = json_bare != NULL;
             break;
         }
-        if (json_bare != NULL)
-            usage_error("option '%s' needs an argument", json_bare);
         if (o->stats) {
             if (o->nargs != 0)
                 usage_error("unexpected argument '%s'", o->args[0]);
