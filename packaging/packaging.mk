@@ -41,6 +41,7 @@ EXTRA_DIST += \
 	packaging/debian/plugboard-dev.docs \
 	packaging/debian/plugboard.lintian-overrides \
 	packaging/rpm/plugboard.spec \
+	packaging/grafana/plugboard-dashboard.json \
 	packaging/systemd/plugboard.service \
 	packaging/test-packages.sh
 

@@ -103,6 +103,8 @@ check "/etc/plugboard/tls is root:root, mode 750" \
 check "the plugboard user cannot list /etc/plugboard/tls" \
     sh -c "! setpriv --reuid=plugboard --regid=plugboard --clear-groups ls /etc/plugboard/tls >/dev/null 2>&1"
 check "README.Debian is installed" sh -c "ls /usr/share/doc/plugboard/README.Debian* >/dev/null 2>&1"
+check "the Grafana dashboard is installed, uncompressed and valid JSON" \
+    python3 -m json.tool /usr/share/doc/plugboard/plugboard-dashboard.json /dev/null
 plugindir=$(pkg-config --variable=plugindir plugboard-plugin)
 has_shipped_plugins() {
     for module in echo uppercase search first10; do
@@ -196,7 +198,7 @@ check "plugboard-cli -u /run/plugboard/plugboard.sock search ring answers" \
     test "$(ask -u /run/plugboard/plugboard.sock search ring)" = "In the caves beneath the Misty Mountains. 💍"
 check "the line listener echoes" test "$(ask 127.0.0.1 65433 --line hello)" = hello
 check "stats answers on the Unix socket, with refused_by" \
-    sh -c "/usr/bin/plugboard-cli -w 2 -u /run/plugboard/plugboard.sock stats | grep -q '\"refused_by\": {\"busy\": 0'"
+    sh -c "/usr/bin/plugboard-cli -w 2 -u /run/plugboard/plugboard.sock stats --json | grep -q '\"refused_by\": {\"busy\": 0'"
 
 # --- Reload -------------------------------------------------------------------------
 # As `systemctl reload` does: check the edited file, then SIGHUP.

@@ -31,6 +31,7 @@
 #include "frame.h"
 #include "json_dump.h"
 #include "line.h"
+#include "stats_table.h"
 #include "tls_client.h"
 
 #define PROGRAM "plugboard-cli"
@@ -66,6 +67,8 @@ typedef struct options {
     const char *host;
     const char *port;
     char *json_text;        /* --json TEXT */
+    int stats;              /* the stats request, its reply as tables */
+    int stats_json;         /* stats --json: the reply's JSON instead */
     char **requests;        /* FORM_JSON: the JSON texts to send */
     int nrequests;
     const char *file;
@@ -113,7 +116,7 @@ typedef struct session {
 static const char synopsis[] =
     "Usage: " PROGRAM " [OPTIONS] HOST PORT ACTION VALUE\n"
     "       " PROGRAM " [OPTIONS] -u PATH ACTION VALUE\n"
-    "       " PROGRAM " [OPTIONS] HOST PORT stats\n"
+    "       " PROGRAM " [OPTIONS] HOST PORT stats [--json]\n"
     "       " PROGRAM " [OPTIONS] [HOST PORT] --json TEXT\n"
     "       " PROGRAM " [OPTIONS] [HOST PORT] REQUEST...\n"
     "       " PROGRAM " [OPTIONS] HOST PORT --file FILE [--type TYPE] [--encoding ENC]\n"
@@ -126,8 +129,9 @@ static const char help_text[] =
     "\n"
     "ACTION \"search\" sends the text/json content {\"action\": \"search\", \"value\": VALUE};\n"
     "any other ACTION sends binary/custom-client-binary-type content ACTION+VALUE.\n"
-    "\"stats\" alone sends {\"action\": \"stats\"} and prints the daemon's counters\n"
-    "as JSON (the configuration must route that action to the stats plugin).\n"
+    "\"stats\" alone sends {\"action\": \"stats\"} and prints the daemon's counters as\n"
+    "a summary and tables, or with --json as the JSON object the daemon sent (the\n"
+    "configuration must route that action to the stats plugin).\n"
     "Each REQUEST, a JSON object such as '{\"action\": \"subscribe\", \"topic\": \"news\"}',\n"
     "is sent as text/json content, all on one connection, and each reply is\n"
     "printed in turn. Without HOST PORT or -u PATH, JSON requests go to\n"
@@ -135,7 +139,9 @@ static const char help_text[] =
     "\n"
     "Options:\n"
     "  -u, --unix PATH        connect to a Unix-domain socket instead of HOST PORT\n"
-    "  -j, --json TEXT        send TEXT (valid JSON) as text/json utf-8 content\n"
+    "  -j, --json TEXT        send TEXT (valid JSON) as text/json utf-8 content;\n"
+    "                         after stats (or as --json stats), with no TEXT: print\n"
+    "                         the stats reply as JSON\n"
     "  -f, --file FILE        send the file's bytes as content (\"-\" = standard input)\n"
     "  -T, --type TYPE        content-type (default application/octet-stream for\n"
     "                         --file); overrides the type of any form\n"
@@ -267,6 +273,7 @@ static void parse_options(int argc, char **argv, options *o)
         { NULL, 0, NULL, 0 }
     };
     int line = 0;
+    const char *json_bare = NULL;   /* --json (or -j) last, without TEXT */
     int c;
 
     memset(o, 0, sizeof *o);
@@ -298,6 +305,10 @@ static void parse_options(int argc, char **argv, options *o)
             printf("%s %s\n", PROGRAM, PACKAGE_VERSION);
             exit(fflush(stdout) == 0 ? 0 : EXIT_IO);
         case ':':
+            if (optopt == 'j' && optind == argc) {
+                json_bare = argv[optind - 1];
+                break;
+            }
             usage_error("option '%s' needs an argument", argv[optind - 1]);
         default:
             if (optopt != 0)
@@ -306,6 +317,15 @@ static void parse_options(int argc, char **argv, options *o)
         }
     }
     o->timeout_ms = parse_timeout(o->timeout_text);
+    /* getopt has moved the operands last: a bare --json must follow stats. */
+    if (json_bare != NULL && (optind == argc || strcmp(argv[argc - 1], "stats") != 0))
+        usage_error("option '%s' needs an argument", json_bare);
+    /* "stats" is no JSON text, so `--json stats` can only ask for the
+     * stats reply in JSON. */
+    if (o->json_text != NULL && strcmp(o->json_text, "stats") == 0) {
+        o->json_text = NULL;
+        o->stats = o->stats_json = 1;
+    }
     if (o->ca || o->cert || o->key || o->servername || o->insecure)
         o->tls = 1;
     if (o->key != NULL && o->cert == NULL)
@@ -351,8 +371,16 @@ static void parse_options(int argc, char **argv, options *o)
 
     switch (o->form) {
     case FORM_ACTION:
-        if (o->nargs == 1 && strcmp(o->args[0], "stats") == 0)
+        if (o->nargs == 1 && strcmp(o->args[0], "stats") == 0 && !o->stats) {
+            o->stats = 1;
+            o->stats_json = json_bare != NULL;
             break;
+        }
+        if (o->stats) {
+            if (o->nargs != 0)
+                usage_error("unexpected argument '%s'", o->args[0]);
+            break;
+        }
         if (o->nargs != 2)
             usage_error("expected ACTION VALUE");
         break;
@@ -473,7 +501,7 @@ static void build_frame_requests(const options *o, session *s)
     }
     switch (o->form) {
     case FORM_ACTION:
-        if (o->nargs == 1) {
+        if (o->stats) {
             if (pb_buf_append_str(&content, "{\"action\": \"stats\"}") != 0)
                 out_of_memory();
             type = "text/json";
@@ -750,6 +778,18 @@ static int print_frame_reply(const session *s, const pb_message *m)
     if (json_is_object(content) && report_error_reply(content)) {
         json_decref(content);
         return EXIT_REPLY_ERROR;
+    }
+
+    /* Tables only for what is a stats reply, whatever the route. */
+    if (s->opt->stats && !s->opt->stats_json && !s->opt->raw
+        && json_object_get(content, "uptime") != NULL) {
+        pb_buf table = PB_BUF_INIT;
+        if (stats_table_write(&table, content) != 0)
+            out_of_memory();
+        write_stdout(pb_buf_head(&table), pb_buf_used(&table));
+        pb_buf_free(&table);
+        json_decref(content);
+        return 0;
     }
 
     /* {"result": X} alone prints X; a reply with more to say than its result

@@ -473,6 +473,98 @@ Test(cli, refused_connection_exits_3)
     pb_run_free(&r);
 }
 
+/* The stats plugin on the frame listener and the socket. */
+#define STATS_CONF \
+    PB_T_CONF_HEAD "listeners = (\n" \
+    "  { address = \"127.0.0.1\"; port = @PORT0@; framing = \"frame\"; },\n" \
+    "  { path = \"@SOCK@\"; framing = \"frame\"; }\n" \
+    ");\n" \
+    "plugins = (\n" \
+    "  { name = \"echo\";  module = \"echo\"; },\n" \
+    "  { name = \"stats\"; module = \"stats\"; }\n" \
+    ");\n" \
+    "routes = (\n" \
+    "  { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
+    "  { content_type = \"text/json\"; plugin = \"echo\"; }\n" \
+    ");\n"
+
+static void run_args(const pb_daemon *d, const char *const args[], pb_run_result *r)
+{
+    const char *argv[10] = { PB_T_CLI_BIN };
+    size_t n = 1;
+
+    for (size_t i = 0; args[i] != NULL; i++)
+        argv[n++] = strcmp(args[i], "@SOCK@") == 0 ? d->sock_path : args[i];
+    pb_run(argv, NULL, NULL, 0, r);
+}
+
+/* The stats reply printed as JSON: the daemon's object, one echo counted. */
+static void expect_stats_json(const pb_daemon *d, const char *const args[], const char *end)
+{
+    pb_run_result r;
+    json_error_t error;
+
+    run_args(d, args, &r);
+    expect_run(d, &r, r.status == 0 && r.err_len == 0, "wanted the stats reply");
+    json_t *stats = json_loadb(r.out, r.out_len, 0, &error);
+    expect_run(d, &r, json_is_object(stats), "wanted a JSON object");
+    expect_run(d, &r, json_integer_value(json_object_get(json_object_get(
+                   json_object_get(stats, "plugins"), "echo"), "messages")) == 1,
+               "wanted plugins.echo.messages 1");
+    expect_run(d, &r, strcmp(r.out + r.out_len - strlen(end), end) == 0,
+               "wanted the reply to end so");
+    json_decref(stats);
+    pb_run_free(&r);
+}
+
+Test(cli, stats_forms)
+{
+    static const char *const echo[] = { "-u", "@SOCK@", "{\"action\": \"echo\"}", NULL };
+    static const char *const table[] = { "-u", "@SOCK@", "stats", NULL };
+    pb_run_result r;
+    pb_daemon d;
+
+    pb_daemon_start(&d, STATS_CONF);
+    run_args(&d, echo, &r);
+    expect_run(&d, &r, r.status == 0, "wanted the echo");
+    pb_run_free(&r);
+
+    /* By default, a summary and aligned tables. */
+    run_args(&d, table, &r);
+    expect_run(&d, &r, r.status == 0 && r.err_len == 0, "wanted the stats table");
+    static const char *const lines[] = {
+        "\nuptime       ", "\ngeneration   1 (0 reloads, 0 failed)\n",
+        "\nworkers      1 (0 restarts)\n", "\nerrors       none\n",
+        "\nPLUGIN  MESSAGES  ERRORS\necho           1       0\n",
+        "\nROUTE                               MESSAGES  ERRORS\n"
+        "1: text/json action stats -> stats         ",
+        "\n2: text/json -> echo                       1       0\n",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        expect_run(&d, &r, strstr(r.out, lines[i] + (i == 0)) != NULL, lines[i]);
+    expect_run(&d, &r, strncmp(r.out, "uptime       ", 13) == 0, "wanted the uptime first");
+    pb_run_free(&r);
+
+    /* --json, after stats or with stats as its TEXT: the reply's object. */
+    static const char *const json_after[] = { "-u", "@SOCK@", "stats", "--json", NULL };
+    static const char *const json_short[] = { "-u", "@SOCK@", "stats", "-j", NULL };
+    static const char *const json_before[] = { "--json", "stats", "-u", "@SOCK@", NULL };
+    static const char *const raw[] = { "-r", "-u", "@SOCK@", "stats", NULL };
+    expect_stats_json(&d, json_after, "}\n");
+    expect_stats_json(&d, json_short, "}\n");
+    expect_stats_json(&d, json_before, "}\n");
+    /* --raw: the content exactly as it came. */
+    expect_stats_json(&d, raw, "}");
+
+    /* --json without TEXT is for stats only. */
+    static const char *const no_text[] = { "-u", "@SOCK@", "search", "--json", NULL };
+    run_args(&d, no_text, &r);
+    expect_run(&d, &r, r.status == 2 && strstr(r.err, "'--json' needs an argument") != NULL,
+               "wanted a usage error");
+    pb_run_free(&r);
+    pb_daemon_stop_clean(&d);
+}
+
 Test(cli, usage_errors_exit_2)
 {
     const char *const usages[][8] = {
