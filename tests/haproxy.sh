@@ -1,6 +1,7 @@
 #!/bin/bash
-# haproxy.sh - two plugboard daemons behind HAProxy in TCP mode, with health
-# checks that send a real search frame: load through the proxy sees no error
+# haproxy.sh - two plugboard daemons behind HAProxy in TCP mode, health
+# checked over HTTP (`option httpchk GET /health` against each daemon's http
+# listener): load through the proxy sees no error
 # while one daemon reloads (SIGHUP) and the other is restarted the way an
 # operator does it behind a proxy: taken out of rotation (haproxy's
 # `set server ... state maint`), stopped (SIGTERM), started, put back.
@@ -58,16 +59,18 @@ wait_port() {
 }
 
 PORT_A=$(free_port) PORT_B=$(free_port) PORT_P=$(free_port) PORT_ADMIN=$(free_port)
+PORT_A_HTTP=$(free_port) PORT_B_HTTP=$(free_port)
 declare -A DAEMON_PID
 
-write_config() {   # write_config NAME PORT
+write_config() {   # write_config NAME PORT HTTP_PORT
     cat >"$WORK/$1.conf" <<EOF
 plugin_dir = "$PLUGINS";
 pidfile = "$WORK/$1.pid";
 workers = 1;
 log = { level = "info"; target = "stderr"; };
 limits = { idle_timeout = 10.0; shutdown_timeout = 5.0; };
-listeners = ( { name = "app"; address = "127.0.0.1"; port = $2; framing = "frame"; } );
+listeners = ( { name = "app"; address = "127.0.0.1"; port = $2; framing = "frame"; },
+              { name = "health"; address = "127.0.0.1"; port = $3; framing = "http"; } );
 plugins = ( { name = "search"; module = "search";
               settings = { entries = ( ("morpheus", "Follow the white rabbit. 🐰") ); }; } );
 routes = ( { content_type = "text/json"; plugin = "search"; } );
@@ -80,13 +83,6 @@ start_daemon() {   # start_daemon NAME PORT
     PIDS+=($!)
     wait_port "$2"
 }
-
-# The health check is a real exchange: the guide's search request, and
-# the reply must carry the answer.
-request='{"action": "search", "value": "morpheus"}'
-header="{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": ${#request}}"
-hex() { od -An -v -tx1 | tr -d ' \n'; }
-frame_hex=$(printf '%04x' "${#header}")$(printf '%s%s' "$header" "$request" | hex)
 
 cat >"$WORK/haproxy.cfg" <<EOF
 global
@@ -105,15 +101,15 @@ frontend plugboard
     default_backend daemons
 backend daemons
     balance roundrobin
-    option tcp-check
-    tcp-check send-binary $frame_hex
-    tcp-check expect string "Follow the white rabbit"
-    server a 127.0.0.1:$PORT_A check inter 200ms fall 1 rise 2
-    server b 127.0.0.1:$PORT_B check inter 200ms fall 1 rise 2
+    # Each daemon's http listener: 200 while it serves, 503 once it stops.
+    option httpchk GET /health
+    http-check expect status 200
+    server a 127.0.0.1:$PORT_A check port $PORT_A_HTTP inter 200ms fall 1 rise 2
+    server b 127.0.0.1:$PORT_B check port $PORT_B_HTTP inter 200ms fall 1 rise 2
 EOF
 
-write_config a "$PORT_A"
-write_config b "$PORT_B"
+write_config a "$PORT_A" "$PORT_A_HTTP"
+write_config b "$PORT_B" "$PORT_B_HTTP"
 start_daemon a "$PORT_A" || { echo "haproxy.sh: daemon a did not start" >&2; cat "$WORK/a.log" >&2; exit 2; }
 start_daemon b "$PORT_B" || { echo "haproxy.sh: daemon b did not start" >&2; cat "$WORK/b.log" >&2; exit 2; }
 
