@@ -138,7 +138,9 @@ stop_server() {
 # start_daemon BINARY WORKERS CPUS [PLUGIN_DIR [tls]]
 start_daemon() {
     PORT=$(free_port)
-    local tls=
+    local tls= http=
+    [ -n "${HTTP_PORT:-}" ] && http=",
+              { name = \"http\"; address = \"127.0.0.1\"; port = $HTTP_PORT; framing = \"http\"; }"
     [ "${5:-}" = tls ] && tls="tls = { certificate = \"$TLS_DIR/server.crt\"; key = \"$TLS_DIR/server.key\"; };"
     cat >"$WORK/plugboard.conf" <<EOF
 plugin_dir = "${4:-$PLUGINS}";
@@ -146,7 +148,7 @@ workers = $2;
 log = { level = "warning"; target = "stderr"; };
 limits = { max_connections = 20000; max_message_bytes = 2097152;
            idle_timeout = 0.0; max_pending_output = 4194304; };
-listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; $tls } );
+listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; $tls }$http );
 plugins = (
   { name = "echo"; module = "echo"; },
   { name = "search"; module = "search";
@@ -289,6 +291,41 @@ for c in 1 50 1000; do
 done
 pb plugboard 2 search - 50 1 new-conn
 stop_server
+
+# What a Prometheus server scraping /metrics every 100 ms costs the daemon:
+# the search at pipeline 16 without and with a scraper (on the load's CPU),
+# in two alternating rounds.
+scrape() {
+    taskset -c "$BENCH_CPU" python3 - "$HTTP_PORT" "$WORK/scrapes" <<'PYSCRAPE' &
+import sys, time, urllib.request
+url = "http://127.0.0.1:%s/metrics" % sys.argv[1]
+n = 0
+try:
+    while True:
+        start = time.monotonic()
+        urllib.request.urlopen(url, timeout=5).read()
+        n += 1
+        open(sys.argv[2], "w").write(str(n))
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))
+except KeyboardInterrupt:
+    pass
+PYSCRAPE
+    SCRAPER_PID=$!
+    PIDS="$PIDS $SCRAPER_PID"
+}
+echo "plugboard, 1 worker, /metrics scraped every 100 ms or not"
+HTTP_PORT=$(free_port)
+start_daemon "$DAEMON" 1 "$SERVER_CPU"
+for round in 1 2; do
+    pb unscraped 1 search - 50 16 keep
+    scrape
+    pb scraped 1 search - 50 16 keep
+    kill "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    echo "  scraper: $(cat "$WORK/scrapes" 2>/dev/null || echo 0) scrapes so far"
+done
+stop_server
+HTTP_PORT=
 
 if [ "$DO_TLS" = 1 ]; then
     echo "plugboard over TLS, 1 worker"
@@ -454,6 +491,22 @@ if os.path.exists(memory):
     per = int(open(memory).read().split()[4])
     w(f"| 10 000 idle connections <= 1 KiB RSS each | {per} bytes | {'yes' if per <= 1024 else 'no'} |")
 w("")
+
+plain = [r for r in rows if r["server"] == "unscraped"]
+scraped = [r for r in rows if r["server"] == "scraped"]
+if plain and scraped:
+    w("Scraping `/metrics` every 100 ms (search, 50 connections, pipeline 16, 1 worker with an "
+      "http listener; a Python scraper on the load's CPU), two alternating rounds:")
+    w("")
+    w("| round | server CPU us/req unscraped | scraped | scraped / unscraped | req/s unscraped | scraped |")
+    w("|---:|---:|---:|---:|---:|---:|")
+    for i, (u, s) in enumerate(zip(plain, scraped), 1):
+        cu, cs = float(u["cpu"]), float(s["cpu"])
+        w(f"| {i} | {cu:.2f} | {cs:.2f} | {cs / cu if cu else 0:.3f}x | {fmt(u['rps'])} | {fmt(s['rps'])} |")
+    tu = sum(float(r["cpu"]) for r in plain) / len(plain)
+    ts = sum(float(r["cpu"]) for r in scraped) / len(scraped)
+    w(f"| mean | {tu:.2f} | {ts:.2f} | {ts / tu if tu else 0:.3f}x | | |")
+    w("")
 
 tls_rows = [(p, find("plugboard", "search", 50, p, "keep"), find("plugboard-tls", "search", 50, p, "keep"),
              find("redis-tls", "ping", 50, p, "keep")) for p in (16, 1)]
