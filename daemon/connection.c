@@ -264,6 +264,7 @@ static const pb_limits *limits(const pb_conn *c)
 }
 
 static void release_reply(pb_reply *r);
+static void on_reply_finished(pb_reply *r);
 
 /* Tells the plugins holding c that it closed; their holds stay valid until
  * they release them. */
@@ -349,7 +350,7 @@ static pb_buf *reply_slot(pb_conn *c)
 {
     if (c->queue == NULL)
         return &c->out;
-    pb_reply *r = pb_reply_new(c, c->codec, NULL);
+    pb_reply *r = pb_reply_new(c, on_reply_finished, c->codec, NULL);
     if (r == NULL)
         return NULL;
     r->state = PB_REPLY_READY;
@@ -412,7 +413,7 @@ static void flush(pb_conn *c);
 /* A reply that finished after its handle() returned is back on the loop. */
 static void on_reply_finished(pb_reply *r)
 {
-    pb_conn *c = r->conn;
+    pb_conn *c = r->owner;
     if (c == NULL) {
         /* Its connection closed meanwhile: nothing to send. */
         release_reply(r);
@@ -517,7 +518,8 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     /* Written in place when it is the next to leave and answered on the
      * loop thread during handle(); queued in request order otherwise. */
     int in_place = c->queue == NULL && instance->pool == NULL;
-    pb_reply *reply = pb_reply_new(c, c->codec, in_place ? &c->out : NULL);
+    pb_reply *reply = pb_reply_new(c, on_reply_finished, c->codec,
+                                   in_place ? &c->out : NULL);
     if (reply == NULL) {
         send_error(c, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
         json_decref(content);
@@ -999,7 +1001,7 @@ static const pb_push_ops push_ops = { hold, release, push, close_held,
 
 void pb_conns_init(struct ev_loop *loop)
 {
-    pb_replies_init(loop, on_reply_finished);
+    pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
     ev_prepare_init(&turns.grant, on_grant);
 }
