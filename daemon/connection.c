@@ -475,12 +475,8 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     json_t *content = NULL;
     if (strcmp(msg->content_type, "text/json") == 0) {
         json_error_t jerr;
-        content = pb_json_fast_object((const char *)msg->content,
-                                      msg->content_length);
-        if (content == NULL)
-            content = json_loadb((const char *)msg->content,
-                                 msg->content_length,
-                                 JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        content = pb_json_content((const char *)msg->content,
+                                  msg->content_length, &jerr);
         if (content == NULL) {
             char text[300];
             snprintf(text, sizeof text,
@@ -503,13 +499,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     }
     if (instance == NULL) {
         char text[300];
-        if (action)
-            snprintf(text, sizeof text,
-                     "no route for content-type \"%.100s\" and action \"%.100s\"",
-                     msg->content_type, action);
-        else
-            snprintf(text, sizeof text, "no route for content-type \"%.100s\"",
-                     msg->content_type);
+        pb_router_miss(text, sizeof text, msg->content_type, action);
         send_error(c, PB_ERR_NO_ROUTE, text);
         json_decref(content);
         return;
