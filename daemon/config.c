@@ -66,7 +66,8 @@ static const pb_conf_word targets[] = {
     { "stderr", PB_LOG_STDERR }, { "syslog", PB_LOG_SYSLOG }, { NULL, 0 }
 };
 static const pb_conf_word framings[] = {
-    { "frame", PB_FRAME }, { "line", PB_LINE }, { NULL, 0 }
+    { "frame", PB_FRAME }, { "line", PB_LINE }, { "http", PB_HTTP },
+    { NULL, 0 }
 };
 static const pb_conf_word verify_words[] = {
     { "none", PB_VERIFY_NONE }, { "optional", PB_VERIFY_OPTIONAL },
@@ -942,6 +943,8 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 
     if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
         l->framing = (pb_framing_kind)framing->value;
+    if (l->framing == PB_HTTP && l->tls != NULL)
+        error_pos(ld, l->tls->pos, "http listeners do not take tls yet");
 
     if (get_name(ld, entry, "plugin", &plugin, &plugin_s) == PRESENT) {
         if (!find_plugin(c, plugin))

@@ -1001,7 +1001,7 @@ void pb_conns_init(struct ev_loop *loop)
 /* Numbers unique among the daemon's open connections: this worker's pid
  * above a count of its connections. A pid is reused only once the worker
  * that had it has exited, with its connections. */
-static unsigned long long next_number(void)
+unsigned long long pb_conn_next_number(void)
 {
     static unsigned long long count, base;
     if (base == 0)
@@ -1036,7 +1036,7 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->codec->decoder_init(&c->decoder,
                            (size_t)s->cycle->config->limits.max_message_bytes);
     c->peer_uid = -1;
-    c->number = next_number();
+    c->number = pb_conn_next_number();
     ev_io_init(&c->io, on_io, fd, EV_READ);
     c->last_active = ev_now(s->loop);
     list_append(c);

@@ -28,6 +28,8 @@ typedef struct pb_listener {
     size_t n_allow;
     size_t index;               /* its place in the worker's listener set */
     void *server;
+    struct pb_http *http;       /* a worker's HTTP server for it, once it
+                                 * has framing "http" */
 } pb_listener;
 
 typedef struct pb_listener_set {

@@ -21,6 +21,7 @@
 #include "connection.h"
 #include "control.h"
 #include "error.h"
+#include "http.h"
 #include "log.h"
 #include "plugin_host.h"
 #include "reply.h"
@@ -60,6 +61,16 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
         views[i].conf = listener_conf(cycle->config, l->name);
         if (views[i].conf < cycle->config->n_listeners)
             views[i].tls = cycle->tls[views[i].conf];
+    }
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_listener *l = s->listeners.items[i];
+        if (l->framing == PB_HTTP && l->http == NULL
+            && (l->http = pb_http_new(s, l)) == NULL) {
+            free(views);
+            free(instance_stats);
+            free(route_stats);
+            return -1;
+        }
     }
     pb_stats_rebind(s->shared, s->slot);
     for (size_t i = 0; i < cycle->n_instances; i++)
@@ -133,7 +144,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        pb_conn_open(s, l, fd);
+        if (l->framing == PB_HTTP)
+            pb_http_open(l->http, fd, (const struct sockaddr *)&peer, peer_len);
+        else
+            pb_conn_open(s, l, fd);
     }
 }
 
@@ -182,8 +196,24 @@ static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* A stopping worker keeps an HTTP connection that waits for a request
+ * open while anything else is (a health check on it answers 503), then
+ * closes it. */
+static void close_idle_http(pb_server *s)
+{
+    size_t idle = 0;
+    for (size_t i = 0; i < s->listeners.count; i++)
+        idle += pb_http_idle(s->listeners.items[i]->http);
+    if (idle == 0 || idle < s->n_connections)
+        return;
+    for (size_t i = 0; i < s->listeners.count; i++)
+        pb_http_close_idle(s->listeners.items[i]->http);
+}
+
 static void check_stopped(pb_server *s)
 {
+    if (s->stopping)
+        close_idle_http(s);
     if ((s->stopping || s->retiring) && s->n_connections == 0)
         ev_break(s->loop, EVBREAK_ALL);
 }
@@ -448,6 +478,10 @@ void pb_server_free(pb_server *s)
     while (s->oldest)
         pb_conn_close(s->oldest);
     pb_conn_pool_drain();
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_http_free(s->listeners.items[i]->http);
+        s->listeners.items[i]->http = NULL;
+    }
     if (s->loop != NULL) {
         ev_timer_stop(s->loop, &s->idle_timer);
         ev_timer_stop(s->loop, &s->shutdown_timer);
