@@ -529,7 +529,7 @@ Test(config, bad_choices)
         "log = { level = \"verbose\";\n"
         "        target = \"file\";\n"
         "        facility = \"kern\"; };\n"));
-    expect_line("main.conf", 1, "\"framing\" must be \"frame\" or \"line\", not \"lines\"");
+    expect_line("main.conf", 1, "\"framing\" must be \"frame\", \"line\" or \"http\", not \"lines\"");
     expect_line("main.conf", 2, "\"level\" must be \"error\", \"warning\", \"notice\", "
                 "\"info\" or \"debug\", not \"verbose\"");
     expect_line("main.conf", 3, "\"target\" must be \"stderr\" or \"syslog\", not \"file\"");
@@ -893,6 +893,18 @@ Test(config, tls_group_of_a_listener)
     cr_expect_eq(c->listeners[0].tls->min_version, PB_TLS_1_2);
     cr_expect_null(c->listeners[0].tls->ca);
     pb_config_free(c);
+}
+
+Test(config, http_framing_and_tls_on_it)
+{
+    pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1; "
+                           "framing = \"http\"; } );\n");
+    cr_expect_eq(c->listeners[0].framing, PB_HTTP);
+    pb_config_free(c);
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1; framing = \"http\";\n"
+                 "  tls = { certificate = \"s.crt\"; key = \"s.key\"; }; } );\n", 2,
+                 "http listeners do not take tls yet");
+    pb_diag_free(&diag);
 }
 
 Test(config, tls_group_mistakes_are_named)
