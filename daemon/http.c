@@ -132,7 +132,9 @@ static void end_connection(http_conn *c)
 
 /* Like the other framings, a connection without a complete request for
  * idle_timeout is closed, however slowly it sends; one waiting for its
- * reply is not idle. */
+ * reply is not idle. This sweep, not libmicrohttpd's connection timeout
+ * (fixed when its server starts), applies idle_timeout, so that a reload
+ * changes it for open connections too. */
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -637,8 +639,6 @@ pb_http *pb_http_new(pb_server *s, pb_listener *listener)
     }
     h->server = s;
     h->listener = listener;
-    double idle = s->cycle->config->limits.idle_timeout;
-    unsigned int timeout = idle > 0 ? (unsigned int)idle + (idle > (unsigned int)idle) : 0;
     h->mhd = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_EPOLL
                                   | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                               0, NULL, NULL, on_request, h,
@@ -647,7 +647,6 @@ pb_http *pb_http_new(pb_server *s, pb_listener *listener)
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                               (size_t)HTTP_MEMORY_LIMIT,
-                              MHD_OPTION_CONNECTION_TIMEOUT, timeout,
                               /* max_connections is the worker's to enforce */
                               MHD_OPTION_CONNECTION_LIMIT, 1u << 20,
                               MHD_OPTION_END);
