@@ -144,10 +144,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        if (l->framing == PB_HTTP)
-            pb_http_open(l->http, fd, (const struct sockaddr *)&peer, peer_len);
-        else
+        if (l->framing != PB_HTTP) {
             pb_conn_open(s, l, fd);
+        } else if (l->http != NULL) {
+            pb_http_open(l->http, fd, (const struct sockaddr *)&peer, peer_len);
+        } else {
+            /* Its server could not start when a reload made it http. */
+            pb_shared_release_connection(s->shared, s->slot);
+            close(fd);
+        }
     }
 }
 
