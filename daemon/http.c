@@ -53,6 +53,7 @@ typedef struct http_conn {
     pb_http *http;
     int fd;
     unsigned long long number;      /* pb_request.connection */
+    long peer_uid;                  /* a Unix-socket peer's uid, else -1 */
     ev_tstamp since;                /* accepted, or its last request ended */
     http_request *request;          /* the one in progress, or NULL */
     struct http_conn *prev, *next;
@@ -426,7 +427,7 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
         .listener = h->listener->name,
         .framing = PB_FRAMING_HTTP,
         .peer = peer_name(mhd, peer, sizeof peer),
-        .peer_uid = -1,
+        .peer_uid = rq->conn->peer_uid,
         .connection = rq->conn->number,
     };
 
@@ -592,6 +593,12 @@ static void on_connection(void *arg, struct MHD_Connection *mhd, void **state,
             c->http = h;
             c->fd = info->connect_fd;
             c->number = pb_conn_next_number();
+            struct ucred cred;
+            socklen_t length = sizeof cred;
+            c->peer_uid = h->listener->unix_path != NULL
+                              && getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
+                                            &length) == 0
+                              ? (long)cred.uid : -1;
             c->since = ev_now(s->loop);
             c->next = h->conns;
             if (h->conns != NULL)

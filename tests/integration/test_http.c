@@ -114,6 +114,24 @@ Test(http, a_posted_message_is_routed_and_answered)
     pb_daemon_stop_clean(&d);
 }
 
+Test(http, a_unix_socket_listener_tells_the_peer_uid)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, PB_T_CONF_HEAD "workers = 1;\n"
+                    "listeners = ( { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; },\n"
+                    "  { name = \"websock\"; path = \"@SOCK@\"; framing = \"http\"; } );\n"
+                    "plugins = ( { name = \"rt\"; module = \"" FIXTURES "/runtime.so\"; } );\n"
+                    "routes = ( { plugin = \"rt\"; } );\n");
+    int fd = pb_dial_unix(&d);
+    char want[64];
+    snprintf(want, sizeof want, "{\"result\": \"websock unix %ld\"}", (long)getuid());
+    expect_post(&d, fd, "text/json", "{\"action\": \"origin\"}", 200,
+                "text/json; charset=utf-8", want);
+    pb_t_expect_http(&d, fd, GET("/health"), 200, NULL, "ok\n");
+    close(fd);
+    pb_daemon_stop_clean(&d);
+}
+
 Test(http, keep_alive_and_pipelined_requests_are_answered_in_order)
 {
     pb_daemon d;
