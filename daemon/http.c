@@ -431,6 +431,9 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
         .connection = rq->conn->number,
     };
 
+    /* It keeps the configuration that routed it until it is answered. */
+    reply->cycle = s->cycle;
+    pb_cycle_hold(reply->cycle);
     int finished;
     if (header == NULL) {
         reply->failed = 1;
@@ -451,9 +454,6 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
     json_decref(header);
     if (finished)
         return send_reply(rq, mhd);
-    /* It keeps the configuration that routed it until it is answered. */
-    reply->cycle = s->cycle;
-    pb_cycle_hold(reply->cycle);
     MHD_suspend_connection(mhd);
     return MHD_YES;
 }
