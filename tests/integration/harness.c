@@ -1077,7 +1077,7 @@ void pb_t_expect_bytes(const pb_daemon *d, const char *what,
 {
     char *g, *w;
 
-    if (got_len == want_len && memcmp(got, want, got_len) == 0)
+    if (got_len == want_len && (got_len == 0 || memcmp(got, want, got_len) == 0))
         return;
     g = pb_t_escape(got, got_len);
     w = pb_t_escape(want, want_len);
