@@ -943,8 +943,6 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 
     if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
         l->framing = (pb_framing_kind)framing->value;
-    if (l->framing == PB_HTTP && l->tls != NULL)
-        error_pos(ld, l->tls->pos, "http listeners do not take tls yet");
 
     if (get_name(ld, entry, "plugin", &plugin, &plugin_s) == PRESENT) {
         if (!find_plugin(c, plugin))

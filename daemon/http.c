@@ -18,6 +18,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -54,6 +56,8 @@ typedef struct http_conn {
     int fd;
     unsigned long long number;      /* pb_request.connection */
     long peer_uid;                  /* a Unix-socket peer's uid, else -1 */
+    char *tls_subject;              /* a verified client certificate's */
+    int tls_checked;                /* its client certificate was judged */
     ev_tstamp since;                /* accepted, or its last request ended */
     http_request *request;          /* the one in progress, or NULL */
     struct http_conn *prev, *next;
@@ -70,10 +74,21 @@ struct http_request {
     int answered;                   /* the reply came back: send it */
 };
 
+/* A tls group's files as libmicrohttpd takes them (NUL-terminated PEM),
+ * and what it asks of clients; all NULL for plaintext. */
+typedef struct http_tls {
+    char *certificate, *key, *ca;
+    pb_verify_client verify_client;
+    int min_version;
+} http_tls;
+
 struct pb_http {
     pb_server *server;
     pb_listener *listener;
     struct MHD_Daemon *mhd;
+    http_tls tls;                   /* what it was started with */
+    pb_http *older;                 /* started for an earlier tls group,
+                                     * serving the connections it has */
     ev_io events;                   /* libmicrohttpd's epoll descriptor */
     ev_timer timeout;               /* its next timeout */
     ev_timer sweep;                 /* closes connections past idle_timeout */
@@ -428,6 +443,7 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
         .framing = PB_FRAMING_HTTP,
         .peer = peer_name(mhd, peer, sizeof peer),
         .peer_uid = rq->conn->peer_uid,
+        .tls_subject = rq->conn->tls_subject,
         .connection = rq->conn->number,
     };
 
@@ -493,6 +509,50 @@ static enum MHD_Result dispatch(http_request *rq, struct MHD_Connection *mhd,
                          "method not allowed on this path", 0);
 }
 
+/* On a TLS listener that asks for client certificates, once per
+ * connection: a certificate must verify against the CA (and one is
+ * needed with verify_client = "require"); its subject goes to plugins.
+ * libmicrohttpd only asks for one, so this is where it is judged. 0, or
+ * -1 to close the connection. */
+static int check_client(pb_http *h, http_conn *c, struct MHD_Connection *mhd)
+{
+    c->tls_checked = 1;
+    if (h->tls.ca == NULL || h->tls.verify_client == PB_VERIFY_NONE)
+        return 0;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(mhd, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t session = info != NULL ? info->tls_session : NULL;
+    unsigned int n = 0, status = 0;
+    const gnutls_datum_t *certs = session != NULL
+                                      ? gnutls_certificate_get_peers(session, &n) : NULL;
+    const char *why = NULL;
+    if (certs == NULL || n == 0) {
+        if (h->tls.verify_client == PB_VERIFY_REQUIRE)
+            why = "no client certificate";
+    } else if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS
+               || status != 0) {
+        why = "client certificate does not verify";
+    } else {
+        gnutls_x509_crt_t crt;
+        gnutls_datum_t dn = { NULL, 0 };
+        if (gnutls_x509_crt_init(&crt) == GNUTLS_E_SUCCESS) {
+            if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == GNUTLS_E_SUCCESS
+                && gnutls_x509_crt_get_dn3(crt, &dn, 0) == GNUTLS_E_SUCCESS) {
+                c->tls_subject = strndup((const char *)dn.data, dn.size);
+                gnutls_free(dn.data);
+            }
+            gnutls_x509_crt_deinit(crt);
+        }
+    }
+    if (why == NULL)
+        return 0;
+    static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
+    pb_log_limited(&limit, PB_LOG_DEBUG, "refusing an HTTPS client on %s: %s",
+                   h->listener->address, why);
+    count(&stats(h)->refused_tls, 1);
+    return -1;
+}
+
 /* Called when a request's headers are in (*state NULL), for each piece of
  * its body, once the body is complete, and again after a resume. An
  * answer given on the first call would close the connection (the body
@@ -510,7 +570,8 @@ static enum MHD_Result on_request(void *arg, struct MHD_Connection *mhd,
         const union MHD_ConnectionInfo *info =
             MHD_get_connection_info(mhd, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         http_conn *c = info != NULL ? info->socket_context : NULL;
-        if (c == NULL || (rq = calloc(1, sizeof *rq)) == NULL)
+        if (c == NULL || (!c->tls_checked && check_client(h, c, mhd) != 0)
+            || (rq = calloc(1, sizeof *rq)) == NULL)
             return MHD_NO;
         rq->conn = c;
         rq->mhd = mhd;
@@ -620,6 +681,7 @@ static void on_connection(void *arg, struct MHD_Connection *mhd, void **state,
             h->conns = c->next;
         if (c->next != NULL)
             c->next->prev = c->prev;
+        free(c->tls_subject);
         free(c);
     }
     s->n_connections--;
@@ -637,18 +699,105 @@ static void on_log(void *arg, const char *format, va_list ap)
 
 /* --- Life cycle -------------------------------------------------------------- */
 
-pb_http *pb_http_new(pb_server *s, pb_listener *listener)
+static void tls_free(http_tls *t)
+{
+    char *pem[] = { t->certificate, t->key, t->ca };
+    for (size_t i = 0; i < 3; i++)
+        if (pem[i] != NULL) {
+            /* The key is private. */
+            explicit_bzero(pem[i], strlen(pem[i]));
+            free(pem[i]);
+        }
+    memset(t, 0, sizeof *t);
+}
+
+/* The bytes of the file the master read for path, NUL-terminated; NULL
+ * when it has none or out of memory. */
+static char *pem_copy(const pb_tls_files *files, const char *path)
+{
+    for (size_t i = 0; path != NULL && i < files->count; i++) {
+        const pb_tls_file *f = &files->items[i];
+        if (strcmp(f->path, path) != 0)
+            continue;
+        char *copy = malloc(f->len + 1);
+        if (copy != NULL) {
+            memcpy(copy, f->data, f->len);
+            copy[f->len] = '\0';
+        }
+        return copy;
+    }
+    return NULL;
+}
+
+/* The tls group of config's listener number conf, from the bytes the
+ * cycle carries; 0, or -1 when a file is missing or out of memory. */
+static int tls_read(http_tls *t, const pb_cycle *cycle, size_t conf)
+{
+    memset(t, 0, sizeof *t);
+    if (conf >= cycle->config->n_listeners || cycle->config->listeners[conf].tls == NULL)
+        return 0;
+    const pb_tls_conf *c = cycle->config->listeners[conf].tls;
+    t->certificate = pem_copy(&cycle->tls_files, c->certificate);
+    t->key = pem_copy(&cycle->tls_files, c->key);
+    t->ca = pem_copy(&cycle->tls_files, c->ca);
+    t->verify_client = c->verify_client;
+    t->min_version = c->min_version;
+    if (t->certificate == NULL || t->key == NULL || (c->ca != NULL && t->ca == NULL)) {
+        tls_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+static int same_text(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int tls_same(const http_tls *a, const http_tls *b)
+{
+    return same_text(a->certificate, b->certificate) && same_text(a->key, b->key)
+        && same_text(a->ca, b->ca) && a->verify_client == b->verify_client
+        && a->min_version == b->min_version;
+}
+
+/* Starts a server for listener, taking over tls; NULL (logged) when
+ * libmicrohttpd cannot. */
+static pb_http *http_start(pb_server *s, pb_listener *listener, http_tls *tls)
 {
     pb_http *h = calloc(1, sizeof *h);
     if (h == NULL) {
         pb_log_error("out of memory for the HTTP server of %s", listener->address);
+        tls_free(tls);
         return NULL;
     }
     h->server = s;
     h->listener = listener;
-    h->mhd = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_EPOLL
-                                  | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-                              0, NULL, NULL, on_request, h,
+    h->tls = *tls;
+    memset(tls, 0, sizeof *tls);
+    unsigned int flags = MHD_USE_NO_LISTEN_SOCKET | MHD_USE_EPOLL
+                         | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_options[5];
+    size_t n = 0;
+    if (h->tls.certificate != NULL) {
+        flags |= MHD_USE_TLS;
+        tls_options[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                                    h->tls.certificate };
+        tls_options[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0,
+                                                    h->tls.key };
+        /* A CA makes libmicrohttpd ask for a client certificate, which
+         * check_client judges. */
+        if (h->tls.ca != NULL && h->tls.verify_client != PB_VERIFY_NONE)
+            tls_options[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0,
+                                                        h->tls.ca };
+        const char *versions = h->tls.min_version == PB_TLS_1_3
+                                   ? "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+                                   : "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2";
+        tls_options[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                                    (void *)versions };
+    }
+    tls_options[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                               MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
@@ -656,6 +805,7 @@ pb_http *pb_http_new(pb_server *s, pb_listener *listener)
                               (size_t)HTTP_MEMORY_LIMIT,
                               /* max_connections is the worker's to enforce */
                               MHD_OPTION_CONNECTION_LIMIT, 1u << 20,
+                              MHD_OPTION_ARRAY, tls_options,
                               MHD_OPTION_END);
     const union MHD_DaemonInfo *info =
         h->mhd != NULL ? MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
@@ -663,6 +813,7 @@ pb_http *pb_http_new(pb_server *s, pb_listener *listener)
         pb_log_error("cannot start the HTTP server of %s", listener->address);
         if (h->mhd != NULL)
             MHD_stop_daemon(h->mhd);
+        tls_free(&h->tls);
         free(h);
         return NULL;
     }
@@ -681,6 +832,26 @@ pb_http *pb_http_new(pb_server *s, pb_listener *listener)
     return h;
 }
 
+int pb_http_bind(pb_http **http, pb_server *s, pb_listener *listener,
+                 const pb_cycle *cycle, size_t conf)
+{
+    http_tls tls;
+    if (tls_read(&tls, cycle, conf) != 0) {
+        pb_log_error("out of memory for the TLS files of %s", listener->address);
+        return -1;
+    }
+    if (*http != NULL && tls_same(&(*http)->tls, &tls)) {
+        tls_free(&tls);
+        return 0;
+    }
+    pb_http *h = http_start(s, listener, &tls);
+    if (h == NULL)
+        return -1;
+    h->older = *http;
+    *http = h;
+    return 0;
+}
+
 void pb_http_open(pb_http *h, int fd, const struct sockaddr *peer, socklen_t peer_len)
 {
     h->added = 0;
@@ -696,33 +867,41 @@ void pb_http_open(pb_http *h, int fd, const struct sockaddr *peer, socklen_t pee
 
 size_t pb_http_idle(const pb_http *h)
 {
-    return h != NULL ? h->n_idle : 0;
+    size_t idle = 0;
+    for (; h != NULL; h = h->older)
+        idle += h->n_idle;
+    return idle;
 }
 
 void pb_http_close_idle(pb_http *h)
 {
-    if (h == NULL || h->n_idle == 0)
-        return;
-    for (http_conn *c = h->conns; c != NULL; c = c->next)
-        if (c->request == NULL)
-            end_connection(c);
-    drive(h);
+    for (; h != NULL; h = h->older) {
+        if (h->n_idle == 0)
+            continue;
+        for (http_conn *c = h->conns; c != NULL; c = c->next)
+            if (c->request == NULL)
+                end_connection(c);
+        drive(h);
+    }
 }
 
 void pb_http_free(pb_http *h)
 {
-    if (h == NULL)
-        return;
-    struct ev_loop *loop = h->server->loop;
-    ev_ref(loop);
-    ev_ref(loop);
-    ev_io_stop(loop, &h->events);
-    ev_timer_stop(loop, &h->sweep);
-    ev_timer_stop(loop, &h->timeout);
-    /* libmicrohttpd closes only connections that are not suspended. */
-    for (http_conn *c = h->conns; c != NULL; c = c->next)
-        if (c->request != NULL && c->request->reply != NULL && !c->request->answered)
-            MHD_resume_connection(c->request->mhd);
-    MHD_stop_daemon(h->mhd);
-    free(h);
+    while (h != NULL) {
+        pb_http *older = h->older;
+        struct ev_loop *loop = h->server->loop;
+        ev_ref(loop);
+        ev_ref(loop);
+        ev_io_stop(loop, &h->events);
+        ev_timer_stop(loop, &h->sweep);
+        ev_timer_stop(loop, &h->timeout);
+        /* libmicrohttpd closes only connections that are not suspended. */
+        for (http_conn *c = h->conns; c != NULL; c = c->next)
+            if (c->request != NULL && c->request->reply != NULL && !c->request->answered)
+                MHD_resume_connection(c->request->mhd);
+        MHD_stop_daemon(h->mhd);
+        tls_free(&h->tls);
+        free(h);
+        h = older;
+    }
 }

@@ -64,8 +64,8 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
     }
     for (size_t i = 0; i < s->listeners.count; i++) {
         pb_listener *l = s->listeners.items[i];
-        if (l->framing == PB_HTTP && l->http == NULL
-            && (l->http = pb_http_new(s, l)) == NULL) {
+        if (l->framing == PB_HTTP
+            && pb_http_bind(&l->http, s, l, cycle, views[i].conf) != 0) {
             free(views);
             free(instance_stats);
             free(route_stats);

@@ -2,7 +2,8 @@
  * test_http.c - listeners with framing "http" against the real daemon, over
  * raw sockets: health, metrics and the status page, messages posted and
  * answered (at once, later, on a pool), every error status, keep-alive and
- * pipelining, limits, a graceful stop and a reload with a connection open.
+ * pipelining, limits, a graceful stop, a reload with a connection open, and
+ * HTTPS with client certificates.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -313,21 +314,91 @@ Test(http, a_reload_keeps_an_open_keep_alive_connection)
     pb_daemon_stop_clean(&d);
 }
 
-Test(http, tls_on_an_http_listener_is_a_config_error)
+/* PORT0: frame, routed; PORT1: https with verify_client (given). */
+#define TLS_CONF(verify) \
+    PB_T_CONF_HEAD "workers = 1;\n" \
+    "listeners = (\n" \
+    "  { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; },\n" \
+    "  { name = \"web\"; address = \"127.0.0.1\"; port = @PORT1@; framing = \"http\";\n" \
+    "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\";\n" \
+    "            ca = \"@DIR@/ca.crt\"; verify_client = \"" verify "\"; }; }\n" \
+    ");\n" \
+    "plugins = ( { name = \"rt\"; module = \"" FIXTURES "/runtime.so\"; },\n" \
+    "            { name = \"stats\"; module = \"stats\"; } );\n" \
+    "routes = ( { content_type = \"text/json\"; action = \"stats\"; plugin = \"stats\"; },\n" \
+    "           { plugin = \"rt\"; } );\n"
+
+static void start_tls(pb_daemon *d, const char *config_template)
+{
+    pb_daemon_prepare(d, config_template);
+    pb_t_make_certs(d->dir);
+    pb_daemon_launch(d, config_template);
+}
+
+Test(http, https_with_client_certificates)
 {
     pb_daemon d;
-    pb_daemon_prepare(&d, PB_T_CONF_HEAD
-                      "listeners = ( { address = \"127.0.0.1\"; port = @PORT1@; "
-                      "framing = \"http\";\n"
-                      "  tls = { certificate = \"c.pem\"; key = \"k.pem\"; }; } );\n"
-                      "plugins = ( { name = \"echo\"; module = \"echo\"; } );\n"
-                      "routes = ( { plugin = \"echo\"; } );\n");
-    const char *argv[] = { PB_T_DAEMON_BIN, "-t", "-c", d.config_path, NULL };
-    pb_run_result r;
-    pb_run(argv, NULL, NULL, 0, &r);
-    cr_expect_neq(r.status, 0);
-    cr_expect(strstr(r.err, ":5: ") != NULL && strstr(r.err, "http listeners do not "
-                                                       "take tls yet") != NULL,
-              "no FILE:LINE error for tls on an http listener: %s", r.err);
-    pb_run_free(&r);
+    pb_t_tls c;
+    start_tls(&d, TLS_CONF("optional"));
+    pb_t_tls_opts with = { .client = "client" }, without = { 0 };
+    pb_t_tls_dial(&d, 1, &with, &c);
+    pb_t_expect_http(&d, c.fd, GET("/health"), 200, "text/plain; charset=utf-8", "ok\n");
+    expect_post(&d, c.fd, "text/json", "{\"action\": \"subject\", \"value\": \"\"}", 200,
+                NULL, "{\"result\": \"CN=client,O=Plugboard Test\"}");
+    pb_t_tls_close(&c);
+    pb_t_tls_dial(&d, 1, &without, &c);
+    expect_post(&d, c.fd, "text/json", "{\"action\": \"subject\"}", 200, NULL,
+                "{\"result\": \"-\"}");
+    pb_t_tls_close(&c);
+    pb_daemon_stop_clean(&d);
+
+    start_tls(&d, TLS_CONF("require"));
+    pb_t_tls_dial(&d, 1, &with, &c);
+    pb_t_expect_http(&d, c.fd, GET("/health"), 200, NULL, "ok\n");
+    pb_t_tls_close(&c);
+    /* Without a certificate the connection is closed at its first request. */
+    if (pb_t_tls_open(&d, 1, &without, &c) == 0) {
+        pb_t_send(&d, c.fd, GET("/health"), strlen(GET("/health")));
+        pb_t_expect_eof(&d, c.fd);
+        pb_t_tls_close(&c);
+    }
+    pb_t_wait_stat_at_least(&d, "connections.refused_by.tls", 1);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(http, a_reload_with_a_new_certificate_keeps_open_https_connections)
+{
+    pb_daemon d;
+    pb_t_tls held, fresh;
+    char cn[64], from[256], to[256];
+    start_tls(&d, TLS_CONF("none"));
+    pb_t_tls_opts o = { 0 };
+    pb_t_tls_dial(&d, 1, &o, &held);
+    cr_expect_str_eq(pb_t_tls_peer_cn(&held, cn, sizeof cn), "server");
+    pb_t_expect_http(&d, held.fd, GET("/health"), 200, NULL, "ok\n");
+
+    snprintf(from, sizeof from, "%s/server2.crt", d.dir);
+    snprintf(to, sizeof to, "%s/server.crt", d.dir);
+    size_t len;
+    char *pem = pb_t_read_file(from, &len);
+    cr_assert_not_null(pem);
+    pb_t_write_file(to, pem, len);
+    free(pem);
+    snprintf(from, sizeof from, "%s/server2.key", d.dir);
+    snprintf(to, sizeof to, "%s/server.key", d.dir);
+    pem = pb_t_read_file(from, &len);
+    cr_assert_not_null(pem);
+    pb_t_write_file(to, pem, len);
+    free(pem);
+    pb_daemon_signal(&d, SIGHUP);
+    pb_t_wait_stat(&d, "reloads", 1);
+
+    pb_t_tls_dial(&d, 1, &o, &fresh);
+    cr_expect_str_eq(pb_t_tls_peer_cn(&fresh, cn, sizeof cn), "server2",
+                     "a connection after the reload gets the new certificate");
+    pb_t_expect_http(&d, fresh.fd, GET("/health"), 200, NULL, "ok\n");
+    pb_t_expect_http(&d, held.fd, GET("/health"), 200, NULL, "ok\n");
+    pb_t_tls_close(&fresh);
+    pb_t_tls_close(&held);
+    pb_daemon_stop_clean(&d);
 }

@@ -895,16 +895,17 @@ Test(config, tls_group_of_a_listener)
     pb_config_free(c);
 }
 
-Test(config, http_framing_and_tls_on_it)
+Test(config, http_framing_with_and_without_tls)
 {
     pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1; "
-                           "framing = \"http\"; } );\n");
+                           "framing = \"http\"; },\n"
+                           "  { address = \"127.0.0.1\"; port = 2; framing = \"http\";\n"
+                           "    tls = { certificate = \"s.crt\"; key = \"s.key\"; }; } );\n");
     cr_expect_eq(c->listeners[0].framing, PB_HTTP);
+    cr_expect_null(c->listeners[0].tls);
+    cr_expect_eq(c->listeners[1].framing, PB_HTTP);
+    cr_expect_not_null(c->listeners[1].tls);
     pb_config_free(c);
-    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 1; framing = \"http\";\n"
-                 "  tls = { certificate = \"s.crt\"; key = \"s.key\"; }; } );\n", 2,
-                 "http listeners do not take tls yet");
-    pb_diag_free(&diag);
 }
 
 Test(config, tls_group_mistakes_are_named)
