@@ -178,21 +178,21 @@ static enum MHD_Result respond(http_request *rq, struct MHD_Connection *mhd,
                                unsigned int status, const char *content_type,
                                const void *body, size_t length, int close)
 {
-    pb_server *s = rq != NULL ? rq->conn->http->server : NULL;
+    pb_server *s = rq->conn->http->server;
     struct MHD_Response *response =
         MHD_create_response_from_buffer(length, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (response == NULL)
         return MHD_NO;
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     /* A stopping worker lets each connection go after its answer. */
-    if (close || (s != NULL && s->stopping))
+    if (close || s->stopping)
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW,
                                 "GET, HEAD, POST");
     enum MHD_Result rc = MHD_queue_response(mhd, status, response);
     MHD_destroy_response(response);
-    if (rc == MHD_YES && rq != NULL)
+    if (rc == MHD_YES)
         count(&stats(rq->conn->http)->bytes_out, (long)length);
     return rc;
 }
@@ -287,6 +287,13 @@ static enum MHD_Result send_reply(http_request *rq, struct MHD_Connection *mhd)
                            ? NULL : (const char *)pb_buf_head(r->written);
     size_t used = head != NULL ? pb_buf_used(r->written) : 0;
     const char *nul = head != NULL ? memchr(head, '\0', used) : NULL;
+    /* A content-type that would end the header line early is the
+     * plugin's failure, not a header of its making. */
+    if (nul != NULL && strpbrk(head, "\r\n") != NULL) {
+        snprintf(r->error, sizeof r->error,
+                 "plugin gave a content-type with a line break in it");
+        nul = NULL;
+    }
     if (nul == NULL) {
         static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
         if (r->error[0] == '\0')
