@@ -1,6 +1,7 @@
 /*
  * server.c - the event loop of one worker: accepting on the listeners
- * (and refusing past max_connections), the idle sweep, the master's
+ * (and refusing past max_connections; an http listener's sockets go to
+ * its HTTP server, http.c), the idle sweep, the master's
  * commands (apply a configuration, retire) and the graceful stop on
  * SIGTERM/SIGINT.
  */
