@@ -315,13 +315,15 @@ Test(http, a_reload_keeps_an_open_keep_alive_connection)
 }
 
 /* PORT0: frame, routed; PORT1: https with verify_client (given). */
-#define TLS_CONF(verify) \
+#define TLS_CONF(verify) TLS_CONF_MIN(verify, "1.2")
+#define TLS_CONF_MIN(verify, min) \
     PB_T_CONF_HEAD "workers = 1;\n" \
     "listeners = (\n" \
     "  { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; },\n" \
     "  { name = \"web\"; address = \"127.0.0.1\"; port = @PORT1@; framing = \"http\";\n" \
     "    tls = { certificate = \"@DIR@/server.crt\"; key = \"@DIR@/server.key\";\n" \
-    "            ca = \"@DIR@/ca.crt\"; verify_client = \"" verify "\"; }; }\n" \
+    "            ca = \"@DIR@/ca.crt\"; verify_client = \"" verify "\";\n" \
+    "            min_version = \"" min "\"; }; }\n" \
     ");\n" \
     "plugins = ( { name = \"rt\"; module = \"" FIXTURES "/runtime.so\"; },\n" \
     "            { name = \"stats\"; module = \"stats\"; } );\n" \
@@ -363,6 +365,20 @@ Test(http, https_with_client_certificates)
         pb_t_tls_close(&c);
     }
     pb_t_wait_stat_at_least(&d, "connections.refused_by.tls", 1);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(http, https_min_version_refuses_older_clients)
+{
+    pb_daemon d;
+    pb_t_tls c;
+    start_tls(&d, TLS_CONF_MIN("none", "1.3"));
+    pb_t_tls_opts old = { .max_version = "1.2" }, new = { .min_version = "1.3" };
+    cr_expect_neq(pb_t_tls_open(&d, 1, &old, &c), 0, "a TLS 1.2 client got in");
+    pb_t_tls_close(&c);
+    pb_t_tls_dial(&d, 1, &new, &c);
+    pb_t_expect_http(&d, c.fd, GET("/health"), 200, NULL, "ok\n");
+    pb_t_tls_close(&c);
     pb_daemon_stop_clean(&d);
 }
 
