@@ -252,21 +252,41 @@ Test(http, max_connections_answers_busy)
     pb_daemon_stop_clean(&d);
 }
 
+/* Asks /health on fd until the answer is 503 (the worker has taken the
+ * signal), checking it; every earlier answer is a 200. */
+static void expect_health_stopping(const pb_daemon *d, int fd)
+{
+    for (int i = 0; i < 200; i++) {
+        pb_t_http r;
+        pb_t_send(d, fd, GET("/health"), strlen(GET("/health")));
+        pb_t_recv_http(d, fd, 0, &r);
+        int status = r.status;
+        if (status == 503)
+            pb_t_expect_bytes(d, "health while stopping", pb_buf_head(&r.body),
+                              pb_buf_used(&r.body), "stopping\n", 9);
+        pb_t_http_free(&r);
+        if (status == 503)
+            return;
+        pb_check(d, status == 200, "health answered %d", status);
+        sleep_ms(20);
+    }
+    pb_t_fail(d, __FILE__, __LINE__, "health never answered 503 after SIGTERM");
+}
+
+/* A reply in flight on a frame connection keeps the worker stopping until
+ * its timer fires: long enough for what a test checks meanwhile. */
+#define SLOW_FRAME "{\"action\": \"timer\", \"value\": \"done\", \"delay\": 4}"
+
 Test(http, health_says_stopping_while_the_worker_stops)
 {
     pb_daemon d;
     pb_daemon_start(&d, STD);
     int web = pb_dial(&d, 1);
     pb_t_expect_http(&d, web, GET("/health"), 200, NULL, "ok\n");
-    /* A reply in flight on a frame connection keeps the worker stopping. */
     int app = pb_dial(&d, 0);
-    const char *slow = "{\"action\": \"timer\", \"value\": \"done\", \"delay\": 2}";
-    pb_t_send_frame(&d, app, "text/json", "utf-8", slow, strlen(slow));
-    sleep_ms(100);
+    pb_t_send_frame(&d, app, "text/json", "utf-8", SLOW_FRAME, strlen(SLOW_FRAME));
     pb_daemon_signal(&d, SIGTERM);
-    sleep_ms(200);
-    pb_t_expect_http(&d, web, GET("/health"), 503, "text/plain; charset=utf-8",
-                     "stopping\n");
+    expect_health_stopping(&d, web);
     pb_t_expect_eof(&d, web);
     close(web);
     web = -1;
@@ -283,13 +303,16 @@ Test(http, a_message_while_stopping_is_answered_shutting_down)
     pb_daemon_start(&d, STD);
     int web = pb_dial(&d, 1);
     pb_t_expect_http(&d, web, GET("/health"), 200, NULL, "ok\n");
+    /* Health says when the worker stops; that answer closes its
+     * connection, so the message goes on another one, opened before. */
+    int other = pb_dial(&d, 1);
+    pb_t_expect_http(&d, other, GET("/health"), 200, NULL, NULL);
     int app = pb_dial(&d, 0);
-    const char *slow = "{\"action\": \"timer\", \"value\": \"done\", \"delay\": 2}";
-    pb_t_send_frame(&d, app, "text/json", "utf-8", slow, strlen(slow));
-    sleep_ms(100);
+    pb_t_send_frame(&d, app, "text/json", "utf-8", SLOW_FRAME, strlen(SLOW_FRAME));
     pb_daemon_signal(&d, SIGTERM);
-    sleep_ms(200);
-    expect_post_error(&d, web, "text/json", PB_T_MORPHEUS, 503, "shutting_down");
+    expect_health_stopping(&d, web);
+    expect_post_error(&d, other, "text/json", PB_T_MORPHEUS, 503, "shutting_down");
+    close(other);
     close(web);
     char *result = pb_t_recv_result(&d, app);
     free(result);
