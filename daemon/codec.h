@@ -16,7 +16,9 @@
 #include "line.h"
 #include "message.h"
 
-/* Every framing's decoder state; the codec knows which member is live. */
+/* Every framing's decoder state; the codec knows which member is live.
+ * The http framing has no decoder (libmicrohttpd parses it) and leaves the
+ * decoder entries NULL. */
 typedef union pb_decoder {
     pb_frame_decoder frame;
     pb_line_decoder line;

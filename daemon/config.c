@@ -66,7 +66,8 @@ static const pb_conf_word targets[] = {
     { "stderr", PB_LOG_STDERR }, { "syslog", PB_LOG_SYSLOG }, { NULL, 0 }
 };
 static const pb_conf_word framings[] = {
-    { "frame", PB_FRAME }, { "line", PB_LINE }, { NULL, 0 }
+    { "frame", PB_FRAME }, { "line", PB_LINE }, { "http", PB_HTTP },
+    { NULL, 0 }
 };
 static const pb_conf_word verify_words[] = {
     { "none", PB_VERIFY_NONE }, { "optional", PB_VERIFY_OPTIONAL },

@@ -23,7 +23,7 @@ typedef struct pb_conf_word {
 /* The most threads `threads` may ask for, per instance and worker. */
 #define PB_MAX_PLUGIN_THREADS 256
 
-typedef enum pb_framing_kind { PB_FRAME = 0, PB_LINE = 1 } pb_framing_kind;
+typedef enum pb_framing_kind { PB_FRAME = 0, PB_LINE = 1, PB_HTTP = 2 } pb_framing_kind;
 
 /* Where something was written, for messages. `file` points into
  * pb_config.files and lives as long as the config. */

@@ -265,6 +265,7 @@ static const pb_limits *limits(const pb_conn *c)
 }
 
 static void release_reply(pb_reply *r);
+static void on_reply_finished(pb_reply *r);
 
 /* Tells the plugins holding c that it closed; their holds stay valid until
  * they release them. */
@@ -351,7 +352,7 @@ static pb_buf *reply_slot(pb_conn *c)
 {
     if (c->queue == NULL)
         return &c->out;
-    pb_reply *r = pb_reply_new(c, c->codec, NULL);
+    pb_reply *r = pb_reply_new(c, on_reply_finished, c->codec, NULL);
     if (r == NULL)
         return NULL;
     r->state = PB_REPLY_READY;
@@ -415,7 +416,7 @@ static void flush(pb_conn *c);
 /* A reply that finished after its handle() returned is back on the loop. */
 static void on_reply_finished(pb_reply *r)
 {
-    pb_conn *c = r->conn;
+    pb_conn *c = r->owner;
     if (c == NULL) {
         /* Its connection closed meanwhile: nothing to send. */
         release_reply(r);
@@ -477,12 +478,8 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     json_t *content = NULL;
     if (strcmp(msg->content_type, "text/json") == 0) {
         json_error_t jerr;
-        content = pb_json_fast_object((const char *)msg->content,
-                                      msg->content_length);
-        if (content == NULL)
-            content = json_loadb((const char *)msg->content,
-                                 msg->content_length,
-                                 JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        content = pb_json_content((const char *)msg->content,
+                                  msg->content_length, &jerr);
         if (content == NULL) {
             char text[300];
             snprintf(text, sizeof text,
@@ -505,13 +502,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     }
     if (instance == NULL) {
         char text[300];
-        if (action)
-            snprintf(text, sizeof text,
-                     "no route for content-type \"%.100s\" and action \"%.100s\"",
-                     msg->content_type, action);
-        else
-            snprintf(text, sizeof text, "no route for content-type \"%.100s\"",
-                     msg->content_type);
+        pb_router_miss(text, sizeof text, msg->content_type, action);
         send_error(c, PB_ERR_NO_ROUTE, text);
         json_decref(content);
         return;
@@ -520,7 +511,8 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     /* Written in place when it is the next to leave and answered on the
      * loop thread during handle(); queued in request order otherwise. */
     int in_place = c->queue == NULL && instance->pool == NULL;
-    pb_reply *reply = pb_reply_new(c, c->codec, in_place ? &c->out : NULL);
+    pb_reply *reply = pb_reply_new(c, on_reply_finished, c->codec,
+                                   in_place ? &c->out : NULL);
     if (reply == NULL) {
         send_error(c, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
         json_decref(content);
@@ -1002,7 +994,7 @@ static const pb_push_ops push_ops = { hold, release, push, close_held,
 
 void pb_conns_init(struct ev_loop *loop)
 {
-    pb_replies_init(loop, on_reply_finished);
+    pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
     ev_prepare_init(&turns.grant, on_grant);
 }
@@ -1012,7 +1004,7 @@ void pb_conns_init(struct ev_loop *loop)
 /* Numbers unique among the daemon's open connections: this worker's pid
  * above a count of its connections. A pid is reused only once the worker
  * that had it has exited, with its connections. */
-static unsigned long long next_number(void)
+unsigned long long pb_conn_next_number(void)
 {
     static unsigned long long count, base;
     if (base == 0)
@@ -1047,7 +1039,7 @@ void pb_conn_open(pb_server *s, pb_listener *listener, int fd)
     c->codec->decoder_init(&c->decoder,
                            (size_t)s->cycle->config->limits.max_message_bytes);
     c->peer_uid = -1;
-    c->number = next_number();
+    c->number = pb_conn_next_number();
     ev_io_init(&c->io, on_io, fd, EV_READ);
     c->last_active = ev_now(s->loop);
     list_append(c);

@@ -31,6 +31,10 @@ void pb_conn_close(pb_conn *conn);
  * has nothing open, and at exit. */
 void pb_conn_pool_drain(void);
 
+/* A number for pb_request.connection, unique among the daemon's open
+ * connections of every framing. */
+unsigned long long pb_conn_next_number(void);
+
 /* Sets up the worker's replies in flight (reply.h), the push services
  * for the connections and the pacing of TLS handshakes. */
 void pb_conns_init(struct ev_loop *loop);

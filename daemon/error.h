@@ -5,6 +5,8 @@
 #ifndef PB_ERROR_H
 #define PB_ERROR_H
 
+#include "buffer.h"
+
 typedef enum pb_error_code {
     PB_ERR_NONE = 0,
     PB_ERR_BAD_FRAME,       /* reply, close */
@@ -28,6 +30,13 @@ const char *pb_error_token(pb_error_code code);
 
 /* Whether the connection is closed after replying with this error. */
 int pb_error_closes(pb_error_code code);
+
+/* The HTTP status an HTTP listener answers a code with. */
+int pb_error_http_status(pb_error_code code);
+
+/* Appends the JSON content of an error, {"error": TEXT, "code": TOKEN},
+ * as every framing writes it. 0, or -1 (out of memory) with out unchanged. */
+int pb_error_encode_json(pb_buf *out, const char *token, const char *text);
 
 /* Fills err; returns -1 so that callers can `return pb_error_set(...)`. */
 int pb_error_set(pb_error *err, pb_error_code code, const char *format, ...)

@@ -515,12 +515,7 @@ int pb_frame_encode_error(pb_buf *out, pb_error_code code, const char *text)
     pb_buf content = PB_BUF_INIT;
     int rc = -1;
 
-    if (pb_buf_append_str(&content, "{\"error\": ") == 0
-        && pb_json_dump_string(&content, text, strlen(text)) == 0
-        && pb_buf_append_str(&content, ", \"code\": ") == 0
-        && pb_json_dump_string(&content, pb_error_token(code),
-                               strlen(pb_error_token(code))) == 0
-        && pb_buf_append_byte(&content, '}') == 0)
+    if (pb_error_encode_json(&content, pb_error_token(code), text) == 0)
         rc = pb_frame_encode(out, "text/json", "utf-8",
                              pb_buf_head(&content), pb_buf_used(&content));
     pb_buf_free(&content);

@@ -89,3 +89,11 @@ refuse:
     json_decref(object);
     return NULL;
 }
+
+json_t *pb_json_content(const char *text, size_t length, json_error_t *err)
+{
+    json_t *value = pb_json_fast_object(text, length);
+    if (value == NULL)
+        value = json_loadb(text, length, JSON_DECODE_ANY | JSON_ALLOW_NUL, err);
+    return value;
+}

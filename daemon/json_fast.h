@@ -19,4 +19,9 @@
  */
 json_t *pb_json_fast_object(const char *text, size_t length);
 
+/* The JSON value of text/json content, as every framing parses it: the
+ * fast path first, then jansson, which fills err when the content is not
+ * JSON (NULL then). */
+json_t *pb_json_content(const char *text, size_t length, json_error_t *err);
+
 #endif

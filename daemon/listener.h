@@ -30,6 +30,8 @@ typedef struct pb_listener {
     int stats;                  /* the worker's counters for its name
                                  * (pb_stats_listener_index), or -1 */
     void *server;
+    struct pb_http *http;       /* a worker's HTTP server for it, once it
+                                 * has framing "http" */
 } pb_listener;
 
 typedef struct pb_listener_set {

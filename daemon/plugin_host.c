@@ -639,7 +639,7 @@ int pb_instance_call(pb_instance *instance, const pb_request *request,
                      pb_buf *out, char *error, size_t error_size)
 {
     pb_framing_kind kind = request->framing == PB_FRAMING_LINE ? PB_LINE : PB_FRAME;
-    pb_reply *reply = pb_reply_new(NULL, pb_codec_for(kind), out);
+    pb_reply *reply = pb_reply_new(NULL, NULL, pb_codec_for(kind), out);
     if (reply == NULL) {
         snprintf(error, error_size, "out of memory");
         return PB_ERROR;

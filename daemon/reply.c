@@ -21,9 +21,8 @@
 static struct ev_loop *loop;
 static pthread_t loop_thread;
 static ev_async wake;
-static void (*on_finished)(pb_reply *reply);
 
-/* Guards what other threads touch: a reply's state and conn, and the two
+/* Guards what other threads touch: a reply's state and owner, and the two
  * queues back to the loop. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pb_reply *finished_head, **finished_tail = &finished_head;
@@ -71,9 +70,9 @@ static void on_wake(struct ev_loop *l, ev_async *w, int revents)
         pthread_mutex_lock(&lock);
         r->state = PB_REPLY_READY;
         pthread_mutex_unlock(&lock);
-        /* Whoever gets it back frees it, sent or (its connection gone)
-         * not: it holds what routed it. */
-        on_finished(r);
+        /* Whoever gets it back frees it, sent or (its owner gone) not:
+         * it holds what routed it. */
+        r->finished(r);
     }
     while (calls != NULL) {
         loop_call *call = calls;
@@ -92,11 +91,10 @@ static void queue_finished(pb_reply *r)
     finished_tail = &r->next_finished;
 }
 
-void pb_replies_init(struct ev_loop *l, void (*finished)(pb_reply *reply))
+void pb_replies_init(struct ev_loop *l)
 {
     loop = l;
     loop_thread = pthread_self();
-    on_finished = finished;
     ev_async_init(&wake, on_wake);
     ev_async_start(loop, &wake);
     /* The wake-up alone must not keep the loop running. */
@@ -168,7 +166,8 @@ void pb_reply_observe(pb_reply *r)
 
 /* --- Reply objects --------------------------------------------------------- */
 
-pb_reply *pb_reply_new(struct pb_conn *conn, const pb_codec *codec, pb_buf *out)
+pb_reply *pb_reply_new(void *owner, pb_reply_finished_fn *finished,
+                       const pb_codec *codec, pb_buf *out)
 {
     pb_reply *r = n_spare > 0 ? spare[--n_spare] : malloc(sizeof *r);
     if (r == NULL)
@@ -183,7 +182,8 @@ pb_reply *pb_reply_new(struct pb_conn *conn, const pb_codec *codec, pb_buf *out)
     r->error[0] = '\0';
     r->state = PB_REPLY_CALLING;
     r->complete = 0;
-    r->conn = conn;
+    r->owner = owner;
+    r->finished = finished;
     r->next = r->next_finished = NULL;
     r->cycle = NULL;
     r->instance_name = "?";
@@ -217,7 +217,7 @@ void pb_reply_free(pb_reply *r)
 void pb_reply_orphan(pb_reply *r)
 {
     pthread_mutex_lock(&lock);
-    r->conn = NULL;
+    r->owner = NULL;
     pthread_mutex_unlock(&lock);
 }
 
@@ -226,7 +226,7 @@ int pb_reply_cancelled(const pb_reply *r)
     if (r == NULL)
         return 1;
     pthread_mutex_lock(&lock);
-    int closed = r->conn == NULL;
+    int closed = r->owner == NULL;
     pthread_mutex_unlock(&lock);
     return closed;
 }

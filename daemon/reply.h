@@ -6,6 +6,10 @@
  * flight) is encoded into its own buffer and handed back to the loop
  * thread, which lets it out once every reply ahead of it has gone, so that
  * replies leave each connection in request order.
+ *
+ * A reply belongs to an owner, which is told through the reply's own
+ * `finished` callback when an answer given later is back on the loop: a
+ * connection of the frame and line framings, or an HTTP request.
  */
 #ifndef PB_REPLY_H
 #define PB_REPLY_H
@@ -15,10 +19,15 @@
 
 #include "buffer.h"
 
-struct pb_conn;
 struct pb_codec;
 struct pb_cycle;
 struct pb_latency;
+
+/* Called on the loop thread for a reply that finishes later than its
+ * handle() call (see pb_reply_returned), once its answer (or error) is
+ * complete; owner is then NULL when the owner let go of it
+ * (pb_reply_orphan), and the callback frees it. */
+typedef void pb_reply_finished_fn(pb_reply *reply);
 
 typedef enum pb_reply_state {
     PB_REPLY_CALLING,       /* its handle() runs (on the loop or a pool) */
@@ -44,7 +53,9 @@ struct pb_reply {
     /* Shared with other threads, under the replies' lock. */
     pb_reply_state state;
     int complete;                   /* an answer is written in full */
-    struct pb_conn *conn;           /* NULL once the connection closed */
+    void *owner;                    /* what it answers (a connection, an
+                                     * HTTP request); NULL once it left */
+    pb_reply_finished_fn *finished; /* tells the owner it is back */
 
     /* The loop thread's alone. */
     pb_reply *next;                 /* the connection's queue, request order */
@@ -57,12 +68,8 @@ struct pb_reply {
     long long started_ns;           /* CLOCK_MONOTONIC at pb_reply_new */
 };
 
-/*
- * Sets up the replies of this worker: `finished` is called on the loop
- * thread for every reply that finishes later than its handle() call (see
- * pb_reply_returned), once its answer (or error) is complete.
- */
-void pb_replies_init(struct ev_loop *loop, void (*finished)(pb_reply *reply));
+/* Sets up the replies of this worker, answered later on loop. */
+void pb_replies_init(struct ev_loop *loop);
 
 /* Where pb_reply_observe records durations: this worker's histograms,
  * by instance counter index (shared.h). */
@@ -72,11 +79,12 @@ void pb_replies_set_latency(struct pb_latency *by_instance);
  * never answered and work queued for the loop that never ran. */
 void pb_replies_cleanup(void);
 
-/* A reply for a request of conn (loop thread). out is where an answer
- * during handle() on the loop thread is written (the connection's output),
- * or NULL for its own buffer. NULL when out of memory. */
-pb_reply *pb_reply_new(struct pb_conn *conn, const struct pb_codec *codec,
-                       pb_buf *out);
+/* A reply for a request of owner, which `finished` tells when it is
+ * answered later (loop thread). out is where an answer during handle() on
+ * the loop thread is written (the connection's output), or NULL for its
+ * own buffer. NULL when out of memory. */
+pb_reply *pb_reply_new(void *owner, pb_reply_finished_fn *finished,
+                       const struct pb_codec *codec, pb_buf *out);
 void pb_reply_free(pb_reply *reply);
 
 /* The reply is queued for its client, answer or error: records the time
@@ -94,8 +102,8 @@ void pb_reply_observe(pb_reply *reply);
  */
 int pb_reply_returned(pb_reply *reply, int rc);
 
-/* The connection of a reply still to finish closed (loop thread): when it
- * finishes, the `finished` callback gets it with conn NULL, to free it. */
+/* The owner of a reply still to finish went away (loop thread): when it
+ * finishes, its `finished` callback gets it with owner NULL, to free it. */
 void pb_reply_orphan(pb_reply *reply);
 
 /* The reply services of pb_host. */

@@ -91,3 +91,14 @@ void pb_router_free(pb_router *router)
     router->routes = NULL;
     router->n_routes = 0;
 }
+
+void pb_router_miss(char *text, size_t size, const char *content_type,
+                    const char *action)
+{
+    if (action != NULL)
+        snprintf(text, size,
+                 "no route for content-type \"%.100s\" and action \"%.100s\"",
+                 content_type, action);
+    else
+        snprintf(text, size, "no route for content-type \"%.100s\"", content_type);
+}

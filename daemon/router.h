@@ -38,6 +38,10 @@ int pb_router_build(pb_router *router, const struct pb_cycle *cycle);
 const pb_route *pb_router_match(const pb_router *router, size_t listener,
                                 const char *content_type, const char *action);
 
+/* The text of the no_route error for a message no route matched. */
+void pb_router_miss(char *text, size_t size, const char *content_type,
+                    const char *action);
+
 void pb_router_free(pb_router *router);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * server.c - the event loop of one worker: accepting on the listeners
- * (and refusing past max_connections), the idle sweep, the master's
+ * (and refusing past max_connections; an http listener's sockets go to
+ * its HTTP server, http.c), the idle sweep, the master's
  * commands (apply a configuration, retire) and the graceful stop on
  * SIGTERM/SIGINT.
  */
@@ -21,6 +22,7 @@
 #include "connection.h"
 #include "control.h"
 #include "error.h"
+#include "http.h"
 #include "log.h"
 #include "plugin_host.h"
 #include "reply.h"
@@ -65,6 +67,13 @@ static int bind_cycle(pb_server *s, const pb_cycle *cycle)
      * new name from now on. */
     for (size_t i = 0; i < s->listeners.count; i++) {
         pb_listener *l = s->listeners.items[i];
+        if (l->framing == PB_HTTP
+            && pb_http_bind(&l->http, s, l, cycle, views[i].conf) != 0) {
+            free(views);
+            free(instance_stats);
+            free(route_stats);
+            return -1;
+        }
         l->stats = pb_stats_listener_index(s->shared, s->slot, l->name);
     }
     pb_stats_rebind(s->shared, s->slot);
@@ -140,7 +149,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        pb_conn_open(s, l, fd);
+        if (l->framing != PB_HTTP) {
+            pb_conn_open(s, l, fd);
+        } else if (l->http != NULL) {
+            pb_http_open(l->http, fd, (const struct sockaddr *)&peer, peer_len);
+        } else {
+            /* Its server could not start when a reload made it http. */
+            pb_shared_release_connection(s->shared, s->slot);
+            close(fd);
+        }
     }
 }
 
@@ -189,8 +206,24 @@ static void on_idle_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* A stopping worker keeps an HTTP connection that waits for a request
+ * open while anything else is (a health check on it answers 503), then
+ * closes it. */
+static void close_idle_http(pb_server *s)
+{
+    size_t idle = 0;
+    for (size_t i = 0; i < s->listeners.count; i++)
+        idle += pb_http_idle(s->listeners.items[i]->http);
+    if (idle == 0 || idle < s->n_connections)
+        return;
+    for (size_t i = 0; i < s->listeners.count; i++)
+        pb_http_close_idle(s->listeners.items[i]->http);
+}
+
 static void check_stopped(pb_server *s)
 {
+    if (s->stopping)
+        close_idle_http(s);
     if ((s->stopping || s->retiring) && s->n_connections == 0)
         ev_break(s->loop, EVBREAK_ALL);
 }
@@ -456,6 +489,10 @@ void pb_server_free(pb_server *s)
     while (s->oldest)
         pb_conn_close(s->oldest);
     pb_conn_pool_drain();
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_http_free(s->listeners.items[i]->http);
+        s->listeners.items[i]->http = NULL;
+    }
     if (s->loop != NULL) {
         ev_timer_stop(s->loop, &s->idle_timer);
         ev_timer_stop(s->loop, &s->shutdown_timer);

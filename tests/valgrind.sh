@@ -2,13 +2,15 @@
 # valgrind.sh - runs the built daemon (master, workers and the check
 # children that create plugin instances for the master) under valgrind's
 # memcheck, drives it through the six reference exchanges, the wire errors
-# (bad_frame, bad_json, too_large, busy), a line listener and two reloads
-# (in place, and one that replaces the worker), stops it with SIGTERM, and
+# (bad_frame, bad_json, too_large, busy), a line listener, an HTTP listener
+# (one connection held open across everything after), two reloads (in
+# place, and one that replaces the worker), stops it with SIGTERM, and
 # fails on any memory error or any block left allocated at exit
 # in any process: leaked, or still reachable. A pool or cache the daemon
 # forgets to free on the way out is reachable through a static pointer, so
 # "definitely lost" alone would never see it; every library the daemon uses
-# frees what it allocated once closed, so no suppression is needed.
+# frees what it allocated once closed, but for GnuTLS's tables, set up by a
+# library constructor (tests/valgrind.supp says why).
 #
 # Usage: tests/valgrind.sh      (not part of make check)
 # The build tree is $PB_BUILD, or the current directory; it must be built
@@ -58,8 +60,11 @@ fail() { echo "valgrind: FAIL: $*"; FAIL=1; }
 
 
 
-# max_connections is small so that `busy` is cheap to provoke.
-MAX_CONNECTIONS=4
+# max_connections is small so that `busy` is cheap to provoke, and not
+# smaller than the probes of start_daemon (up to one per listener and
+# round, accepted all at once by a worker slow to start under valgrind)
+# plus the first exchange.
+MAX_CONNECTIONS=8
 
 write_config() {
     cat >"$WORK/plugboard.conf" <<EOF
@@ -69,7 +74,8 @@ log = { level = "info"; target = "stderr"; };
 limits = { max_connections = $MAX_CONNECTIONS; max_message_bytes = 65536; shutdown_timeout = 30; };
 listeners = (
   { name = "app";    address = "$HOST"; port = $FRAME_PORT; framing = "frame"; },
-  { name = "telnet"; address = "$HOST"; port = $LINE_PORT; framing = "line"; plugin = "echo"; }${EXTRA_LISTENER:-}
+  { name = "telnet"; address = "$HOST"; port = $LINE_PORT; framing = "line"; plugin = "echo"; },
+  { name = "web";    address = "$HOST"; port = $HTTP_PORT; framing = "http"; }${EXTRA_LISTENER:-}
 );
 EOF
     shipped_plugins_and_routes "$PLUGINS" >>"$WORK/plugboard.conf"
@@ -80,16 +86,19 @@ start_daemon() {
     for attempt in 1 2 3 4 5; do
         FRAME_PORT=$(free_port)
         LINE_PORT=$(free_port)
-        [ "$FRAME_PORT" != "$LINE_PORT" ] || continue
+        HTTP_PORT=$(free_port)
+        [ "$FRAME_PORT" != "$LINE_PORT" ] && [ "$HTTP_PORT" != "$FRAME_PORT" ] \
+            && [ "$HTTP_PORT" != "$LINE_PORT" ] || continue
         write_config
         rm -f "$WORK"/vg.*.log
         valgrind --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all \
             --error-exitcode=99 --trace-children=yes \
+            --suppressions="$SRCDIR/tests/valgrind.supp" \
             --log-file="$WORK/vg.%p.log" \
             "$DAEMON" -f -c "$WORK/plugboard.conf" 2>"$WORK/daemon.log" &
         MASTER=$!
         for i in $(seq 600); do
-            if listening "$FRAME_PORT" && listening "$LINE_PORT"; then
+            if listening "$FRAME_PORT" && listening "$LINE_PORT" && listening "$HTTP_PORT"; then
                 return 0
             fi
             kill -0 "$MASTER" 2>/dev/null || break
@@ -149,7 +158,7 @@ raw_header() {  # HEADER-TEXT OUTPUT
 }
 
 start_daemon
-echo "valgrind: daemon under valgrind on $HOST:$FRAME_PORT (frame) and :$LINE_PORT (line)"
+echo "valgrind: daemon under valgrind on $HOST:$FRAME_PORT (frame), :$LINE_PORT (line) and :$HTTP_PORT (http)"
 
 for name in search_morpheus search_ring search_dog_emoji search_no_match \
             invalid_action_fly binary_first10; do
@@ -197,6 +206,18 @@ else
     fail "line listener replied $(file_to_hex "$WORK/reply")"
 fi
 
+MORPHEUS='{"action": "search", "value": "morpheus"}'
+printf 'GET /health HTTP/1.1\r\nHost: v\r\n\r\nGET /metrics HTTP/1.1\r\nHost: v\r\n\r\nPOST / HTTP/1.1\r\nHost: v\r\nContent-Type: text/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "${#MORPHEUS}" "$MORPHEUS" >"$WORK/http"
+exchange "$WORK/http" "$HTTP_PORT" "$WORK/reply"
+if [ "$(grep -c '^HTTP/1.1 200 OK' "$WORK/reply")" = 3 ] && grep -q 'Follow the white rabbit' "$WORK/reply"; then
+    echo "valgrind: HTTP listener answered health, metrics and a posted search"
+else
+    fail "HTTP listener replied $(file_to_hex "$WORK/reply")"
+fi
+# Held open, waiting for a request, through the reload in place.
+exec {HTTP_HELD}<>"/dev/tcp/$HOST/$HTTP_PORT" || die "cannot connect"
+
 # Waits until the daemon's log holds $2 lines matching $1.
 wait_log() {  # PATTERN COUNT
     local i
@@ -211,6 +232,10 @@ wait_log() {  # PATTERN COUNT
 # then one that adds a listener (a new worker; the old one retires).
 kill -HUP "$MASTER"
 wait_log "configuration reloaded" 1 || fail "the reload in place never completed"
+printf 'GET /health HTTP/1.1\r\nHost: v\r\n\r\n' >&"$HTTP_HELD"
+[ "$(timeout 30 head -c 15 <&"$HTTP_HELD")" = "HTTP/1.1 200 OK" ] \
+    || fail "the HTTP connection held across the reload in place was not served"
+exec {HTTP_HELD}>&-
 EXTRA_PORT=$(free_port)
 EXTRA_LISTENER=",
   { name = \"extra\"; address = \"$HOST\"; port = $EXTRA_PORT; framing = \"frame\"; }"
@@ -226,9 +251,13 @@ else
     fail "new listener replied $(file_to_hex "$WORK/reply")"
 fi
 
-# Hold every connection slot with a served connection, then one more is
-# refused with busy.
-for i in $(seq "$MAX_CONNECTIONS"); do
+# Hold every connection slot with a served connection (one of them HTTP,
+# left open through the stop), then one more is refused with busy.
+exec {HTTP_HELD}<>"/dev/tcp/$HOST/$HTTP_PORT" || die "cannot connect"
+printf 'GET /health HTTP/1.1\r\nHost: v\r\n\r\n' >&"$HTTP_HELD"
+[ "$(timeout 30 head -c 15 <&"$HTTP_HELD")" = "HTTP/1.1 200 OK" ] \
+    || fail "an HTTP connection to the new worker was not served"
+for i in $(seq $((MAX_CONNECTIONS - 1))); do
     exec {fd}<>"/dev/tcp/$HOST/$FRAME_PORT" || die "cannot connect"
     HELD+=("$fd")
 done

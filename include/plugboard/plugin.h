@@ -458,7 +458,9 @@ typedef enum pb_metric_kind {
 /* How the message reached the daemon. */
 typedef enum pb_framing {
     PB_FRAMING_FRAME = 0,  /* length-prefixed JSON header + content */
-    PB_FRAMING_LINE  = 1   /* one text line; the reply becomes one line */
+    PB_FRAMING_LINE  = 1,  /* one text line; the reply becomes one line */
+    PB_FRAMING_HTTP  = 2   /* the body of an HTTP POST; the reply becomes
+                            * the response's body */
 } pb_framing;
 
 /*
@@ -478,7 +480,8 @@ typedef struct pb_request {
     const char *content_type;
     const char *content_encoding;
     /* The whole header object, unknown keys included. For the line
-     * framing: {"content-type": "text/plain", "content-encoding": "utf-8"}. */
+     * framing: {"content-type": "text/plain", "content-encoding": "utf-8"};
+     * for the http framing, those two keys from the POST's Content-Type. */
     const pb_json *header;
     /* The content bytes; not NUL-terminated, may contain NUL bytes. */
     const unsigned char *content;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -879,6 +880,133 @@ int pb_recv_line(int fd, char *buf, size_t cap, size_t *len)
     return 0;
 }
 
+int pb_recv_http(int fd, int head_only, pb_t_http *r)
+{
+    size_t n = 0, got;
+    char value[32];
+
+    r->status = 0;
+    r->body = (pb_buf)PB_BUF_INIT;
+    while (n < 4 || memcmp(r->head + n - 4, "\r\n\r\n", 4) != 0) {
+        int rc;
+
+        if (n + 1 >= sizeof r->head)
+            return failf("response head longer than %zu bytes", sizeof r->head);
+        rc = read_exact(fd, (unsigned char *)r->head + n, 1, &got);
+        if (rc == 1 && n == 0)
+            return 1;
+        if (rc == 1)
+            return failf("connection closed in the middle of a response head");
+        if (rc != 0)
+            return -1;
+        n++;
+    }
+    r->head[n] = '\0';
+    if (sscanf(r->head, "HTTP/1.1 %d ", &r->status) != 1)
+        return failf("not an HTTP/1.1 status line: %.80s", r->head);
+    if (head_only || pb_t_http_header(r, "Content-Length", value, sizeof value) == NULL)
+        return 0;
+    size_t length = strtoul(value, NULL, 10);
+    unsigned char *body = pb_buf_extend(&r->body, length);
+    if (length > 0 && body == NULL)
+        return failf("out of memory for a body of %zu bytes", length);
+    if (length > 0 && read_exact(fd, body, length, &got) != 0)
+        return failf("connection closed after %zu of %zu body bytes", got, length);
+    return 0;
+}
+
+void pb_t_http_free(pb_t_http *r)
+{
+    pb_buf_free(&r->body);
+}
+
+const char *pb_t_http_header(const pb_t_http *r, const char *name, char *out,
+                             size_t cap)
+{
+    size_t len = strlen(name);
+
+    for (const char *line = strstr(r->head, "\r\n"); line != NULL;
+         line = strstr(line + 2, "\r\n")) {
+        const char *p = line + 2;
+
+        if (strncasecmp(p, name, len) != 0 || p[len] != ':')
+            continue;
+        p += len + 1;
+        p += strspn(p, " ");
+        snprintf(out, cap, "%.*s", (int)strcspn(p, "\r"), p);
+        return out;
+    }
+    return NULL;
+}
+
+void pb_t_recv_http(const pb_daemon *d, int fd, int head_only, pb_t_http *r)
+{
+    int status = pb_recv_http(fd, head_only, r);
+
+    pb_check(d, status != 1, "connection closed where an HTTP response was expected");
+    pb_check(d, status == 0, "%s", pb_t_reason());
+}
+
+void pb_t_expect_http(const pb_daemon *d, int fd, const char *request, int status,
+                      const char *content_type, const char *body)
+{
+    pb_t_http r;
+    char type[256];
+
+    pb_t_send(d, fd, request, strlen(request));
+    pb_t_recv_http(d, fd, strncmp(request, "HEAD ", 5) == 0, &r);
+    pb_check(d, r.status == status, "status %d where %d was expected; head:\n%s",
+             r.status, status, r.head);
+    if (content_type != NULL) {
+        pb_check(d, pb_t_http_header(&r, "Content-Type", type, sizeof type) != NULL,
+                 "no Content-Type in\n%s", r.head);
+        pb_check(d, strcmp(type, content_type) == 0,
+                 "Content-Type \"%s\" where \"%s\" was expected", type, content_type);
+    }
+    if (body != NULL)
+        pb_t_expect_bytes(d, "HTTP body", pb_buf_head(&r.body), pb_buf_used(&r.body),
+                          body, strlen(body));
+    pb_t_http_free(&r);
+}
+
+void pb_t_expect_http_error(const pb_daemon *d, int fd, const char *request,
+                            int status, const char *code)
+{
+    pb_t_http r;
+    json_error_t jerr;
+    char type[64];
+
+    pb_t_send(d, fd, request, strlen(request));
+    pb_t_recv_http(d, fd, 0, &r);
+    pb_check(d, r.status == status, "status %d where %d (%s) was expected; head:\n%s",
+             r.status, status, code, r.head);
+    pb_check(d, pb_t_http_header(&r, "Content-Type", type, sizeof type) != NULL
+             && strcmp(type, "application/json") == 0,
+             "error response is not application/json:\n%s", r.head);
+    json_t *j = json_loadb((const char *)pb_buf_head(&r.body), pb_buf_used(&r.body),
+                           0, &jerr);
+    pb_check(d, j != NULL && json_object_size(j) == 2
+             && json_is_string(json_object_get(j, "error"))
+             && strcmp(json_string_value(json_object_get(j, "code")) ?: "", code) == 0,
+             "error body is not {\"error\", \"code\": \"%s\"}: %.*s", code,
+             (int)pb_buf_used(&r.body), (const char *)pb_buf_head(&r.body));
+    {
+        const char *text = json_string_value(json_object_get(j, "error"));
+        pb_buf want = PB_BUF_INIT;
+
+        pb_check(d, pb_buf_append_str(&want, "{\"error\": ") == 0
+                 && pb_json_dump_string(&want, text, strlen(text)) == 0
+                 && pb_buf_append_str(&want, ", \"code\": ") == 0
+                 && pb_json_dump_string(&want, code, strlen(code)) == 0
+                 && pb_buf_append_str(&want, "}") == 0, "out of memory");
+        pb_t_expect_bytes(d, "error body", pb_buf_head(&r.body), pb_buf_used(&r.body),
+                          pb_buf_head(&want), pb_buf_used(&want));
+        pb_buf_free(&want);
+    }
+    json_decref(j);
+    pb_t_http_free(&r);
+}
+
 int pb_expect_eof(int fd)
 {
     unsigned char c[256];
@@ -949,7 +1077,7 @@ void pb_t_expect_bytes(const pb_daemon *d, const char *what,
 {
     char *g, *w;
 
-    if (got_len == want_len && memcmp(got, want, got_len) == 0)
+    if (got_len == want_len && (got_len == 0 || memcmp(got, want, got_len) == 0))
         return;
     g = pb_t_escape(got, got_len);
     w = pb_t_escape(want, want_len);

@@ -225,6 +225,36 @@ long long pb_t_wait_stat(const pb_daemon *d, const char *key, long long want);
 /* A new connection to PORTn does the search-morpheus reference exchange. */
 void pb_t_check_serving(const pb_daemon *d, int port_index);
 
+/* --- HTTP ------------------------------------------------------------------
+ *
+ * Raw HTTP/1.1 over a plain socket (curl is not always installed): the
+ * tests write requests byte for byte and read responses with a
+ * Content-Length, as the daemon sends them.
+ */
+typedef struct pb_t_http {
+    int status;
+    char head[8192];            /* status line and headers, NUL-terminated */
+    pb_buf body;
+} pb_t_http;
+
+/* One response; head_only for the answer to a HEAD. 0, 1 on EOF before
+ * its first byte, -1 otherwise. */
+int pb_recv_http(int fd, int head_only, pb_t_http *r);
+void pb_t_http_free(pb_t_http *r);
+/* The value of header name (case-insensitive) into out, or NULL. */
+const char *pb_t_http_header(const pb_t_http *r, const char *name, char *out,
+                             size_t cap);
+/* Asserting: receives one response into r. */
+void pb_t_recv_http(const pb_daemon *d, int fd, int head_only, pb_t_http *r);
+/* Sends request, receives one response and checks its status,
+ * Content-Type (unless NULL) and body (unless NULL). */
+void pb_t_expect_http(const pb_daemon *d, int fd, const char *request, int status,
+                      const char *content_type, const char *body);
+/* An error response: that status, application/json, the body exactly
+ * {"error": "...", "code": "CODE"}. */
+void pb_t_expect_http_error(const pb_daemon *d, int fd, const char *request,
+                            int status, const char *code);
+
 /* Printable form of bytes (\xNN escapes), malloc'd. */
 char *pb_t_escape(const void *data, size_t len);
 

@@ -2,8 +2,10 @@
  * test_hostile.c - the real daemon against hostile peers: malformed and
  * oversized frames, random bytes from hundreds of connections, slowloris,
  * a peer that never reads, a flood past max_connections, resets in the
- * middle of a reply, and garbage pipelined behind a good frame. After each
- * attack the daemon must still be up, with the same worker, and serving.
+ * middle of a reply, and garbage pipelined behind a good frame; and on an
+ * HTTP listener slowloris headers, huge headers, bad chunking and pipelined
+ * garbage. After each attack the daemon must still be up, with the same
+ * worker, and serving.
  */
 
 #include <arpa/inet.h>
@@ -1554,5 +1556,208 @@ Test(hostile, tls_hundreds_of_half_open_handshakes_leave_others_served)
     expect_tls_serving(&d);
     expect_survived(&d, worker);
     free(hello);
+    pb_daemon_stop_clean(&d);
+}
+
+/* --- HTTP listeners ---------------------------------------------------------
+ *
+ * The same attacks on a listener with framing "http": while each goes on,
+ * a normal client on another connection is served, over HTTP and over
+ * frames.
+ */
+
+/* PORT0: frame, routed; PORT1: http, routed. */
+#define HTTP_CONF(limits) \
+    PB_T_CONF_HEAD "workers = 1;\nlimits = { " limits " };\n" \
+    "listeners = (\n" \
+    "  { name = \"app\"; address = \"127.0.0.1\"; port = @PORT0@; },\n" \
+    "  { name = \"web\"; address = \"127.0.0.1\"; port = @PORT1@; framing = \"http\"; }\n" \
+    ");\n" PB_T_CONF_PLUGINS PB_T_CONF_ROUTES
+
+#define HTTP_HEALTH "GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+#define HTTP_SLOW_CONNS 8
+
+static void expect_http_serving(const pb_daemon *d)
+{
+    int fd = pb_dial(d, 1);
+
+    pb_t_expect_http(d, fd, HTTP_HEALTH, 200, "text/plain; charset=utf-8", "ok\n");
+    close(fd);
+    pb_t_check_serving(d, 0);
+}
+
+/* Reads what the daemon sends on fd until it closes: an HTTP status (0 when
+ * it closed without a response). */
+static int status_then_close(const pb_daemon *d, int fd)
+{
+    pb_t_http r;
+    int got = pb_recv_http(fd, 0, &r);
+    int status = got == 0 ? r.status : 0;
+
+    if (got == 0)
+        pb_t_http_free(&r);
+    pb_check(d, got != -1 || status == 0, "%s", pb_t_reason());
+    pb_t_expect_eof(d, fd);
+    return status;
+}
+
+Test(hostile, http_slowloris_headers_are_closed_by_idle_timeout)
+{
+    pb_daemon d;
+    const char *head = "GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: "
+                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    int fds[HTTP_SLOW_CONNS];
+    size_t sent[HTTP_SLOW_CONNS];
+    int open = HTTP_SLOW_CONNS;
+    long long start;
+    pid_t worker;
+
+    pb_daemon_start(&d, HTTP_CONF("idle_timeout = 2;"));
+    worker = worker_of(&d);
+    for (int i = 0; i < HTTP_SLOW_CONNS; i++) {
+        fds[i] = pb_dial(&d, 1);
+        sent[i] = 0;
+    }
+    start = now_ms();
+    while (open > 0) {
+        pb_check(&d, now_ms() - start < SLOW_GUARD_MS,
+                 "%d trickling HTTP connections still open after %d s with "
+                 "idle_timeout = 2", open, SLOW_GUARD_MS / 1000);
+        for (int i = 0; i < HTTP_SLOW_CONNS; i++) {
+            struct pollfd p = { fds[i], POLLIN, 0 };
+            unsigned char c;
+
+            if (fds[i] < 0)
+                continue;
+            if (poll(&p, 1, 0) > 0) {
+                ssize_t n = recv(fds[i], &c, 1, MSG_DONTWAIT);
+
+                pb_check(&d, n <= 0, "a peer that never completed its headers got a response");
+                if (n == 0 || errno == ECONNRESET || errno == EPIPE) {
+                    close(fds[i]);
+                    fds[i] = -1;
+                    open--;
+                    continue;
+                }
+            }
+            if (sent[i] < strlen(head)
+                && send(fds[i], head + sent[i], 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+                sent[i]++;
+        }
+        expect_http_serving(&d);
+        sleep_ms(500);
+    }
+    cr_log_info("HTTP slowloris: all %d closed after %lld ms", HTTP_SLOW_CONNS,
+                now_ms() - start);
+    expect_survived(&d, worker);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(hostile, http_huge_headers_are_refused_alone)
+{
+    pb_daemon d;
+    pb_buf b = PB_BUF_INIT;
+    pid_t worker;
+
+    pb_daemon_start(&d, HTTP_CONF("idle_timeout = 10;"));
+    worker = worker_of(&d);
+    int held = pb_dial(&d, 1);
+    pb_t_expect_http(&d, held, HTTP_HEALTH, 200, NULL, "ok\n");
+    for (int round = 0; round < 4; round++) {
+        int fd = pb_dial(&d, 1);
+
+        pb_buf_clear(&b);
+        pb_check(&d, pb_buf_append_str(&b, "GET /health HTTP/1.1\r\nHost: test\r\n") == 0,
+                 "out of memory");
+        for (int i = 0; i < 2000; i++)
+            pb_check(&d, pb_buf_append_str(&b, "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n") == 0,
+                     "out of memory");
+        /* Sent in part: the daemon may close before it has read all. */
+        send(fd, pb_buf_head(&b), pb_buf_used(&b), MSG_NOSIGNAL);
+        int status = status_then_close(&d, fd);
+        pb_check(&d, status == 0 || status == 431 || status == 413,
+                 "huge headers answered %d", status);
+        close(fd);
+        expect_http_serving(&d);
+    }
+    pb_t_expect_http(&d, held, HTTP_HEALTH, 200, NULL, "ok\n");
+    close(held);
+    pb_buf_free(&b);
+    expect_survived(&d, worker);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(hostile, http_bad_chunking_closes_that_connection_only)
+{
+    static const char *const bad[] = {
+        "zz\r\nabc\r\n0\r\n\r\n",                     /* not a size */
+        "3\r\nabcdef\r\n0\r\n\r\n",                   /* longer than said */
+        "ffffffffffffffffffff\r\nabc\r\n",            /* size overflows */
+        "-3\r\nabc\r\n0\r\n\r\n",                     /* negative */
+    };
+    pb_daemon d;
+    pid_t worker;
+
+    pb_daemon_start(&d, HTTP_CONF("idle_timeout = 10;"));
+    worker = worker_of(&d);
+    int held = pb_dial(&d, 1);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char request[512];
+        int fd = pb_dial(&d, 1);
+        int n = snprintf(request, sizeof request,
+                         "POST / HTTP/1.1\r\nHost: test\r\nContent-Type: text/plain\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n%s", bad[i]);
+
+        pb_t_context("bad chunking %zu", i);
+        send(fd, request, (size_t)n, MSG_NOSIGNAL);
+        /* Either refused (400) and closed, or left for idle_timeout: the
+         * test closes it, and the other connections never notice. */
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll(&p, 1, 2000) > 0) {
+            int status = status_then_close(&d, fd);
+            pb_check(&d, status == 0 || status == 400 || status == 413,
+                     "bad chunking answered %d", status);
+        }
+        close(fd);
+        pb_t_expect_http(&d, held, HTTP_HEALTH, 200, NULL, "ok\n");
+        expect_http_serving(&d);
+    }
+    pb_t_context("%s", "");
+    close(held);
+    expect_survived(&d, worker);
+    pb_daemon_stop_clean(&d);
+}
+
+Test(hostile, http_garbage_pipelined_after_a_good_request)
+{
+    pb_daemon d;
+    unsigned char noise[512];
+    uint64_t state = 7;
+    pid_t worker;
+
+    pb_daemon_start(&d, HTTP_CONF("idle_timeout = 10;"));
+    worker = worker_of(&d);
+    for (int round = 0; round < 8; round++) {
+        int fd = pb_dial(&d, 1);
+        pb_buf b = PB_BUF_INIT;
+
+        random_bytes(&state, noise, sizeof noise);
+        /* A first byte no request line starts with. */
+        noise[0] = '\x01';
+        pb_check(&d, pb_buf_append_str(&b, HTTP_HEALTH) == 0
+                 && pb_buf_append(&b, noise, sizeof noise) == 0, "out of memory");
+        pb_t_send(&d, fd, pb_buf_head(&b), pb_buf_used(&b));
+        pb_t_http r;
+        pb_t_recv_http(&d, fd, 0, &r);
+        pb_check(&d, r.status == 200, "the good request before the garbage got %d", r.status);
+        pb_t_http_free(&r);
+        int status = status_then_close(&d, fd);
+        pb_check(&d, status == 0 || status == 400 || status == 505 || status == 501,
+                 "garbage answered %d", status);
+        close(fd);
+        pb_buf_free(&b);
+        expect_http_serving(&d);
+    }
+    expect_survived(&d, worker);
     pb_daemon_stop_clean(&d);
 }

@@ -529,7 +529,7 @@ Test(config, bad_choices)
         "log = { level = \"verbose\";\n"
         "        target = \"file\";\n"
         "        facility = \"kern\"; };\n"));
-    expect_line("main.conf", 1, "\"framing\" must be \"frame\" or \"line\", not \"lines\"");
+    expect_line("main.conf", 1, "\"framing\" must be \"frame\", \"line\" or \"http\", not \"lines\"");
     expect_line("main.conf", 2, "\"level\" must be \"error\", \"warning\", \"notice\", "
                 "\"info\" or \"debug\", not \"verbose\"");
     expect_line("main.conf", 3, "\"target\" must be \"stderr\" or \"syslog\", not \"file\"");
@@ -892,6 +892,19 @@ Test(config, tls_group_of_a_listener)
     cr_expect_eq(c->listeners[0].tls->verify_client, PB_VERIFY_NONE);
     cr_expect_eq(c->listeners[0].tls->min_version, PB_TLS_1_2);
     cr_expect_null(c->listeners[0].tls->ca);
+    pb_config_free(c);
+}
+
+Test(config, http_framing_with_and_without_tls)
+{
+    pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1; "
+                           "framing = \"http\"; },\n"
+                           "  { address = \"127.0.0.1\"; port = 2; framing = \"http\";\n"
+                           "    tls = { certificate = \"s.crt\"; key = \"s.key\"; }; } );\n");
+    cr_expect_eq(c->listeners[0].framing, PB_HTTP);
+    cr_expect_null(c->listeners[0].tls);
+    cr_expect_eq(c->listeners[1].framing, PB_HTTP);
+    cr_expect_not_null(c->listeners[1].tls);
     pb_config_free(c);
 }
 
