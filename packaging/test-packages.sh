@@ -264,7 +264,7 @@ else
     check "a key and certificate in $tls (key root:root, mode 600)" \
         test -n "$serial" -a "$(stat -c %U:%G:%a "$tls/server.key")" = root:root:600
     # A TLS line listener to echo, its files relative to the configuration.
-    sed -i 's|^\(  { name = "local".*}\)$|\1,\n  { name = "tls"; address = "127.0.0.1"; port = '$tls_port'; framing = "line"; plugin = "echo";\n    tls = { certificate = "tls/server.crt"; key = "tls/server.key"; }; }|' $conf
+    sed -i 's|^listeners = ($|&\n  { name = "tls"; address = "127.0.0.1"; port = '$tls_port'; framing = "line"; plugin = "echo";\n    tls = { certificate = "tls/server.crt"; key = "tls/server.key"; }; },|' $conf
     check "the edited configuration adds a TLS listener" grep -q 'key = "tls/server.key"' $conf
     check "plugboard -t accepts the TLS listener" sh -c "/usr/sbin/plugboard -t -c $conf >/dev/null"
     kill -HUP "$daemon_pid"
