@@ -448,7 +448,8 @@ static void plugin_metrics(writer *w, const json_t *plugins)
     for (size_t i = 0; i < n; i++)
         gather_instance(w, &list, keys[i], json_object_get(plugins, keys[i]));
     free(keys);
-    qsort(list.items, list.n, sizeof *list.items, series_order);
+    if (list.n > 1)
+        qsort(list.items, list.n, sizeof *list.items, series_order);
     for (size_t i = 0; i < list.n; i++) {
         const plugin_series *s = &list.items[i];
         int first = i == 0 || strcmp(s->family, list.items[i - 1].family) != 0;

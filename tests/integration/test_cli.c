@@ -535,8 +535,9 @@ Test(cli, stats_forms)
     static const char *const lines[] = {
         "\nuptime       ", "\ngeneration   1 (0 reloads, 0 failed)\n",
         "\nworkers      1 (0 restarts)\n", "\nerrors       none\n",
-        "\nPLUGIN  MESSAGES  ERRORS    P50    P99\necho           1       0  ",
-        "\nWORKER    PID  CONNECTIONS  MESSAGES\n",
+        /* Latency and pid columns are as wide as their figures. */
+        "\nPLUGIN  MESSAGES  ERRORS  ", "\necho           1       0  ",
+        "\nWORKER  ", "PID  CONNECTIONS  MESSAGES\n",
         "\nLISTENER  ",
         "\nROUTE                               MESSAGES  ERRORS\n"
         "1: text/json action stats -> stats         ",
