@@ -15,13 +15,15 @@ mkdir -p "$build"
 build=$(cd "$build" && pwd)
 
 CC=${CC:-clang}
-CFLAGS="-std=gnu11 -D_GNU_SOURCE -pthread -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+# The version configure would define, which the statistics report.
+version=$(sed -n 's/^AC_INIT(\[[^]]*\], *\[\([^]]*\)\].*/\1/p' "$top/configure.ac")
+CFLAGS="-std=gnu11 -D_GNU_SOURCE -DPACKAGE_VERSION=\"${version:-0}\" -pthread -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
 # target | sources, relative to the top of the tree | pkg-config packages
 targets='
 fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
-fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c|libconfig jansson
+fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c daemon/json_dump.c|libconfig jansson
 fuzz_plugin_echo|tests/fuzz/fuzz_plugin.c plugins/echo/echo.c PLUGIN_HOST|libconfig jansson
 fuzz_plugin_uppercase|tests/fuzz/fuzz_plugin.c plugins/uppercase/uppercase.c PLUGIN_HOST -lunistring|libconfig jansson
 fuzz_plugin_search|tests/fuzz/fuzz_plugin.c plugins/search/search.c PLUGIN_HOST|libconfig jansson
