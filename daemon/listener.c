@@ -354,7 +354,11 @@ static int apply_conf(pb_listener *l, const pb_listener_conf *lc)
     l->allow = allow;
     l->n_allow = lc->n_allow;
     l->framing = lc->framing;
+    /* Only a mode that changed is set again: a master without CAP_FOWNER
+     * (a service's capability set) may not chmod a socket it gave away. */
+    struct stat st;
     if (l->unix_path != NULL && lc->mode >= 0 && l->owner == getpid() &&
+        (stat(l->unix_path, &st) != 0 || (st.st_mode & 07777) != (mode_t)lc->mode) &&
         chmod(l->unix_path, (mode_t)lc->mode) != 0)
         pb_log_warning("listener %s: cannot change the mode of %s: %s",
                        lc->name, l->unix_path, strerror(errno));

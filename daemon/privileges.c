@@ -77,14 +77,23 @@ static int drop(const pb_config *config)
                      config->group_pos.file, config->group_pos.line);
         return -1;
     }
-    if (geteuid() != 0) {
-        pb_log_warning("not started as root: ignoring user/group settings");
-        return 0;
-    }
     pb_diag diag = PB_DIAG_INIT;
     uid_t uid;
     gid_t gid;
-    if (lookup(config, &uid, &gid, &diag) != 0) {
+    int found = lookup(config, &uid, &gid, &diag) == 0;
+    if (geteuid() != 0) {
+        pb_diag_free(&diag);
+        /* Started as that user already (a service manager's User=, say):
+         * there is nothing to change, and nothing to say. */
+        if (found && uid == geteuid() && gid == getegid())
+            return 0;
+        pb_log_warning("not started as root: running as uid %ld, gid %ld, not as "
+                       "the configured %s%s%s", (long)geteuid(), (long)getegid(),
+                       config->user, config->group ? ":" : "",
+                       config->group ? config->group : "");
+        return 0;
+    }
+    if (!found) {
         pb_diag_log(&diag);
         pb_diag_free(&diag);
         return -1;

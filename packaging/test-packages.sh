@@ -325,6 +325,10 @@ if grep -qi 'error' "$tmp/daemon.log"; then
     cat "$tmp/daemon.log"
 fi
 check "the daemon logged no errors" sh -c "! grep -q ': error: ' '$tmp/daemon.log'"
+# Without CAP_FOWNER the master may not chmod the socket it gave the
+# plugboard user; a reload that keeps the mode must not try.
+check "reloads left the Unix socket's mode alone" \
+    sh -c "! grep -q 'cannot change the mode' '$tmp/daemon.log'"
 [ $run_dir_existed = no ] && rm -rf /run/plugboard
 
 # --- Purge ------------------------------------------------------------------------------
