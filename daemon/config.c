@@ -854,8 +854,28 @@ static void tls_file(loader *ld, const config_setting_t *group, const char *key,
     const config_setting_t *s;
     if (get_name(ld, group, key, &value, &s) != PRESENT)
         return;
-    take_string(ld, field, value, 1);
     *pos = position(ld, s);
+    /* systemd's LoadCredential= hands a service root's files in a
+     * directory it names in the environment of that one start. */
+    static const char credentials[] = "${CREDENTIALS_DIRECTORY}";
+    if (strncmp(value, credentials, sizeof credentials - 1) == 0) {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (dir == NULL || dir[0] != '/') {
+            error_at(ld, s, "\"%s\" is in ${CREDENTIALS_DIRECTORY}, which is not set: "
+                     "start the daemon from a systemd unit with LoadCredential=", key);
+            return;
+        }
+        const char *rest = value + sizeof credentials - 1;
+        while (*rest == '/')
+            rest++;
+        char *path = join(dir, rest, "");
+        if (path == NULL)
+            out_of_memory(ld);
+        free(*field);
+        *field = path;
+        return;
+    }
+    take_string(ld, field, value, 1);
 }
 
 /* tls = { certificate; key; ca; verify_client; min_version; }: whether the

@@ -895,6 +895,27 @@ Test(config, tls_group_of_a_listener)
     pb_config_free(c);
 }
 
+Test(config, tls_files_from_systemd_credentials)
+{
+    setenv("CREDENTIALS_DIRECTORY", "/run/credentials/plugboard.service", 1);
+    pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 443;\n"
+                           "  tls = { certificate = \"${CREDENTIALS_DIRECTORY}/server.crt\";\n"
+                           "          key = \"${CREDENTIALS_DIRECTORY}/server.key\"; }; } );\n");
+    cr_expect_str_eq(c->listeners[0].tls->certificate,
+                     "/run/credentials/plugboard.service/server.crt");
+    cr_expect_str_eq(c->listeners[0].tls->key,
+                     "/run/credentials/plugboard.service/server.key");
+    cr_expect_eq(c->listeners[0].tls->key_pos.line, 3);
+    pb_config_free(c);
+
+    unsetenv("CREDENTIALS_DIRECTORY");
+    expect_error("listeners = ( { address = \"127.0.0.1\"; port = 443;\n"
+                 "  tls = { certificate = \"s.crt\";\n"
+                 "          key = \"${CREDENTIALS_DIRECTORY}/server.key\"; }; } );\n",
+                 3, "\"key\" is in ${CREDENTIALS_DIRECTORY}, which is not set: start "
+                 "the daemon from a systemd unit with LoadCredential=");
+}
+
 Test(config, http_framing_with_and_without_tls)
 {
     pb_config *c = load_ok("listeners = ( { address = \"127.0.0.1\"; port = 1; "
