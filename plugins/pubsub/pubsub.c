@@ -384,8 +384,9 @@ static void deliver(pubsub *ps, const char *topic_name, size_t topic_length,
     free(slow);
 }
 
-/* {"topic": <topic>, "message": <message JSON text>}, malloc'd. */
-static char *push_content(const pb_host *host, const char *topic_name,
+/* {"topic": <topic>, "message": <message JSON text>}, malloc'd after
+ * `room` bytes left free for the caller; its length in *length. */
+static char *push_content(const pb_host *host, size_t room, const char *topic_name,
                           size_t topic_length, const char *message,
                           size_t message_length, size_t *length)
 {
@@ -397,9 +398,9 @@ static char *push_content(const pb_host *host, const char *topic_name,
         return NULL;
     static const char a[] = "{\"topic\": ", b[] = ", \"message\": ";
     size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length + 1;
-    char *content = malloc(n + 1);
+    char *content = malloc(room + n + 1);
     if (content != NULL) {
-        char *p = content;
+        char *p = content + room;
         memcpy(p, a, sizeof a - 1);
         p += sizeof a - 1;
         memcpy(p, quoted, name_length);
@@ -423,7 +424,7 @@ static void on_backplane_message(void *arg, const char *topic_name,
 {
     pubsub *ps = arg;
     size_t length;
-    char *content = push_content(ps->host, topic_name, topic_length, message,
+    char *content = push_content(ps->host, 0, topic_name, topic_length, message,
                                  message_length, &length);
     if (content == NULL) {
         ps->host->log(ps->instance, PB_LOG_WARNING,
@@ -579,14 +580,12 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         }
     } else {
         /* One buffer: what other copies are sent, whose tail is the push. */
-        size_t content_length;
-        char *content = push_content(host, topic_name, topic_length, message_text,
-                                     message_length, &content_length);
+        size_t head = 5 + topic_length, content_length;
+        unsigned char *msg = (unsigned char *)push_content(
+            host, head, topic_name, topic_length, message_text, message_length,
+            &content_length);
         free(message_text);
-        unsigned char *msg = content != NULL ? malloc(5 + topic_length + content_length)
-                                             : NULL;
         if (msg == NULL) {
-            free(content);
             host->reply_error(reply, "out of memory");
             return PB_ERROR;
         }
@@ -594,12 +593,9 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         msg[0] = MSG_PUBLISH;
         memcpy(msg + 1, &n, 4);
         memcpy(msg + 5, topic_name, topic_length);
-        memcpy(msg + 5 + topic_length, content, content_length);
-        free(content);
-        deliver(ps, topic_name, topic_length, (const char *)msg + 5 + topic_length,
-                content_length);
+        deliver(ps, topic_name, topic_length, (const char *)msg + head, content_length);
         if (PB_HOST_HAS(host, broadcast))
-            host->broadcast(ps->instance, msg, 5 + topic_length + content_length);
+            host->broadcast(ps->instance, msg, head + content_length);
         free(msg);
     }
     if (ps->m_published != NULL)
