@@ -15,6 +15,7 @@
 #include <plugboard/plugin.h>
 
 #include "config.h"
+#include "json_dump.h"
 #include "log.h"
 
 #define DEFAULT_PIDFILE "/run/plugboard/plugboard.pid"
@@ -530,29 +531,7 @@ static const pb_plugin_conf *find_plugin(const pb_config *c, const char *name)
 
 static int valid_utf8(const unsigned char *s)
 {
-    while (*s) {
-        unsigned c = *s++;
-        int more;
-        unsigned min;
-        if (c < 0x80)
-            continue;
-        else if (c >= 0xC2 && c <= 0xDF)
-            more = 1, min = 0x80, c &= 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-            more = 2, min = 0x800, c &= 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-            more = 3, min = 0x10000, c &= 0x07;
-        else
-            return 0;
-        for (; more > 0; more--, s++) {
-            if ((*s & 0xC0) != 0x80)
-                return 0;
-            c = (c << 6) | (*s & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            return 0;
-    }
-    return 1;
+    return pb_utf8_valid((const char *)s, strlen((const char *)s));
 }
 
 /* Names, content types and actions appear in the statistics, which are

@@ -321,6 +321,19 @@ static int dump_value(pb_buf *out, const json_t *value, int depth)
     return -1;
 }
 
+int pb_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t bad;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_sequence(p + i, len - i, &bad);
+        if (n == 0)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
 int pb_json_dump_string(pb_buf *out, const char *s, size_t len)
 {
     size_t keep = out->len - out->start;

@@ -20,4 +20,7 @@ int pb_json_dump(pb_buf *out, const json_t *value);
  * 0 or -1. Invalid UTF-8 bytes are written as U+FFFD. */
 int pb_json_dump_string(pb_buf *out, const char *s, size_t len);
 
+/* 1 when s[0..len) is well-formed UTF-8, else 0. */
+int pb_utf8_valid(const char *s, size_t len);
+
 #endif
