@@ -411,8 +411,6 @@ static void let_out(pb_conn *c)
     }
 }
 
-static void flush(pb_conn *c);
-
 /* A reply that finished after its handle() returned is back on the loop. */
 static void on_reply_finished(pb_reply *r)
 {
@@ -426,11 +424,6 @@ static void on_reply_finished(pb_reply *r)
     flush(c);
 }
 
-
-static const char *json_action(const json_t *content)
-{
-    return json_string_value(json_object_get(content, "action"));
-}
 
 /* The request being handled on the loop thread, for client_hold. */
 static const pb_request *current_request;
@@ -475,12 +468,14 @@ static void hold_cycle(pb_conn *c, pb_reply *r)
 
 static void handle_message(pb_conn *c, const pb_message *msg)
 {
-    json_t *content = NULL;
+    pb_content content;
+    pb_content_init(&content);
+    const pb_json *json = NULL;
     if (strcmp(msg->content_type, "text/json") == 0) {
         json_error_t jerr;
-        content = pb_json_content((const char *)msg->content,
-                                  msg->content_length, &jerr);
-        if (content == NULL) {
+        json = pb_content_parse(&content, (const char *)msg->content,
+                                msg->content_length, &jerr);
+        if (json == NULL) {
             char text[300];
             snprintf(text, sizeof text,
                      "content is not valid JSON: %s (at byte %d)", jerr.text,
@@ -490,7 +485,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         }
     }
 
-    const char *action = content ? json_action(content) : NULL;
+    const char *action = json ? pb_content_string(json, "action") : NULL;
     pb_server *s = c->server;
     const pb_listener_view *view = &s->views[c->listener->index];
     pb_instance *instance = view->pinned;
@@ -504,7 +499,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         char text[300];
         pb_router_miss(text, sizeof text, msg->content_type, action);
         send_error(c, PB_ERR_NO_ROUTE, text);
-        json_decref(content);
+        pb_content_release(&content);
         return;
     }
 
@@ -515,7 +510,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
                                    in_place ? &c->out : NULL);
     if (reply == NULL) {
         send_error(c, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
-        json_decref(content);
+        pb_content_release(&content);
         return;
     }
     const char *peer = peer_of(c);
@@ -531,7 +526,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
         .header = (const pb_json *)msg->header,
         .content = msg->content,
         .content_length = msg->content_length,
-        .json = (const pb_json *)content,
+        .json = json,
         .listener = c->listener->name,
         .framing = c->codec->framing,
         .peer = peer,
@@ -551,7 +546,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
             reply->state = PB_REPLY_READY;
             let_out(c);
         }
-        json_decref(content);
+        pb_content_release(&content);
         return;
     }
 
@@ -560,7 +555,7 @@ static void handle_message(pb_conn *c, const pb_message *msg)
     int finished = pb_instance_handle(instance, &request, reply);
     current_request = NULL;
     current_conn = NULL;
-    json_decref(content);
+    pb_content_release(&content);
     if (pb_buf_used(&c->pushed) > 0) {
         if (pb_buf_append(&c->out, pb_buf_head(&c->pushed), pb_buf_used(&c->pushed)) != 0)
             c->closing = 1;

@@ -399,10 +399,12 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
     count(&stats(h)->bytes_in, (long)pb_buf_used(&rq->body));
     const char *content = pb_buf_used(&rq->body) > 0
                               ? (const char *)pb_buf_head(&rq->body) : "";
-    json_t *json = NULL;
+    pb_content parsed;
+    pb_content_init(&parsed);
+    const pb_json *json = NULL;
     if (strcmp(type, "text/json") == 0) {
         json_error_t jerr;
-        json = pb_json_content(content, pb_buf_used(&rq->body), &jerr);
+        json = pb_content_parse(&parsed, content, pb_buf_used(&rq->body), &jerr);
         if (json == NULL) {
             char text[300];
             snprintf(text, sizeof text, "content is not valid JSON: %s (at byte %d)",
@@ -411,7 +413,7 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
         }
     }
 
-    const char *action = json_string_value(json_object_get(json, "action"));
+    const char *action = json ? pb_content_string(json, "action") : NULL;
     const pb_listener_view *view = &s->views[h->listener->index];
     pb_instance *instance = view->pinned;
     const pb_route *route = NULL;
@@ -422,12 +424,12 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
     if (instance == NULL) {
         char text[300];
         pb_router_miss(text, sizeof text, type, action);
-        json_decref(json);
+        pb_content_release(&parsed);
         return respond_code(rq, mhd, PB_ERR_NO_ROUTE, text);
     }
     pb_reply *reply = pb_reply_new(rq, on_reply_finished, pb_codec_for(PB_HTTP), NULL);
     if (reply == NULL) {
-        json_decref(json);
+        pb_content_release(&parsed);
         return respond_code(rq, mhd, PB_ERR_PLUGIN_FAILED, "out of memory for the reply");
     }
     reply->instance_stats = s->instance_stats[instance->index];
@@ -447,7 +449,7 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
         .header = (const pb_json *)header,
         .content = (const unsigned char *)content,
         .content_length = pb_buf_used(&rq->body),
-        .json = (const pb_json *)json,
+        .json = json,
         .listener = h->listener->name,
         .framing = PB_FRAMING_HTTP,
         .peer = peer_name(mhd, peer, sizeof peer),
@@ -475,7 +477,7 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
     } else {
         finished = pb_instance_handle(instance, &request, reply);
     }
-    json_decref(json);
+    pb_content_release(&parsed);
     json_decref(header);
     if (finished)
         return send_reply(rq, mhd);

@@ -16,11 +16,21 @@
 
 #include "codec.h"
 #include "json_dump.h"
+#include "json_fast.h"
 #include "log.h"
 #include "pool.h"
 
-/* A pb_json is a jansson value; these casts are the only place that knows. */
-static const json_t *cj(const pb_json *value) { return (const json_t *)value; }
+/*
+ * A pb_json is a jansson value, or request content read in place
+ * (json_fast.h), which the readers below read as it is; these casts are the
+ * only place that knows. Anything else that needs jansson's value gets it
+ * built, once, by cj().
+ */
+static const json_t *cj(const pb_json *value)
+{
+    const pb_flat_value *flat = pb_flat_of(value);
+    return flat != NULL ? pb_flat_tree(flat) : (const json_t *)value;
+}
 static json_t *mj(pb_json *value) { return (json_t *)value; }
 static pb_json *pj(json_t *value) { return (pb_json *)value; }
 
@@ -93,6 +103,9 @@ static pb_json_type host_json_type(const pb_json *value)
 {
     if (value == NULL)
         return PB_JSON_INVALID;
+    const pb_flat_value *flat = pb_flat_of(value);
+    if (flat != NULL)
+        return flat->is_object ? PB_JSON_OBJECT : PB_JSON_STRING;
     switch (json_typeof(cj(value))) {
     case JSON_OBJECT:  return PB_JSON_OBJECT;
     case JSON_ARRAY:   return PB_JSON_ARRAY;
@@ -108,6 +121,9 @@ static pb_json_type host_json_type(const pb_json *value)
 
 static const pb_json *host_json_get(const pb_json *object, const char *key)
 {
+    const pb_flat_value *flat = pb_flat_of(object);
+    if (flat != NULL)
+        return key != NULL ? (const pb_json *)pb_flat_get(flat, key) : NULL;
     if (!json_is_object(cj(object)) || key == NULL)
         return NULL;
     return (const pb_json *)json_object_get(cj(object), key);
@@ -115,6 +131,12 @@ static const pb_json *host_json_get(const pb_json *object, const char *key)
 
 static const char *host_json_string(const pb_json *value, size_t *length)
 {
+    const pb_flat_value *flat = pb_flat_of(value);
+    if (flat != NULL && !flat->is_object) {
+        if (length != NULL)
+            *length = flat->length;
+        return flat->string;
+    }
     if (!json_is_string(cj(value)))
         return NULL;
     if (length != NULL)
@@ -124,16 +146,24 @@ static const char *host_json_string(const pb_json *value, size_t *length)
 
 static long long host_json_integer(const pb_json *value)
 {
+    /* Content read in place holds strings only. */
+    if (pb_flat_of(value) != NULL)
+        return 0;
     return json_is_integer(cj(value)) ? json_integer_value(cj(value)) : 0;
 }
 
 static double host_json_number(const pb_json *value)
 {
+    if (pb_flat_of(value) != NULL)
+        return 0.0;
     return json_is_number(cj(value)) ? json_number_value(cj(value)) : 0.0;
 }
 
 static size_t host_json_size(const pb_json *value)
 {
+    const pb_flat_value *flat = pb_flat_of(value);
+    if (flat != NULL)
+        return flat->is_object ? flat->content->n_members : 0;
     if (json_is_array(cj(value)))
         return json_array_size(cj(value));
     if (json_is_object(cj(value)))
@@ -143,7 +173,7 @@ static size_t host_json_size(const pb_json *value)
 
 static const pb_json *host_json_at(const pb_json *array, size_t index)
 {
-    if (!json_is_array(cj(array)))
+    if (pb_flat_of(array) != NULL || !json_is_array(cj(array)))
         return NULL;
     return (const pb_json *)json_array_get(cj(array), index);
 }
@@ -153,6 +183,16 @@ static int host_json_foreach(const pb_json *object,
                                        void *arg),
                              void *arg)
 {
+    const pb_flat_value *flat = pb_flat_of(object);
+    if (flat != NULL) {
+        for (size_t i = 0; flat->is_object && fn != NULL && i < flat->content->n_members; i++) {
+            int rc = fn(flat->content->members[i].key,
+                        (const pb_json *)&flat->content->members[i].value, arg);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
     if (!json_is_object(cj(object)) || fn == NULL)
         return 0;
     /* jansson's iterators take a non-const object but only read it; they
@@ -716,7 +756,10 @@ int pb_instance_submit(pb_instance *instance, const pb_request *request,
     call->request = *request;
     /* Deep copies: the header object may be reused for the next frame. */
     call->header = json_deep_copy((const json_t *)request->header);
-    call->json = request->json ? json_deep_copy((const json_t *)request->json) : NULL;
+    /* The content's value is made for this request alone, and the loop
+     * thread lets go of it once handle_message returns: it is shared,
+     * not copied. */
+    call->json = request->json ? json_incref((json_t *)cj(request->json)) : NULL;
     call->strings = copy_strings(request, &call->request.listener,
                                  &call->request.peer, &call->request.tls_subject);
     if (call->header == NULL || (request->json && call->json == NULL)

@@ -4,6 +4,8 @@
  * no sockets, no config file and no dlopen().
  */
 #include "plugin_harness.h"
+
+#include "json_fast.h"
 #include "plugin_loader.h"
 
 #include <criterion/criterion.h>
@@ -230,11 +232,14 @@ static int run(pb_test_plugin *t, pb_framing framing, const unsigned char *data,
     cr_assert_eq(status, PB_DECODE_MESSAGE, "harness: bad request: %s", err.text);
     cr_assert_eq(consumed, length, "harness: the request is not one message");
 
-    json_t *json = NULL;
+    /* The content as the daemon gives it: read in place when flat. */
+    pb_content content;
+    pb_content_init(&content);
+    const pb_json *json = NULL;
     if (strcmp(msg.content_type, "text/json") == 0) {
         json_error_t jerr;
-        json = json_loadb((const char *)msg.content, msg.content_length,
-                          JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        json = pb_content_parse(&content, (const char *)msg.content,
+                                msg.content_length, &jerr);
         cr_assert_not_null(json, "harness: request content is not JSON: %s", jerr.text);
     }
     pb_request request = {
@@ -246,7 +251,7 @@ static int run(pb_test_plugin *t, pb_framing framing, const unsigned char *data,
         .header = (const pb_json *)msg.header,
         .content = msg.content,
         .content_length = msg.content_length,
-        .json = (const pb_json *)json,
+        .json = json,
         .listener = "harness",
         .framing = framing,
     };
@@ -274,7 +279,7 @@ static int run(pb_test_plugin *t, pb_framing framing, const unsigned char *data,
     }
 
     pb_buf_free(&out);
-    json_decref(json);
+    pb_content_release(&content);
     pb_message_clear(&msg);
     if (framing == PB_FRAMING_FRAME)
         pb_frame_decoder_reset(&frame_decoder);

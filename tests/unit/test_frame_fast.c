@@ -356,16 +356,21 @@ Test(json_fast, same_object_as_jansson_or_declines)
     for (size_t i = 0; i < N_CONTENTS; i++) {
         const header_case *c = &contents[i];
         size_t length = length_of(c);
-        json_error_t jerr;
-        json_t *fast = pb_json_fast_object(c->text, length);
+        json_error_t jerr, slow_err;
+        pb_content content;
+        pb_content_init(&content);
+        const pb_json *value = pb_content_parse(&content, c->text, length, &jerr);
         json_t *slow = json_loadb(c->text, length, JSON_DECODE_ANY | JSON_ALLOW_NUL,
-                                  &jerr);
+                                  &slow_err);
+        const pb_flat_value *flat = pb_flat_of(value);
 
-        cr_expect_eq(fast != NULL, c->fast, "%s: fast path said %s", c->name,
-                     fast ? "yes" : "no");
-        if (fast != NULL) {
-            cr_assert_not_null(slow, "%s: fast path took what jansson refuses",
-                               c->name);
+        cr_expect_eq(flat != NULL, c->fast, "%s: read in place: %s", c->name,
+                     flat ? "yes" : "no");
+        cr_expect_eq(value != NULL, slow != NULL, "%s: parsed unlike jansson", c->name);
+        if (value == NULL && slow == NULL)
+            cr_expect_str_eq(jerr.text, slow_err.text, "%s", c->name);
+        const json_t *fast = flat ? pb_flat_tree(flat) : (const json_t *)value;
+        if (fast != NULL && slow != NULL) {
             pb_buf a = PB_BUF_INIT, b = PB_BUF_INIT;
             dump(&a, fast);
             dump(&b, slow);
@@ -374,7 +379,7 @@ Test(json_fast, same_object_as_jansson_or_declines)
             pb_buf_free(&a);
             pb_buf_free(&b);
         }
-        json_decref(fast);
+        pb_content_release(&content);
         json_decref(slow);
     }
 }
@@ -382,12 +387,49 @@ Test(json_fast, same_object_as_jansson_or_declines)
 Test(json_fast, values_keep_their_bytes)
 {
     const char text[] = "{\"action\": \"search\", \"value\": \"\xf0\x9f\x90\xb6 x\"}";
-    json_t *o = pb_json_fast_object(text, sizeof text - 1);
+    pb_content content;
+    pb_content_init(&content);
+    const pb_flat_value *o = pb_flat_of(pb_content_parse(&content, text, sizeof text - 1, NULL));
     cr_assert_not_null(o);
-    cr_expect_eq(json_object_size(o), 2);
-    cr_expect_str_eq(json_string_value(json_object_get(o, "action")), "search");
-    cr_expect_str_eq(json_string_value(json_object_get(o, "value")), "\xf0\x9f\x90\xb6 x");
-    const char *first = json_object_iter_key(json_object_iter(o));
-    cr_expect_str_eq(first, "action", "members keep document order");
-    json_decref(o);
+    cr_expect_eq(content.n_members, 2);
+    cr_expect_str_eq(content.members[0].key, "action", "members keep document order");
+    cr_expect_str_eq(pb_flat_get(o, "action")->string, "search");
+    const pb_flat_value *v = pb_flat_get(o, "value");
+    cr_expect_str_eq(v->string, "\xf0\x9f\x90\xb6 x");
+    cr_expect_eq(v->length, 6);
+    cr_expect_null(pb_flat_get(o, "missing"));
+    cr_expect_null(pb_flat_get(v, "action"), "a string has no members");
+    cr_expect_str_eq(pb_content_string((const pb_json *)o, "action"), "search");
+    cr_expect_str_eq(json_string_value(pb_flat_tree(v)), "\xf0\x9f\x90\xb6 x",
+                     "a member's jansson value is the object's member");
+    cr_expect_eq(pb_flat_tree(v), json_object_get(pb_flat_tree(o), "value"));
+    pb_content_release(&content);
+}
+
+Test(json_fast, bounds_send_bigger_objects_to_jansson)
+{
+    char text[PB_FLAT_BYTES + 64];
+    pb_content content;
+    pb_content_init(&content);
+
+    /* One member more than the in-place form holds. */
+    int n = snprintf(text, sizeof text, "{");
+    for (int i = 0; i <= PB_FLAT_MEMBERS; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, "%s\"k%d\": \"v\"", i ? ", " : "", i);
+    n += snprintf(text + n, sizeof text - (size_t)n, "}");
+    const pb_json *value = pb_content_parse(&content, text, (size_t)n, NULL);
+    cr_expect_null(pb_flat_of(value));
+    cr_expect_eq(json_object_size((const json_t *)value), PB_FLAT_MEMBERS + 1);
+    pb_content_release(&content);
+
+    /* Content longer than the storage, and exactly as long. */
+    for (size_t length = PB_FLAT_BYTES; length <= PB_FLAT_BYTES + 1; length++) {
+        memset(text, 'x', length);
+        memcpy(text, "{\"k\": \"", 7);
+        memcpy(text + length - 2, "\"}", 2);
+        value = pb_content_parse(&content, text, length, NULL);
+        cr_expect_eq(pb_flat_of(value) != NULL, length == PB_FLAT_BYTES, "length %zu", length);
+        cr_expect_eq(strlen(pb_content_string(value, "k")), length - 9, "length %zu", length);
+        pb_content_release(&content);
+    }
 }

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "frame.h"
+#include "json_fast.h"
 #include "log.h"
 #include "plugin_harness.h"
 #include "shared.h"
@@ -252,6 +253,59 @@ static const pb_plugin bare = {
     .handle = NULL,
     .destroy = NULL,
 };
+
+static int collect_keys(const char *key, const pb_json *value, void *arg)
+{
+    (void)value;
+    strcat(arg, key);
+    strcat(arg, ",");
+    return 0;
+}
+
+/* Request content of the common flat shape is read in place: the readers
+ * answer from it, and whatever needs more gets jansson's equal. */
+Test(host, content_read_in_place)
+{
+    const char text[] = "{\"action\": \"search\", \"value\": \"morpheus\"}";
+    pb_content content;
+    pb_content_init(&content);
+    const pb_json *o = pb_content_parse(&content, text, sizeof text - 1, NULL);
+    cr_assert_not_null(pb_flat_of(o), "the guide's request is read in place");
+
+    cr_expect_eq(host->json_type(o), PB_JSON_OBJECT);
+    cr_expect_eq(host->json_size(o), 2);
+    const pb_json *value = host->json_get(o, "value");
+    cr_expect_eq(host->json_type(value), PB_JSON_STRING);
+    size_t length = 0;
+    cr_expect_str_eq(host->json_string(value, &length), "morpheus");
+    cr_expect_eq(length, 8);
+    cr_expect_null(host->json_get(o, "missing"));
+    cr_expect_null(host->json_get(value, "action"));
+    cr_expect_null(host->json_get(o, NULL));
+    cr_expect_null(host->json_string(o, NULL));
+    cr_expect_eq(host->json_integer(value), 0);
+    cr_expect_eq(host->json_number(value), 0.0);
+    cr_expect_null(host->json_at(o, 0));
+    cr_expect_eq(host->json_size(value), 0);
+
+    char keys[64] = "";
+    cr_expect_eq(host->json_foreach(o, collect_keys, keys), 0);
+    cr_expect_str_eq(keys, "action,value,", "members in document order");
+
+    size_t n;
+    char *encoded = host->json_encode(o, &n);
+    cr_expect_str_eq(encoded, "{\"action\": \"search\", \"value\": \"morpheus\"}");
+    free(encoded);
+    encoded = host->json_encode(value, &n);
+    cr_expect_str_eq(encoded, "\"morpheus\"");
+    free(encoded);
+
+    pb_json *copy = host->json_copy(value);
+    pb_content_release(&content);
+    cr_expect_str_eq(host->json_string(copy, NULL), "morpheus",
+                     "a copy outlives the request");
+    host->json_free(copy);
+}
 
 Test(host, instance_name_and_resolve_path)
 {
