@@ -366,8 +366,14 @@ pb_decode_status pb_frame_decode(pb_frame_decoder *d,
 
     msg->header = d->header;
     msg->owns_header = 1;
-    msg->content_type = json_string_value(json_object_get(d->header, "content-type"));
-    msg->content_encoding = json_string_value(json_object_get(d->header, "content-encoding"));
+    if (d->header == d->fast.object) {
+        /* The strict path's object: its members are at hand. */
+        msg->content_type = json_string_value(d->fast.content_type);
+        msg->content_encoding = json_string_value(d->fast.content_encoding);
+    } else {
+        msg->content_type = json_string_value(json_object_get(d->header, "content-type"));
+        msg->content_encoding = json_string_value(json_object_get(d->header, "content-encoding"));
+    }
     msg->content = data + LENGTH_PREFIX + d->header_length;
     msg->content_length = d->content_length;
     *consumed = total;
@@ -405,29 +411,13 @@ static int put_string(pb_buf *out, const char *s)
     return 0;
 }
 
-/* Appends n in decimal and the closing brace. */
-static int put_length(pb_buf *out, size_t n)
-{
-    char digits[24];
-    size_t at = sizeof digits;
-    digits[--at] = '}';
-    do {
-        digits[--at] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n > 0);
-    return pb_buf_append(out, digits + at, sizeof digits - at);
-}
-
 #define PUT(out, lit) pb_buf_append((out), (lit), sizeof(lit) - 1)
 
-/* Appends the length prefix, still zero, and the header; *header_length
- * gets its length. 0, or PB_FRAME_NO_MEMORY with part of it appended. */
-static int encode_header(pb_buf *out, const char *content_type,
-                         const char *content_encoding, size_t content_length,
-                         int push, size_t *header_length)
+/* Appends the length prefix, still zero, and the header up to the value of
+ * its content-length. */
+static int put_prefix(pb_buf *out, const char *content_type,
+                      const char *content_encoding)
 {
-    size_t prefix_at = pb_buf_used(out);
-
     if (PUT(out, "\0\0") != 0
         || PUT(out, "{\"byteorder\": ") != 0
         || put_string(out, pb_host_byteorder()) != 0
@@ -435,15 +425,86 @@ static int encode_header(pb_buf *out, const char *content_type,
         || put_string(out, content_type) != 0
         || PUT(out, ", \"content-encoding\": ") != 0
         || put_string(out, content_encoding) != 0
-        || PUT(out, ", \"content-length\": ") != 0
-        || put_length(out, content_length) != 0)
-        return PB_FRAME_NO_MEMORY;
-    if (push) {
-        /* put_length closed the object: reopen it for one more key. */
-        pb_buf_truncate(out, out->start + pb_buf_used(out) - 1);
-        if (PUT(out, ", \"push\": true}") != 0)
-            return PB_FRAME_NO_MEMORY;
+        || PUT(out, ", \"content-length\": ") != 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * The prefixes of the last few content types and encodings a thread wrote
+ * (replies repeat a handful): a reply header is then one copy and its
+ * length's digits. Per thread, as pool threads write replies too.
+ */
+#define PREFIXES 4
+typedef struct header_prefix {
+    char key[96];               /* content_type NUL content_encoding NUL */
+    size_t key_length;          /* 0: unused */
+    unsigned char text[224];
+    size_t length;
+} header_prefix;
+
+static _Thread_local header_prefix prefixes[PREFIXES];
+static _Thread_local unsigned next_prefix;
+
+static const header_prefix *cached_prefix(const char *content_type,
+                                          const char *content_encoding)
+{
+    size_t type_length = strlen(content_type) + 1;
+    size_t encoding_length = strlen(content_encoding) + 1;
+    size_t key_length = type_length + encoding_length;
+    if (key_length > sizeof prefixes[0].key)
+        return NULL;
+    for (size_t i = 0; i < PREFIXES; i++) {
+        const header_prefix *p = &prefixes[i];
+        if (p->key_length == key_length
+            && memcmp(p->key, content_type, type_length) == 0
+            && memcmp(p->key + type_length, content_encoding, encoding_length) == 0)
+            return p;
     }
+    pb_buf scratch = PB_BUF_INIT;
+    header_prefix *p = NULL;
+    if (put_prefix(&scratch, content_type, content_encoding) == 0
+        && pb_buf_used(&scratch) <= sizeof p->text) {
+        p = &prefixes[next_prefix++ % PREFIXES];
+        memcpy(p->key, content_type, type_length);
+        memcpy(p->key + type_length, content_encoding, encoding_length);
+        p->key_length = key_length;
+        memcpy(p->text, pb_buf_head(&scratch), pb_buf_used(&scratch));
+        p->length = pb_buf_used(&scratch);
+    }
+    pb_buf_free(&scratch);
+    return p;
+}
+
+/* Appends the length prefix, still zero, and the header; *header_length
+ * gets its length. 0, or PB_FRAME_NO_MEMORY with part of it appended. */
+static int encode_header(pb_buf *out, const char *content_type,
+                         const char *content_encoding, size_t content_length,
+                         int push, size_t *header_length)
+{
+    static const char push_end[] = ", \"push\": true}";
+    size_t prefix_at = pb_buf_used(out);
+    const header_prefix *cached = cached_prefix(content_type, content_encoding);
+    if (cached != NULL) {
+        if (pb_buf_append(out, cached->text, cached->length) != 0)
+            return PB_FRAME_NO_MEMORY;
+    } else if (put_prefix(out, content_type, content_encoding) != 0) {
+        return PB_FRAME_NO_MEMORY;
+    }
+    char digits[24 + sizeof push_end];
+    size_t at = 24, end = 24;
+    if (push) {
+        memcpy(digits + end, push_end, sizeof push_end - 1);
+        end += sizeof push_end - 1;
+    } else {
+        digits[end++] = '}';
+    }
+    do {
+        digits[--at] = (char)('0' + content_length % 10);
+        content_length /= 10;
+    } while (content_length > 0);
+    if (pb_buf_append(out, digits + at, end - at) != 0)
+        return PB_FRAME_NO_MEMORY;
     *header_length = pb_buf_used(out) - prefix_at - LENGTH_PREFIX;
     return 0;
 }
