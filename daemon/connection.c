@@ -62,6 +62,8 @@ struct pb_conn {
     unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
     unsigned has_turn : 1;      /* granted one, for the event fed to it */
     pb_conn *turn_prev, *turn_next;     /* the connections waiting for one */
+    unsigned write_pending : 1; /* its replies wait for the iteration's end */
+    pb_conn *write_prev, *write_next;   /* the connections waiting so */
     unsigned read_wants_write : 1;  /* TLS: reading waits for the socket
                                      * to take bytes first */
     unsigned read_closed : 1;   /* the peer half-closed */
@@ -259,6 +261,60 @@ static void on_grant(struct ev_loop *loop, ev_prepare *w, int revents)
         ev_prepare_stop(loop, w);
 }
 
+/* --- Writes at the end of an iteration --------------------------------------
+ *
+ * The replies to what one poll brought in are written once all of that
+ * input is handled, just before the loop polls again, as Redis writes in
+ * its beforeSleep: a client whose connections all get answers is woken once
+ * with most of them, rather than once for each.
+ */
+static struct {
+    ev_prepare flush;
+    pb_conn *first, *last;      /* waiting to write, in the order they read */
+} writes;
+
+static void write_later(pb_conn *c)
+{
+    if (c->write_pending)
+        return;
+    c->write_pending = 1;
+    c->write_next = NULL;
+    c->write_prev = writes.last;
+    if (writes.last != NULL)
+        writes.last->write_next = c;
+    else
+        writes.first = c;
+    writes.last = c;
+    if (!ev_is_active(&writes.flush))
+        ev_prepare_start(c->server->loop, &writes.flush);
+}
+
+static void stop_waiting_write(pb_conn *c)
+{
+    if (!c->write_pending)
+        return;
+    if (c->write_prev != NULL)
+        c->write_prev->write_next = c->write_next;
+    else
+        writes.first = c->write_next;
+    if (c->write_next != NULL)
+        c->write_next->write_prev = c->write_prev;
+    else
+        writes.last = c->write_prev;
+    c->write_pending = 0;
+}
+
+static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    while (writes.first != NULL) {
+        pb_conn *c = writes.first;
+        stop_waiting_write(c);
+        flush(c);
+    }
+    ev_prepare_stop(loop, w);
+}
+
 static const pb_limits *limits(const pb_conn *c)
 {
     return &c->server->cycle->config->limits;
@@ -292,6 +348,7 @@ void pb_conn_close(pb_conn *c)
         free(c->linger);
     }
     stop_waiting_turn(c);
+    stop_waiting_write(c);
     SSL_free(c->ssl);
     free(c->tls_subject);
     close(c->fd);
@@ -892,7 +949,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         return; /* flush() may have closed c; a pending read fires again */
     }
     if (read_input(c) == 0)
-        flush(c);
+        write_later(c);
 }
 
 /* --- Pushes ----------------------------------------------------------------- */
@@ -992,6 +1049,7 @@ void pb_conns_init(struct ev_loop *loop)
     pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
     ev_prepare_init(&turns.grant, on_grant);
+    ev_prepare_init(&writes.flush, on_flush);
 }
 
 /* --- Life cycle ------------------------------------------------------------- */
