@@ -1,8 +1,9 @@
 /*
  * fuzz_frame.c - libFuzzer target for the frame decoder: any chunking of
  * the input gives the same messages and the same error, every message
- * re-encodes to a frame that decodes to the same content, and the strict
- * header path and jansson judge the first header alike.
+ * re-encodes to a frame that decodes to the same content, the strict
+ * header path and jansson judge the first header alike, and content read
+ * in place equals what jansson parses of it.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "frame.h"
 #include "json_dump.h"
+#include "json_fast.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -91,6 +93,45 @@ static void check_error_frame(const pb_error *err)
     pb_buf_free(&out);
 }
 
+/* Content read in place, as every text/json request is, is what jansson
+ * parses of it, or refused with jansson's error. */
+static void check_content(const pb_message *msg)
+{
+    pb_content content;
+    json_error_t err, slow_err;
+    pb_content_init(&content);
+    const pb_json *value = pb_content_parse(&content, (const char *)msg->content,
+                                            msg->content_length, &err);
+    json_t *slow = json_loadb((const char *)msg->content, msg->content_length,
+                              JSON_DECODE_ANY | JSON_ALLOW_NUL, &slow_err);
+    CHECK((value == NULL) == (slow == NULL));
+    if (slow == NULL) {
+        CHECK(strcmp(err.text, slow_err.text) == 0);
+    } else {
+        const pb_flat_value *flat = pb_flat_of(value);
+        const json_t *tree = flat ? pb_flat_tree(flat) : (const json_t *)value;
+        CHECK(tree != NULL && json_equal(tree, slow));
+        pb_buf a = PB_BUF_INIT, b = PB_BUF_INIT;
+        CHECK(pb_json_dump(&a, tree) == 0 && pb_json_dump(&b, slow) == 0);
+        CHECK(pb_buf_used(&a) == pb_buf_used(&b)
+              && memcmp(pb_buf_head(&a), pb_buf_head(&b), pb_buf_used(&a)) == 0);
+        if (flat != NULL) {
+            CHECK(flat->is_object && content.n_members == json_object_size(slow));
+            for (size_t i = 0; i < content.n_members; i++) {
+                const pb_flat_value *member = pb_flat_get(flat, content.members[i].key);
+                const json_t *expected = json_object_get(slow, content.members[i].key);
+                CHECK(member != NULL && json_is_string(expected));
+                CHECK(member->length == json_string_length(expected)
+                      && memcmp(member->string, json_string_value(expected), member->length) == 0);
+            }
+        }
+        pb_buf_free(&a);
+        pb_buf_free(&b);
+    }
+    json_decref(slow);
+    pb_content_release(&content);
+}
+
 /* The first frame's header gives the same object or the same error
  * through the strict path as through jansson alone. */
 static void check_paths_agree(size_t limit, const uint8_t *data, size_t size)
@@ -162,8 +203,10 @@ static void decode(size_t limit, const uint8_t *data, size_t size,
                 note(&o->transcript, msg.content_type, strlen(msg.content_type));
                 note(&o->transcript, msg.content_encoding, strlen(msg.content_encoding));
                 note(&o->transcript, (const char *)msg.content, msg.content_length);
-                if (deep)
+                if (deep) {
                     check_reencode(&msg);
+                    check_content(&msg);
+                }
                 pb_message_clear(&msg);
                 pb_buf_consume(&in, consumed);
                 free(copy);

@@ -21,7 +21,7 @@ CFLAGS="-std=gnu11 -D_GNU_SOURCE -DPACKAGE_VERSION=\"${version:-0}\" -pthread -g
 
 # target | sources, relative to the top of the tree | pkg-config packages
 targets='
-fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
+fuzz_frame|tests/fuzz/fuzz_frame.c daemon/frame.c daemon/frame_fast.c daemon/json_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_line|tests/fuzz/fuzz_line.c daemon/line.c daemon/frame.c daemon/frame_fast.c daemon/json_dump.c daemon/buffer.c daemon/error.c|jansson
 fuzz_config|tests/fuzz/fuzz_config.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c daemon/buffer.c daemon/error.c daemon/json_dump.c|libconfig jansson
 fuzz_plugin_echo|tests/fuzz/fuzz_plugin.c plugins/echo/echo.c PLUGIN_HOST|libconfig jansson
@@ -35,7 +35,7 @@ fuzz_plugin_first10|tests/fuzz/fuzz_plugin.c plugins/first10/first10.c PLUGIN_HO
 plugin_host="daemon/plugin_host.c daemon/plugin_loader.c daemon/reply.c
   daemon/pool.c daemon/codec.c daemon/config.c daemon/access.c daemon/diag.c daemon/log.c
   daemon/buffer.c daemon/error.c daemon/json_dump.c daemon/frame.c
-  daemon/frame_fast.c daemon/line.c daemon/shared.c -lev"
+  daemon/frame_fast.c daemon/json_fast.c daemon/line.c daemon/shared.c -lev"
 
 cd "$top"
 
