@@ -315,7 +315,8 @@ int pb_frame_decode_header(pb_frame_decoder *d, const unsigned char *text,
     pb_fast_header h;
     json_int_t content_length = 0;
     json_t *header;
-    if (fast && pb_frame_fast_parse(text, length, &h)) {
+    if (fast && (pb_frame_fast_repeat(&d->fast, text, length, &h)
+                 || pb_frame_fast_parse(text, length, &h))) {
         header = parse_fast(d, &h, length, err);
         content_length = h.content_length;
     } else {

@@ -79,6 +79,9 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
     p = expect(p, end, LITERAL(", \"content-encoding\": "));
     p = simple_string(p, end, &h->content_encoding, &h->content_encoding_length);
     p = expect(p, end, LITERAL(", \"content-length\": "));
+    h->text = text;
+    h->prefix_length = p != NULL ? (size_t)(p - text) : 0;
+    h->repeat = 0;
     p = natural(p, end, &h->content_length, &h->content_length_overflows);
     p = expect(p, end, LITERAL("}"));
     if (p != end)
@@ -88,6 +91,22 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
     if (!(h->byteorder_length == 6 && memcmp(h->byteorder, "little", 6) == 0)
         && !(h->byteorder_length == 3 && memcmp(h->byteorder, "big", 3) == 0))
         return 0;
+    return 1;
+}
+
+int pb_frame_fast_repeat(const pb_fast_cache *cache, const unsigned char *text,
+                         size_t length, pb_fast_header *h)
+{
+    size_t n = cache->prefix_length;
+    if (cache->object == NULL || n == 0 || length <= n || memcmp(text, cache->prefix, n) != 0)
+        return 0;
+    const unsigned char *p = natural(text + n, text + length, &h->content_length,
+                                     &h->content_length_overflows);
+    if (expect(p, text + length, LITERAL("}")) != text + length)
+        return 0;
+    h->text = text;
+    h->prefix_length = n;
+    h->repeat = 1;
     return 1;
 }
 
@@ -137,17 +156,22 @@ static json_t *build(const pb_fast_header *h, pb_fast_cache *cache)
     cache->content_type = type;
     cache->content_encoding = encoding;
     cache->content_length = length;
+    if (h->prefix_length <= sizeof cache->prefix) {
+        memcpy(cache->prefix, h->text, h->prefix_length);
+        cache->prefix_length = h->prefix_length;
+    }
     return object;
 }
 
 json_t *pb_frame_fast_header(const pb_fast_header *h, pb_fast_cache *cache)
 {
-    if (cache->object != NULL
-        && same_string(cache->byteorder, h->byteorder, h->byteorder_length)
-        && same_string(cache->content_type, h->content_type,
-                       h->content_type_length)
-        && same_string(cache->content_encoding, h->content_encoding,
-                       h->content_encoding_length)) {
+    if (h->repeat
+        || (cache->object != NULL
+            && same_string(cache->byteorder, h->byteorder, h->byteorder_length)
+            && same_string(cache->content_type, h->content_type,
+                           h->content_type_length)
+            && same_string(cache->content_encoding, h->content_encoding,
+                           h->content_encoding_length))) {
         json_integer_set(cache->content_length, h->content_length);
         return json_incref(cache->object);
     }

@@ -28,6 +28,10 @@ typedef struct pb_fast_header {
     size_t content_encoding_length;
     json_int_t content_length;      /* meaningful unless ..._overflows */
     int content_length_overflows;   /* the number is above PB_JSON_INT_MAX */
+    const unsigned char *text;      /* the header text, whose first */
+    size_t prefix_length;           /* bytes come before the number */
+    int repeat;                     /* only the number was read: the rest
+                                     * is the cached object's (see below) */
 } pb_fast_header;
 
 /*
@@ -42,12 +46,24 @@ typedef struct pb_fast_header {
 int pb_frame_fast_parse(const unsigned char *text, size_t length,
                         pb_fast_header *h);
 
-/* The header object the strict path built last, with its members, kept
- * by a decoder for its next frame. Zero-initialised when empty. */
+/* The header object the strict path built last, with its members and the
+ * text before its content-length's digits, kept by a decoder for its next
+ * frame. Zero-initialised when empty. */
 typedef struct pb_fast_cache {
     json_t *object;
     json_t *byteorder, *content_type, *content_encoding, *content_length;
+    unsigned char prefix[160];
+    size_t prefix_length;           /* 0: too long to keep */
 } pb_fast_cache;
+
+/*
+ * A header whose text up to its content-length's digits is the cached
+ * object's, the usual case of a client sending one kind of message: only
+ * the number and the closing brace are read, into *h (with repeat set).
+ * Returns 1, or 0 for anything else, which pb_frame_fast_parse then reads.
+ */
+int pb_frame_fast_repeat(const pb_fast_cache *cache, const unsigned char *text,
+                         size_t length, pb_fast_header *h);
 
 /*
  * The JSON object for an accepted header whose content-length does not

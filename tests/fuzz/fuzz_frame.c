@@ -93,6 +93,23 @@ static void check_error_frame(const pb_error *err)
     pb_buf_free(&out);
 }
 
+/* Every message's header, however the decoder read it (a repeat of the
+ * previous header's text, the strict path, jansson), is what jansson
+ * parses of its text. */
+static void check_header(const pb_message *msg, const unsigned char *frame)
+{
+    size_t h = (size_t)frame[0] << 8 | frame[1];
+    json_t *slow = json_loadb((const char *)frame + 2, h, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    CHECK(slow != NULL);
+    pb_buf a = PB_BUF_INIT, b = PB_BUF_INIT;
+    CHECK(pb_json_dump(&a, msg->header) == 0 && pb_json_dump(&b, slow) == 0);
+    CHECK(pb_buf_used(&a) == pb_buf_used(&b)
+          && memcmp(pb_buf_head(&a), pb_buf_head(&b), pb_buf_used(&a)) == 0);
+    pb_buf_free(&a);
+    pb_buf_free(&b);
+    json_decref(slow);
+}
+
 /* Content read in place, as every text/json request is, is what jansson
  * parses of it, or refused with jansson's error. */
 static void check_content(const pb_message *msg)
@@ -204,6 +221,7 @@ static void decode(size_t limit, const uint8_t *data, size_t size,
                 note(&o->transcript, msg.content_encoding, strlen(msg.content_encoding));
                 note(&o->transcript, (const char *)msg.content, msg.content_length);
                 if (deep) {
+                    check_header(&msg, copy);
                     check_reencode(&msg);
                     check_content(&msg);
                 }

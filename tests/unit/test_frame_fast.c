@@ -283,6 +283,42 @@ Test(frame_fast, a_finished_header_is_reused_with_the_new_length)
     json_decref(objects[1]);
 }
 
+Test(frame_fast, a_repeated_header_text_reads_only_its_number)
+{
+    const char *headers[] = {
+        CANON("little", "text/plain", "utf-8", "1"),
+        CANON("little", "text/plain", "utf-8", "2"),
+        /* the same text up to the number, then more members: jansson's */
+        "{\"byteorder\": \"little\", \"content-type\": \"text/plain\", \"content-encoding\": \"utf-8\", \"content-length\": 3, \"x\": 1}",
+        CANON("little", "text/plain", "utf-8", "1"),
+    };
+    json_t *objects[4];
+    decode_each(headers, 4, objects);
+    cr_expect_eq(objects[0], objects[1]);
+    cr_expect_neq(objects[2], objects[1]);
+    cr_expect_eq(json_integer_value(json_object_get(objects[2], "x")), 1);
+    cr_expect_eq(objects[3], objects[0], "the kept text outlives a header jansson read");
+    for (size_t i = 0; i < 4; i++)
+        json_decref(objects[i]);
+
+    /* A number the strict reader refuses after a repeated text is
+     * judged by jansson, as without the repeat. */
+    pb_frame_decoder d;
+    pb_frame_decoder_init(&d, 1 << 20);
+    const char *texts[] = { CANON("little", "text/plain", "utf-8", "1"),
+                            CANON("little", "text/plain", "utf-8", "01") };
+    pb_error err;
+    cr_assert_eq(pb_frame_decode_header(&d, (const unsigned char *)texts[0],
+                                        strlen(texts[0]), 1, &err), 0);
+    json_decref(d.header);
+    d.header = NULL;
+    cr_expect_eq(pb_frame_decode_header(&d, (const unsigned char *)texts[1],
+                                        strlen(texts[1]), 1, &err), -1);
+    cr_expect_eq(err.code, PB_ERR_BAD_FRAME);
+    cr_expect(strstr(err.text, "not valid JSON") != NULL, "%s", err.text);
+    pb_frame_decoder_reset(&d);
+}
+
 Test(frame_fast, another_shape_gets_its_own_header)
 {
     const char *headers[] = {
