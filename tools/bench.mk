@@ -7,7 +7,7 @@
 noinst_PROGRAMS += tools/minimal-server
 tools_minimal_server_SOURCES = tools/minimal-server.c
 
-EXTRA_DIST += tools/bench.sh tools/bench-pool.sh tools/bench-tls-flood.sh \
+EXTRA_DIST += tools/bench.sh tools/bench-lib.sh tools/bench-pool.sh tools/bench-tls-flood.sh \
 	tools/bench-broker.sh tools/bench-guide-server.py tests/haproxy.sh
 
 bench: daemon/plugboard$(EXEEXT) tools/plugboard-bench$(EXEEXT) tools/minimal-server$(EXEEXT) \
