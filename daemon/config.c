@@ -51,7 +51,7 @@ static const char *const limits_keys[] = {
 };
 static const char *const listener_keys[] = {
     "name", "address", "port", "path", "mode", "framing", "plugin", "allow",
-    "tls", NULL
+    "tls", "reuseport", NULL
 };
 static const char *const tls_keys[] = {
     "certificate", "key", "ca", "verify_client", "min_version", NULL
@@ -894,6 +894,23 @@ static void load_tls(loader *ld, const config_setting_t *entry, pb_listener_conf
                  t->verify_client == PB_VERIFY_REQUIRE ? "require" : "optional");
 }
 
+/* reuseport = true: a TCP listener gets one socket per worker, bound with
+ * SO_REUSEPORT, and the kernel spreads connections over them. */
+static void load_reuseport(loader *ld, const config_setting_t *entry,
+                           pb_listener_conf *l, int is_unix)
+{
+    const config_setting_t *s = config_setting_get_member(entry, "reuseport");
+    if (!s)
+        return;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        error_at(ld, s, "\"reuseport\" must be true or false");
+        return;
+    }
+    l->reuseport = config_setting_get_bool(s);
+    if (l->reuseport && is_unix)
+        error_at(ld, s, "\"reuseport\" applies only to a TCP listener (\"address\")");
+}
+
 static void load_listener(loader *ld, const config_setting_t *entry, void *out)
 {
     pb_listener_conf *l = out;
@@ -939,6 +956,7 @@ static void load_listener(loader *ld, const config_setting_t *entry, void *out)
         error_at(ld, mode_s, "\"mode\" applies only to a Unix socket (\"path\")");
     load_allow(ld, entry, l, has_path == PRESENT);
     load_tls(ld, entry, l);
+    load_reuseport(ld, entry, l, has_path == PRESENT);
 
     if (get_choice(ld, entry, "framing", framings, &framing) == PRESENT)
         l->framing = (pb_framing_kind)framing->value;

@@ -66,6 +66,7 @@ typedef struct pb_listener_conf {
     pb_cidr *allow;         /* peers accepted: n_allow networks; none = all */
     size_t n_allow;
     pb_tls_conf *tls;       /* NULL: plaintext */
+    int reuseport;          /* one SO_REUSEPORT socket per worker (TCP only) */
     pb_conf_pos pos;
 } pb_listener_conf;
 

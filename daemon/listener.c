@@ -26,13 +26,60 @@
 #define LISTEN_BACKLOG 511
 
 /* What a listener entry binds: its sockets are kept across a reload
- * exactly when this stays the same. */
-static char *socket_key(const pb_listener_conf *lc)
+ * exactly when this stays the same. A reuseport listener's copies are told
+ * apart by the worker they serve; the first copy has the key of a shared
+ * socket, so that turning reuseport on or off keeps that socket open. */
+static char *socket_key(const pb_listener_conf *lc, int worker)
 {
     char *key;
     int rc = lc->path ? asprintf(&key, "unix %s", lc->path)
-                      : asprintf(&key, "tcp %s %d", lc->address, lc->port);
+           : worker > 0 ? asprintf(&key, "tcp %s %d #%d", lc->address, lc->port, worker)
+                        : asprintf(&key, "tcp %s %d", lc->address, lc->port);
     return rc < 0 ? NULL : key;
+}
+
+/* The sockets a configuration asks for: one per listener entry, or one per
+ * worker for a reuseport entry (worker is then its place in the
+ * generation, and -1 for a shared socket). */
+typedef struct wanted {
+    const pb_listener_conf *lc;
+    int worker;
+    char *key;
+} wanted;
+
+static void wanted_free(wanted *w, size_t n)
+{
+    for (size_t i = 0; w != NULL && i < n; i++)
+        free(w[i].key);
+    free(w);
+}
+
+static wanted *wanted_sockets(const pb_config *config, int workers, size_t *count)
+{
+    size_t n = 0;
+    if (workers < 1)
+        workers = 1;
+    for (size_t i = 0; i < config->n_listeners; i++)
+        n += config->listeners[i].reuseport ? (size_t)workers : 1;
+    wanted *w = calloc(n + 1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < config->n_listeners; i++) {
+        const pb_listener_conf *lc = &config->listeners[i];
+        int copies = lc->reuseport ? workers : 1;
+        for (int c = 0; c < copies; c++, k++) {
+            w[k].lc = lc;
+            w[k].worker = lc->reuseport ? c : -1;
+            w[k].key = socket_key(lc, w[k].worker);
+            if (w[k].key == NULL) {
+                wanted_free(w, k);
+                return NULL;
+            }
+        }
+    }
+    *count = n;
+    return w;
 }
 
 static void listener_free(pb_listener *l);
@@ -50,7 +97,7 @@ static int copy_allow(const pb_listener_conf *lc, pb_cidr **allow)
     return 0;
 }
 
-static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
+static pb_listener *listener_new(const pb_listener_conf *lc, int worker, int fd,
                                  const char *address, const char *unix_path)
 {
     pb_listener *l = calloc(1, sizeof *l);
@@ -63,7 +110,9 @@ static pb_listener *listener_new(const pb_listener_conf *lc, int fd,
     l->address = strdup(address);
     l->unix_path = unix_path ? strdup(unix_path) : NULL;
     l->pinned = lc->plugin ? strdup(lc->plugin) : NULL;
-    l->key = socket_key(lc);
+    l->key = socket_key(lc, worker);
+    l->worker = worker;
+    l->reuseport = lc->reuseport;
     l->n_allow = lc->n_allow;
     if (l->name == NULL || l->address == NULL || l->key == NULL ||
         (unix_path && l->unix_path == NULL) || (lc->plugin && l->pinned == NULL) ||
@@ -124,7 +173,9 @@ static void format_address(const struct sockaddr *sa, char *buf, size_t size)
     }
 }
 
-static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc)
+/* Binds lc's address; worker >= 0 makes it that worker's SO_REUSEPORT
+ * copy. */
+static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc, int worker)
 {
     struct addrinfo hints = { 0 }, *res, *ai;
     hints.ai_family = AF_UNSPEC;
@@ -163,6 +214,14 @@ static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (lc->reuseport &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            pb_log_error("cannot listen on %s (listener %s): SO_REUSEPORT: %s",
+                         address, lc->name, strerror(errno));
+            close(fd);
+            failed = 1;
+            continue;
+        }
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
             listen(fd, LISTEN_BACKLOG) != 0) {
             pb_log_error("cannot listen on %s (listener %s): %s", address,
@@ -171,7 +230,7 @@ static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc)
             failed = 1;
             continue;
         }
-        pb_listener *l = listener_new(lc, fd, address, NULL);
+        pb_listener *l = listener_new(lc, worker, fd, address, NULL);
         if (l == NULL || set_add(set, l) != 0) {
             pb_log_error("cannot listen on %s (listener %s): out of memory",
                          address, lc->name);
@@ -273,7 +332,7 @@ static int open_unix(pb_listener_set *set, const pb_config *config,
         unlink(lc->path);
         return -1;
     }
-    pb_listener *l = listener_new(lc, fd, lc->path, lc->path);
+    pb_listener *l = listener_new(lc, -1, fd, lc->path, lc->path);
     if (l == NULL || set_add(set, l) != 0) {
         pb_log_error("cannot listen on %s (listener %s): out of memory",
                      lc->path, lc->name);
@@ -320,18 +379,31 @@ int pb_listeners_check(const pb_config *config, pb_diag *diag)
     return rc;
 }
 
-int pb_listeners_open(pb_listener_set *set, const pb_config *config)
+static int open_wanted(pb_listener_set *set, const pb_config *config,
+                       const wanted *w)
+{
+    return w->lc->path ? open_unix(set, config, w->lc)
+                       : open_tcp(set, w->lc, w->worker);
+}
+
+int pb_listeners_open(pb_listener_set *set, const pb_config *config, int workers)
 {
     set->items = NULL;
     set->count = 0;
-    for (size_t i = 0; i < config->n_listeners; i++) {
-        const pb_listener_conf *lc = &config->listeners[i];
-        int rc = lc->path ? open_unix(set, config, lc) : open_tcp(set, lc);
-        if (rc != 0) {
+    size_t n;
+    wanted *w = wanted_sockets(config, workers, &n);
+    if (w == NULL) {
+        pb_log_error("cannot listen: out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (open_wanted(set, config, &w[i]) != 0) {
             pb_listeners_close(set);
+            wanted_free(w, n);
             return -1;
         }
     }
+    wanted_free(w, n);
     return 0;
 }
 
@@ -365,73 +437,106 @@ static int apply_conf(pb_listener *l, const pb_listener_conf *lc)
     return 0;
 }
 
+/* The entry of config that l's socket belongs to: the same key, ignoring
+ * which worker's copy it is. */
 static const pb_listener_conf *find_conf(const pb_config *config,
-                                         const char *key)
+                                         const pb_listener *l)
 {
     for (size_t i = 0; i < config->n_listeners; i++) {
-        char *k = socket_key(&config->listeners[i]);
-        int same = k != NULL && strcmp(k, key) == 0;
+        const pb_listener_conf *lc = &config->listeners[i];
+        char *k = socket_key(lc, l->worker);
+        int same = k != NULL && strcmp(k, l->key) == 0;
         free(k);
         if (same)
-            return &config->listeners[i];
+            return lc;
     }
     return NULL;
 }
 
-int pb_listeners_differ(const pb_listener_set *set, const pb_config *config)
+int pb_listeners_differ(const pb_listener_set *set, const pb_config *config,
+                        int workers)
 {
-    for (size_t i = 0; i < set->count; i++)
-        if (find_conf(config, set->items[i]->key) == NULL)
-            return 1;
-    for (size_t i = 0; i < config->n_listeners; i++) {
-        char *key = socket_key(&config->listeners[i]);
+    size_t n;
+    wanted *w = wanted_sockets(config, workers, &n);
+    if (w == NULL)
+        return 1;
+    int differ = 0;
+    for (size_t i = 0; i < set->count && !differ; i++) {
+        const pb_listener *l = set->items[i];
         int found = 0;
-        for (size_t j = 0; key != NULL && j < set->count; j++)
-            found |= strcmp(set->items[j]->key, key) == 0;
-        free(key);
-        if (!found)
-            return 1;
+        for (size_t k = 0; k < n; k++)
+            found |= strcmp(w[k].key, l->key) == 0 && w[k].worker == l->worker;
+        differ = !found;
     }
-    return 0;
+    for (size_t k = 0; k < n && !differ; k++) {
+        int found = 0;
+        for (size_t i = 0; i < set->count; i++)
+            found |= strcmp(set->items[i]->key, w[k].key) == 0;
+        differ = !found;
+    }
+    wanted_free(w, n);
+    return differ;
 }
 
 int pb_listeners_update(pb_listener_set *set, const pb_config *config)
 {
     for (size_t i = 0; i < set->count; i++) {
-        const pb_listener_conf *lc = find_conf(config, set->items[i]->key);
+        const pb_listener_conf *lc = find_conf(config, set->items[i]);
         if (lc != NULL && apply_conf(set->items[i], lc) != 0)
             return -1;
     }
     return 0;
 }
 
-int pb_listeners_reopen(pb_listener_set *set, const pb_config *config)
+/* A socket kept for a reuseport entry: SO_REUSEPORT is set on it before
+ * the other workers' copies are bound next to it (as nginx does), so a
+ * shared socket becomes the first worker's copy without closing. A copy
+ * kept as a shared socket keeps the option, harmlessly, once alone. */
+static int keep_socket(pb_listener *l, const wanted *w)
+{
+    int one = 1;
+    if (w->lc->reuseport && !l->reuseport) {
+        if (setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            pb_log_error("cannot listen on %s (listener %s): SO_REUSEPORT: %s",
+                         l->address, w->lc->name, strerror(errno));
+            return -1;
+        }
+        l->reuseport = 1;
+    }
+    return 0;
+}
+
+int pb_listeners_reopen(pb_listener_set *set, const pb_config *config, int workers)
 {
     pb_listener_set next = { NULL, 0 };
+    size_t n;
+    wanted *w = wanted_sockets(config, workers, &n);
     char *kept = calloc(set->count + 1, 1);
-    if (kept == NULL)
+    int *worker = calloc(set->count + 1, sizeof *worker);
+    if (w == NULL || kept == NULL || worker == NULL) {
+        if (w != NULL)
+            wanted_free(w, n);
+        free(kept);
+        free(worker);
         return -1;
+    }
     int rc = 0;
-    for (size_t i = 0; i < config->n_listeners && rc == 0; i++) {
-        const pb_listener_conf *lc = &config->listeners[i];
-        char *key = socket_key(lc);
-        if (key == NULL) {
-            rc = -1;
-            break;
-        }
+    for (size_t i = 0; i < n && rc == 0; i++) {
         int found = 0;
-        for (size_t j = 0; j < set->count; j++) {
-            if (!kept[j] && strcmp(set->items[j]->key, key) == 0) {
+        for (size_t j = 0; j < set->count && rc == 0; j++) {
+            if (!kept[j] && strcmp(set->items[j]->key, w[i].key) == 0) {
                 kept[j] = 1;
+                worker[j] = w[i].worker;
                 found = 1;
-                if (set_add(&next, set->items[j]) != 0)
+                if (keep_socket(set->items[j], &w[i]) != 0 ||
+                    set_add(&next, set->items[j]) != 0)
                     rc = -1;
             }
         }
-        free(key);
         if (!found && rc == 0)
-            rc = lc->path ? open_unix(&next, config, lc) : open_tcp(&next, lc);
+            rc = open_wanted(&next, config, &w[i]);
     }
+    wanted_free(w, n);
     if (rc != 0) {
         /* Give back the sockets that stay; close only the new ones. */
         for (size_t i = 0; i < next.count; i++) {
@@ -443,12 +548,17 @@ int pb_listeners_reopen(pb_listener_set *set, const pb_config *config)
         }
         free(next.items);
         free(kept);
+        free(worker);
         return -1;
     }
-    for (size_t j = 0; j < set->count; j++)
+    for (size_t j = 0; j < set->count; j++) {
         if (!kept[j])
             listener_free(set->items[j]);
+        else
+            set->items[j]->worker = worker[j];
+    }
     free(kept);
+    free(worker);
     free(set->items);
     *set = next;
     return pb_listeners_update(set, config);

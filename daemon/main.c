@@ -202,7 +202,7 @@ int main(int argc, char **argv)
 
     pb_listener_set listeners;
     int status = EXIT_RUNTIME;
-    if (pb_listeners_open(&listeners, config) == 0) {
+    if (pb_listeners_open(&listeners, config, pb_master_workers(config)) == 0) {
         if (foreground || pb_pidfile_create(config->pidfile) == 0) {
             pb_log_notice("plugboard %s starting (plugin ABI %d, pid %ld)",
                           PACKAGE_VERSION, PLUGBOARD_ABI_VERSION, (long)getpid());

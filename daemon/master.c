@@ -81,7 +81,7 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int worker_count(const pb_config *config)
+static long workers_asked(const pb_config *config)
 {
     long n = config->workers;
     if (n == 0) {
@@ -89,12 +89,22 @@ static int worker_count(const pb_config *config)
         if (n < 1)
             n = 1;
     }
-    if (n > PB_MAX_WORKERS) {
+    return n;
+}
+
+int pb_master_workers(const pb_config *config)
+{
+    long n = workers_asked(config);
+    return n > PB_MAX_WORKERS ? PB_MAX_WORKERS : (int)n;
+}
+
+static int worker_count(const pb_config *config)
+{
+    long n = workers_asked(config);
+    if (n > PB_MAX_WORKERS)
         pb_log_warning("workers = %ld is more than %d: starting %d", n,
                        PB_MAX_WORKERS, PB_MAX_WORKERS);
-        n = PB_MAX_WORKERS;
-    }
-    return (int)n;
+    return pb_master_workers(config);
 }
 
 /* What a worker must not hold: the other workers' command channels. */
@@ -120,8 +130,10 @@ static void release_master(void *arg)
     pb_shared_destroy(m->shared);
 }
 
-/* The worker's whole life, in the child process. Never returns. */
-static void run_worker(master *m, int slot, int control)
+/* The worker's whole life, in the child process; index is its place in
+ * the generation, which names its copies of reuseport listeners. Never
+ * returns. */
+static void run_worker(master *m, int slot, int index, int control)
 {
     /* Die with the master rather than serve on unsupervised. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -146,7 +158,7 @@ static void run_worker(master *m, int slot, int control)
     static pb_server server;
     int status = 1;
     if (pb_server_init(&server, m->cycle, m->config_path, m->listeners,
-                       control, m->shared, slot) == 0) {
+                       control, m->shared, slot, index) == 0) {
         sigprocmask(SIG_UNBLOCK, &m->signals, NULL);
         pb_server_run(&server);
         status = 0;
@@ -199,7 +211,7 @@ static void start_worker(master *m, worker *w)
     }
     if (pid == 0) {
         close(channel[0]);
-        run_worker(m, w->slot, channel[1]);
+        run_worker(m, w->slot, (int)(w - m->workers), channel[1]);
     }
     close(channel[1]);
     w->control = channel[0];
@@ -376,7 +388,7 @@ static int replace_generation(master *m, const pb_config *config)
     worker *workers = new_generation(m, n);
     if (workers == NULL)
         return -1;
-    if (pb_listeners_reopen(m->listeners, config) != 0) {
+    if (pb_listeners_reopen(m->listeners, config, n) != 0) {
         for (int i = 0; i < n; i++)
             m->slot_taken[workers[i].slot] = 0;
         free(workers);
@@ -450,8 +462,8 @@ static void reload(master *m)
     unsigned long old_serial = m->serial;
     m->cycle = cycle;
     m->serial++;
-    int rc, replaced = pb_listeners_differ(m->listeners, cycle->config) ||
-                       worker_count(cycle->config) != m->n_workers;
+    int rc, replaced = worker_count(cycle->config) != m->n_workers ||
+                       pb_listeners_differ(m->listeners, cycle->config, m->n_workers);
     if (replaced)
         rc = replace_generation(m, cycle->config);
     else

@@ -29,4 +29,8 @@ typedef struct pb_master_hooks {
 int pb_master_run(pb_cycle *cycle, pb_listener_set *listeners,
                   const char *config_path, const pb_master_hooks *hooks);
 
+/* How many workers config starts (workers = 0: one per CPU; at most
+ * PB_MAX_WORKERS): how many copies of a reuseport listener to bind. */
+int pb_master_workers(const pb_config *config);
+
 #endif

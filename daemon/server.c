@@ -161,10 +161,15 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* Every shared socket, and of a reuseport listener's copies only this
+ * worker's: the others queue connections for their own workers. */
 static void start_accepting(pb_server *s)
 {
-    for (size_t i = 0; i < s->listeners.count; i++)
-        ev_io_start(s->loop, &s->listeners.items[i]->watcher);
+    for (size_t i = 0; i < s->listeners.count; i++) {
+        pb_listener *l = s->listeners.items[i];
+        if (l->worker < 0 || l->worker == s->index)
+            ev_io_start(s->loop, &l->watcher);
+    }
 }
 
 static void stop_accepting(pb_server *s)
@@ -400,7 +405,7 @@ static void deliver_broadcast(void *arg, const char *name, size_t name_length,
 
 int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
                    pb_listener_set *listeners, int control_fd,
-                   pb_shared *shared, int slot)
+                   pb_shared *shared, int slot, int index)
 {
     s->cycle = cycle;
     s->prepared = NULL;
@@ -412,6 +417,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     listeners->count = 0;
     s->shared = shared;
     s->slot = slot;
+    s->index = index;
     s->oldest = s->newest = NULL;
     s->n_connections = 0;
     s->stopping = 0;

@@ -38,6 +38,8 @@ typedef struct pb_server {
     pb_listener_set listeners;       /* inherited from the master; owned */
     pb_shared *shared;              /* daemon-wide counters */
     int slot;                       /* this worker's index in shared */
+    int index;                      /* its place in the generation: the
+                                     * reuseport copies it accepts on */
 
     ev_signal sig_term, sig_int;
     ev_io control;                  /* commands from the master */
@@ -66,7 +68,7 @@ typedef struct pb_server {
  * of control_fd. -1 (logged) on failure. */
 int pb_server_init(pb_server *server, pb_cycle *cycle, const char *config_path,
                    pb_listener_set *listeners, int control_fd,
-                   pb_shared *shared, int slot);
+                   pb_shared *shared, int slot, int index);
 
 /* Runs until SIGTERM/SIGINT and a graceful stop, or until retired and the
  * last connection closed. */

@@ -1,9 +1,13 @@
 #!/bin/bash
 # bench.sh - runs plugboard's fixed benchmark matrix side by side with
-# redis-server PING and the guide's Python server, measures the memory of
-# idle connections, and writes the results into docs/benchmarks.md. Search
-# over TLS is measured against plugboard without TLS and redis PING over
-# TLS, with certificates made at run time by openssl.
+# redis-server PING, tools/minimal-server (the floor: the least work a
+# server of the frame protocol must do) and the guide's Python server,
+# measures the memory of idle connections, and writes the results into
+# docs/benchmarks.md, with a summary of plugboard's server CPU per request
+# against redis and the floor. Search over TLS is measured against
+# plugboard without TLS and redis PING over TLS, with certificates made at
+# run time by openssl. A shared listening socket and a reuseport listener
+# are measured with 1 and 2 workers, all on the server's one CPU.
 #
 # Usage: tools/bench.sh [OPTIONS]
 #   -q, --quick          1 s per cell instead of 3 (about a minute in all)
@@ -14,10 +18,14 @@
 #                        another build tree (its daemon/plugboard and
 #                        plugins/.libs; or a daemon binary alone, which then
 #                        loads this tree's plugins)
-#       --no-redis, --no-python, --no-memory   skip those parts
+#       --no-redis, --no-python, --no-memory, --no-minimal   skip those parts
 #       --no-tls         skip the TLS rows
+#       --scale N        only the scaling rows: a shared socket and reuseport
+#                        with 1, 2, 4 ... N workers on CPUs 0..workers-1, one
+#                        load generator (50 connections) on each CPU from N
+#                        up; needs more than N CPUs
 # Environment: BUILDDIR (default .) holds daemon/plugboard,
-# tools/plugboard-bench and plugins/.libs. Needs taskset, python3 and, for
+# tools/plugboard-bench, tools/minimal-server and plugins/.libs. Needs taskset, python3 and, for
 # the comparison, redis-server and redis-benchmark (Debian: redis-server,
 # redis-tools); the TLS rows need openssl, and redis built with TLS (as
 # Debian's is) for its TLS rows. Not part of make check: the numbers are
@@ -28,12 +36,13 @@ SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-bench
+MINIMAL=$BUILDDIR/tools/minimal-server
 PLUGINS=$BUILDDIR/plugins/.libs
 OUT=$SRCDIR/docs/benchmarks.md
 DURATION=3
 BEFORE=
 BEFORE_PLUGINS=
-DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1 DO_TLS=1
+DO_REDIS=1 DO_PYTHON=1 DO_MEMORY=1 DO_TLS=1 DO_MINIMAL=1 DO_MATRIX=1 SCALE=0
 IDLE_CONNECTIONS=10000
 
 while [ $# -gt 0 ]; do
@@ -52,6 +61,8 @@ while [ $# -gt 0 ]; do
     --no-redis) DO_REDIS=0 ;;
     --no-python) DO_PYTHON=0 ;;
     --no-memory) DO_MEMORY=0 ;;
+    --no-minimal) DO_MINIMAL=0 ;;
+    --scale) SCALE=$2; shift ;;
     --no-tls) DO_TLS=0 ;;
     -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
@@ -65,6 +76,10 @@ done
 if [ "$DO_REDIS" = 1 ] && ! command -v redis-server >/dev/null; then
     echo "bench.sh: redis-server not found; skipping redis (apt-get install redis-server redis-tools)" >&2
     DO_REDIS=0
+fi
+if [ "$DO_MINIMAL" = 1 ] && [ ! -x "$MINIMAL" ]; then
+    echo "bench.sh: $MINIMAL not built (make tools/minimal-server); skipping it" >&2
+    DO_MINIMAL=0
 fi
 if [ "$DO_TLS" = 1 ] && ! command -v openssl >/dev/null; then
     echo "bench.sh: openssl not found; skipping the TLS rows" >&2
@@ -87,33 +102,21 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # The servers and the load generator never share a core.
 NCPU=$(nproc)
+if [ "$SCALE" -gt 0 ]; then
+    if ! [ "$SCALE" -lt "$NCPU" ]; then
+        echo "bench.sh: --scale $SCALE needs more than $SCALE CPUs (this machine has $NCPU)" >&2
+        exit 2
+    fi
+    # Only the scaling rows.
+    DO_MATRIX=0 DO_REDIS=0 DO_PYTHON=0 DO_MEMORY=0 DO_TLS=0 DO_MINIMAL=0
+fi
 BENCH_CPU=$((NCPU - 1))
 SERVER_CPU=0
 if [ "$NCPU" -ge 3 ]; then SERVER_CPUS_2=0,1; else SERVER_CPUS_2=0; fi
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 100); do
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench.sh: nothing listens on port $1" >&2
-    return 1
-}
-
-# utime + stime, in clock ticks, of a process and its children.
-cpu_ticks() {
-    local total=0 p
-    for p in $1 $(pgrep -P "$1" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$total"
-}
-TICKS=$(getconf CLK_TCK)
+# free_port (below the ephemeral range), wait_port, cpu_ticks, TICKS.
+# shellcheck source=tools/bench-lib.sh
+. "$SRCDIR/tools/bench-lib.sh"
 
 # The test certificates in TLS_DIR: a CA, and a server certificate for
 # 127.0.0.1 and localhost, ECDSA P-256.
@@ -134,11 +137,12 @@ stop_server() {
     SERVER_PID=
 }
 
-# start_daemon BINARY WORKERS CPUS
 # start_daemon BINARY WORKERS CPUS [PLUGIN_DIR [tls]]
+# (REUSEPORT=1: the listener is a reuseport one, a socket per worker)
 start_daemon() {
     PORT=$(free_port)
-    local tls= http=
+    local tls= http= reuseport=
+    [ -n "${REUSEPORT:-}" ] && reuseport="reuseport = true;"
     [ -n "${HTTP_PORT:-}" ] && http=",
               { name = \"http\"; address = \"127.0.0.1\"; port = $HTTP_PORT; framing = \"http\"; }"
     [ "${5:-}" = tls ] && tls="tls = { certificate = \"$TLS_DIR/server.crt\"; key = \"$TLS_DIR/server.key\"; };"
@@ -148,7 +152,7 @@ workers = $2;
 log = { level = "warning"; target = "stderr"; };
 limits = { max_connections = 20000; max_message_bytes = 2097152;
            idle_timeout = 0.0; max_pending_output = 4194304; };
-listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; $tls }$http );
+listeners = ( { name = "app"; address = "127.0.0.1"; port = $PORT; framing = "frame"; $reuseport $tls }$http );
 plugins = (
   { name = "echo"; module = "echo"; },
   { name = "search"; module = "search";
@@ -263,34 +267,113 @@ open(sys.argv[3]).read()
     printf 'memory\t%s\t%s\t%s\t%s\n' "$IDLE_CONNECTIONS" "$rss0" "$rss1" "$per" >"$WORK/memory.tsv"
 }
 
+# One shared socket against a socket per worker (reuseport), 1 and 2
+# workers, every worker on the one server CPU: a second worker on the same
+# core must not cost CPU per request. Two alternating rounds; the summary
+# takes each cell's lower figure.
+listeners_rows() {
+    local round listener w p
+    for round in 1 2; do
+        for listener in shared reuseport; do
+            for w in 1 2; do
+                local rp=
+                [ "$listener" = reuseport ] && rp=1
+                REUSEPORT=$rp start_daemon "$DAEMON" "$w" "$SERVER_CPU"
+                for p in 16 1; do pb "$listener" "$w" search - 50 "$p" keep; done
+                pb "$listener" "$w" search - 50 1 new-conn
+                stop_server
+            done
+        done
+    done
+}
+
+# --scale N: a shared socket and reuseport with 1, 2, 4 ... N workers on
+# CPUs 0..workers-1, loaded by one plugboard-bench per remaining CPU (50
+# connections each); requests and req/s are their sums.
+# pb_multi SERVER_LABEL WORKERS PIPELINE NEWCONN
+pb_multi() {
+    local cpus=() c i before after flags="-k search -P $3"
+    for ((c = SCALE; c < NCPU; c++)); do cpus+=("$c"); done
+    [ "$4" = new-conn ] && flags="$flags --new-conn"
+    local loads=()
+    before=$(cpu_ticks "$SERVER_PID")
+    for i in "${!cpus[@]}"; do
+        # shellcheck disable=SC2086
+        timeout $((DURATION + 60)) taskset -c "${cpus[$i]}" "$BENCH" -q --json -d "$DURATION" \
+            -c 50 $flags 127.0.0.1 "$PORT" >"$WORK/multi.$i.json" 2>>"$WORK/bench.log" &
+        loads+=($!)
+    done
+    wait "${loads[@]}" || true
+    after=$(cpu_ticks "$SERVER_PID")
+    local fields
+    fields=$(python3 -c '
+import json, sys
+ticks = int(sys.argv[1]); hz = int(sys.argv[2])
+rs = [json.loads(open(f).read()) for f in sys.argv[3:] if open(f).read().strip()]
+n = sum(r["requests"] for r in rs)
+if not rs:
+    sys.exit(1)
+print(sum(r["rps"] for r in rs), sum(r["mb_per_s_in"] for r in rs),
+      sum(r["mb_per_s_out"] for r in rs), max(r["latency_us"]["p50"] for r in rs),
+      max(r["latency_us"]["p99"] for r in rs),
+      sum(r["errors"] + r["connect_errors"] for r in rs), "%.2f" % (ticks / hz * 1e6 / n if n else 0))
+' $((after - before)) "$TICKS" "$WORK"/multi.*.json) || { echo "bench.sh: no report for $*" >&2; return 0; }
+    rm -f "$WORK"/multi.*.json
+    # shellcheck disable=SC2086
+    record "$1" "$2" search - $((50 * ${#cpus[@]})) "$3" "$4" $fields
+}
+
+scale_rows() {
+    local listener w p counts=
+    for ((w = 1; w < SCALE; w *= 2)); do counts="$counts $w"; done
+    counts="$counts $SCALE"
+    for listener in shared reuseport; do
+        for w in $counts; do
+            local rp=
+            [ "$listener" = reuseport ] && rp=1
+            REUSEPORT=$rp start_daemon "$DAEMON" "$w" "0-$((w - 1))"
+            for p in 16 1; do pb_multi "scale-$listener" "$w" "$p" keep; done
+            pb_multi "scale-$listener" "$w" 1 new-conn
+            stop_server
+        done
+    done
+}
+
 echo "bench.sh: $DURATION s per cell; server on CPU $SERVER_CPU (2 workers: $SERVER_CPUS_2), load on CPU $BENCH_CPU"
 
-echo "plugboard, 1 worker"
-start_daemon "$DAEMON" 1 "$SERVER_CPU"
-# First, while the worker's heap is fresh: no freed memory to hide growth.
-if [ "$DO_MEMORY" = 1 ]; then memory; fi
-for kind in search "binary 64" "binary 4k" "echo 64" "echo 4k"; do
-    set -- $kind
-    for p in 1 16; do pb plugboard 1 "$1" "${2:--}" 50 "$p" keep; done
-done
-for kind in "binary 1M" "echo 64k" "echo 1M"; do
-    set -- $kind
-    for p in 1 16; do pb plugboard 1 "$1" "$2" 1 "$p" keep; done
-done
-for c in 1 1000; do
-    for p in 1 16; do pb plugboard 1 search - "$c" "$p" keep; done
-done
-pb plugboard 1 search - 50 1 new-conn
-pb plugboard 1 binary 64 50 1 new-conn
-stop_server
+if [ "$DO_MATRIX" = 1 ]; then
+    echo "plugboard, 1 worker"
+    start_daemon "$DAEMON" 1 "$SERVER_CPU"
+    # First, while the worker's heap is fresh: no freed memory to hide growth.
+    if [ "$DO_MEMORY" = 1 ]; then memory; fi
+    for kind in search "binary 64" "binary 4k" "echo 64" "echo 4k"; do
+        set -- $kind
+        for p in 1 16; do pb plugboard 1 "$1" "${2:--}" 50 "$p" keep; done
+    done
+    for kind in "binary 1M" "echo 64k" "echo 1M"; do
+        set -- $kind
+        for p in 1 16; do pb plugboard 1 "$1" "$2" 1 "$p" keep; done
+    done
+    for c in 1 1000; do
+        for p in 1 16; do pb plugboard 1 search - "$c" "$p" keep; done
+    done
+    pb plugboard 1 search - 50 1 new-conn
+    pb plugboard 1 binary 64 50 1 new-conn
+    stop_server
 
-echo "plugboard, 2 workers"
-start_daemon "$DAEMON" 2 "$SERVER_CPUS_2"
-for c in 1 50 1000; do
-    for p in 1 16; do pb plugboard 2 search - "$c" "$p" keep; done
-done
-pb plugboard 2 search - 50 1 new-conn
-stop_server
+    echo "plugboard, 2 workers"
+    start_daemon "$DAEMON" 2 "$SERVER_CPUS_2"
+    for c in 1 50 1000; do
+        for p in 1 16; do pb plugboard 2 search - "$c" "$p" keep; done
+    done
+    pb plugboard 2 search - 50 1 new-conn
+    stop_server
+    listeners_rows
+fi
+if [ "$SCALE" -gt 0 ]; then
+    echo "scaling: 1 to $SCALE workers on CPUs 0-$((SCALE - 1)), load on CPUs $SCALE-$((NCPU - 1))"
+    scale_rows
+fi
 
 # What a Prometheus server scraping /metrics every 100 ms costs the daemon:
 # the search at pipeline 16 without and with a scraper (on the load's CPU),
@@ -328,20 +411,22 @@ PYSCRAPE
     echo "$(( (after - before) * 1000000 / TICKS / 2000 ))" >"$WORK/scrape-cost"
     echo "  one scrape costs the idle daemon $(cat "$WORK/scrape-cost") us of CPU"
 }
-echo "plugboard, 1 worker, /metrics scraped every 100 ms or not"
-HTTP_PORT=$(free_port)
-start_daemon "$DAEMON" 1 "$SERVER_CPU"
-for round in 1 2; do
-    pb unscraped 1 search - 50 16 keep
-    scrape
-    pb scraped 1 search - 50 16 keep
-    kill "$SCRAPER_PID" 2>/dev/null || true
-    wait "$SCRAPER_PID" 2>/dev/null || true
-    echo "  scraper: $(cat "$WORK/scrapes" 2>/dev/null || echo 0) scrapes in the row"
-done
-scrape_cost
-stop_server
-HTTP_PORT=
+if [ "$DO_MATRIX" = 1 ]; then
+    echo "plugboard, 1 worker, /metrics scraped every 100 ms or not"
+    HTTP_PORT=$(free_port)
+    start_daemon "$DAEMON" 1 "$SERVER_CPU"
+    for round in 1 2; do
+        pb unscraped 1 search - 50 16 keep
+        scrape
+        pb scraped 1 search - 50 16 keep
+        kill "$SCRAPER_PID" 2>/dev/null || true
+        wait "$SCRAPER_PID" 2>/dev/null || true
+        echo "  scraper: $(cat "$WORK/scrapes" 2>/dev/null || echo 0) scrapes in the row"
+    done
+    scrape_cost
+    stop_server
+    HTTP_PORT=
+fi
 
 if [ "$DO_TLS" = 1 ]; then
     echo "plugboard over TLS, 1 worker"
@@ -392,6 +477,18 @@ if [ "$DO_REDIS" = 1 ]; then
             stop_server
         fi
     fi
+fi
+
+if [ "$DO_MINIMAL" = 1 ]; then
+    echo "minimal-server (the floor)"
+    PORT=$(free_port)
+    taskset -c "$SERVER_CPU" "$MINIMAL" "$PORT" >"$WORK/minimal.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS="$PIDS $SERVER_PID"
+    wait_port "$PORT"
+    for p in 16 1; do pb minimal 1 search - 50 "$p" keep; done
+    pb minimal 1 search - 50 1 new-conn
+    stop_server
 fi
 
 if [ "$DO_PYTHON" = 1 ]; then
@@ -472,6 +569,66 @@ for r in rows:
       f"{r['pipeline']} | {r['mode']} | {fmt(r['rps'])} | {fmt(r['mbin'], 1)} | "
       f"{fmt(r['mbout'], 1)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {r['errors']} | {r['cpu']} |")
 w("")
+
+def cpu(server, kind, pipeline, mode, workers="1"):
+    """The cell's server CPU per request; of several rounds, the lowest."""
+    hits = [float(r["cpu"]) for r in find(server, kind, 50, pipeline, mode, workers)
+            if r["cpu"] not in ("", "-")]
+    return min(hits) if hits else None
+
+def show(v):
+    return f"{v:.2f}" if v is not None else "-"
+
+def times(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+cells = [("search P=16", 16, "keep"), ("search P=1", 1, "keep"),
+         ("new connection per request", 1, "new-conn")]
+if any(cpu(s, k, p, m) is not None for s, k in (("redis", "ping"), ("minimal", "search"))
+       for _, p, m in cells):
+    w("Server CPU per request (us), plugboard against redis-server answering PING and "
+      "tools/minimal-server (the floor: one thread, epoll, a pre-encoded answer), "
+      "50 connections, 1 worker:")
+    w("")
+    w("| cell | plugboard | redis PING | minimal server | plugboard / redis | plugboard / minimal |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for label, p, mode in cells:
+        pb, rd, mn = (cpu("plugboard", "search", p, mode), cpu("redis", "ping", p, mode),
+                      cpu("minimal", "search", p, mode))
+        w(f"| {label} | {show(pb)} | {show(rd)} | {show(mn)} | {times(pb, rd)} | {times(pb, mn)} |")
+    w("")
+
+if any(find(s, "search", 50, 16, "keep", "2") for s in ("shared", "reuseport")):
+    w(f"One shared listening socket against a socket per worker (reuseport), server CPU per "
+      f"request (us) with 1 and 2 workers, every worker on CPU {cpu1} "
+      "(search, 50 connections; the lower of two alternating rounds):")
+    w("")
+    w("| listener | cell | 1 worker | 2 workers | 2 / 1 | req/s 1 worker | 2 workers |")
+    w("|---|---|---:|---:|---:|---:|---:|")
+    for listener in ("shared", "reuseport"):
+        for label, p, mode in cells:
+            one, two = cpu(listener, "search", p, mode, "1"), cpu(listener, "search", p, mode, "2")
+            r1 = best_rps(find(listener, "search", 50, p, mode, "1"))
+            r2 = best_rps(find(listener, "search", 50, p, mode, "2"))
+            w(f"| {listener} | {label} | {show(one)} | {show(two)} | {times(two, one)} | "
+              f"{fmt(r1) if r1 is not None else '-'} | {fmt(r2) if r2 is not None else '-'} |")
+    w("")
+
+scale = [r for r in rows if r["server"].startswith("scale-")]
+if scale:
+    w("Scaling (`--scale`): workers on CPUs 0 to workers - 1, one load generator with 50 "
+      "connections on each other CPU; requests/s summed over them:")
+    w("")
+    w("| listener | workers | cell | conns | requests/s | / 1 worker | server CPU us/req | errors |")
+    w("|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in scale:
+        base = [b for b in scale if b["server"] == r["server"] and b["workers"] == "1"
+                and b["pipeline"] == r["pipeline"] and b["mode"] == r["mode"]]
+        ratio = float(r["rps"]) / float(base[0]["rps"]) if base and float(base[0]["rps"]) else 0
+        cell = "new-conn" if r["mode"] == "new-conn" else f"P={r['pipeline']}"
+        w(f"| {r['server'][6:]} | {r['workers']} | search {cell} | {r['conns']} | {fmt(r['rps'])} | "
+          f"{ratio:.2f}x | {r['cpu']} | {r['errors']} |")
+    w("")
 
 if os.path.exists(memory):
     _, n, rss0, rss1, per = open(memory).read().split()
