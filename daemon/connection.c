@@ -382,15 +382,6 @@ static pb_worker_stats *stats(const pb_conn *c)
     return &c->server->shared->slots[c->server->slot];
 }
 
-static void count_named(pb_named_counter *table, int index, int failed)
-{
-    if (index < 0)
-        return;
-    atomic_fetch_add_explicit(&table[index].messages, 1, memory_order_relaxed);
-    if (failed)
-        atomic_fetch_add_explicit(&table[index].errors, 1, memory_order_relaxed);
-}
-
 static void enqueue(pb_conn *c, pb_reply *r)
 {
     r->next = NULL;
@@ -431,8 +422,6 @@ static void send_error(pb_conn *c, pb_error_code code, const char *text)
 static void finish_reply(pb_conn *c, pb_reply *r)
 {
     pb_reply_observe(r);
-    count_named(stats(c)->instances, r->instance_stats, r->failed);
-    count_named(stats(c)->routes, r->route_stats, r->failed);
     if (r->failed) {
         static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
         pb_log_limited(&limit, PB_LOG_INFO, "plugin %s failed on a message from %s: %s",
@@ -727,7 +716,7 @@ static size_t decode_input(pb_conn *c, const unsigned char *data, size_t len)
             return len;
         }
         touch(c);
-        atomic_fetch_add_explicit(&stats(c)->messages, 1, memory_order_relaxed);
+        pb_count(&stats(c)->messages, 1);
         handle_message(c, &msg);
         pb_message_clear(&msg);
         off += used;
@@ -800,7 +789,7 @@ static int read_input(pb_conn *c)
             c->read_closed = 1;
             break;
         }
-        atomic_fetch_add_explicit(&stats(c)->bytes_in, n, memory_order_relaxed);
+        pb_count(&stats(c)->bytes_in, n);
         if (c->linger)
             continue;
         if (in_scratch) {
@@ -870,7 +859,7 @@ static void flush(pb_conn *c)
                 pb_conn_close(c);
                 return;
             }
-            atomic_fetch_add_explicit(&stats(c)->bytes_out, n, memory_order_relaxed);
+            pb_count(&stats(c)->bytes_out, n);
             if ((size_t)n < pb_buf_used(&c->out))
                 pb_buf_consume(&c->out, (size_t)n);
             else

@@ -265,15 +265,6 @@ static void release_reply(pb_reply *r)
     pb_reply_free(r);
 }
 
-static void count_named(pb_named_counter *table, int index, int failed)
-{
-    if (index < 0)
-        return;
-    count(&table[index].messages, 1);
-    if (failed)
-        count(&table[index].errors, 1);
-}
-
 /* The plugin's answer, or its failure, as the response. A reply's bytes
  * are its Content-Type, a NUL and the body (the http codec, codec.c). */
 static enum MHD_Result send_reply(http_request *rq, struct MHD_Connection *mhd)
@@ -281,8 +272,6 @@ static enum MHD_Result send_reply(http_request *rq, struct MHD_Connection *mhd)
     pb_reply *r = rq->reply;
     rq->reply = NULL;
     pb_http *h = rq->conn->http;
-    count_named(stats(h)->instances, r->instance_stats, r->failed);
-    count_named(stats(h)->routes, r->route_stats, r->failed);
     pb_reply_observe(r);
     enum MHD_Result rc;
     const char *head = r->failed || r->written == NULL

@@ -39,7 +39,7 @@ static loop_call *calls_head, **calls_tail = &calls_head;
 static pb_reply *spare[SPARE_REPLIES];
 static size_t n_spare;
 static pb_reply *live;
-static pb_latency *latencies;
+static pb_worker_stats *counted;
 static long long burst_ns;
 static ev_prepare before_wait;
 
@@ -156,14 +156,23 @@ void pb_replies_cleanup(void)
     while (n_spare > 0)
         free(spare[--n_spare]);
     loop = NULL;
-    latencies = NULL;
+    counted = NULL;
 }
 
 /* --- Durations -------------------------------------------------------------- */
 
-void pb_replies_set_latency(pb_latency *by_instance)
+void pb_replies_set_stats(pb_worker_stats *slot)
 {
-    latencies = by_instance;
+    counted = slot;
+}
+
+static void count_named(pb_named_counter *table, int index, int failed)
+{
+    if (index < 0)
+        return;
+    pb_count(&table[index].messages, 1);
+    if (failed)
+        pb_count(&table[index].errors, 1);
 }
 
 /* A real clock read rather than ev_now(), which is the time the loop
@@ -191,8 +200,12 @@ void pb_reply_observe(pb_reply *r)
 {
     long long now = now_ns();
     burst_ns = now;
-    if (latencies != NULL && r->instance_stats >= 0)
-        pb_latency_record(&latencies[r->instance_stats], now - r->started_ns);
+    if (counted == NULL)
+        return;
+    count_named(counted->instances, r->instance_stats, r->failed);
+    count_named(counted->routes, r->route_stats, r->failed);
+    if (r->instance_stats >= 0)
+        pb_latency_record(&counted->latency[r->instance_stats], now - r->started_ns);
 }
 
 /* --- Reply objects --------------------------------------------------------- */

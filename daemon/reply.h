@@ -21,7 +21,7 @@
 
 struct pb_codec;
 struct pb_cycle;
-struct pb_latency;
+struct pb_worker_stats;
 
 /* Called on the loop thread for a reply that finishes later than its
  * handle() call (see pb_reply_returned), once its answer (or error) is
@@ -71,9 +71,9 @@ struct pb_reply {
 /* Sets up the replies of this worker, answered later on loop. */
 void pb_replies_init(struct ev_loop *loop);
 
-/* Where pb_reply_observe records durations: this worker's histograms,
- * by instance counter index (shared.h). */
-void pb_replies_set_latency(struct pb_latency *by_instance);
+/* Where pb_reply_observe counts replies and records durations: this
+ * worker's slot of the statistics (shared.h). */
+void pb_replies_set_stats(struct pb_worker_stats *slot);
 
 /* At exit, after every plugin is destroyed: frees the replies plugins
  * never answered and work queued for the loop that never ran. */
@@ -87,9 +87,10 @@ pb_reply *pb_reply_new(void *owner, pb_reply_finished_fn *finished,
                        const struct pb_codec *codec, pb_buf *out);
 void pb_reply_free(pb_reply *reply);
 
-/* The reply is queued for its client, answer or error: records the time
- * since pb_reply_new in its instance's histogram. Once per reply, on the
- * loop thread; a reply counted against no instance records nothing. */
+/* The reply is queued for its client, answer or error: counts it for its
+ * instance and route (and as an error when it failed) and records the
+ * time since pb_reply_new in its instance's histogram. Once per reply, on
+ * the loop thread; a reply counted against no instance records nothing. */
 void pb_reply_observe(pb_reply *reply);
 
 /*

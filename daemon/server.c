@@ -434,7 +434,7 @@ int pb_server_init(pb_server *s, pb_cycle *cycle, const char *config_path,
     /* Plugin threads may build buffers too; the pool is the loop's. */
     pb_buf_pool_claim();
     pb_conns_init(s->loop);
-    pb_replies_set_latency(shared->slots[slot].latency);
+    pb_replies_set_stats(&shared->slots[slot]);
     pb_plugin_host_set_loop(s->loop);
     pb_plugin_host_set_shared(shared, slot);
     if (pb_bus_attach(slot, s->loop, deliver_broadcast, s) == 0)

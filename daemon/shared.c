@@ -159,8 +159,11 @@ void pb_latency_record(pb_latency *latency, long long ns)
     int b = 0;
     while (b < PB_LATENCY_BOUNDS && ns > pb_latency_bounds_ns[b])
         b++;
-    atomic_fetch_add_explicit(&latency->buckets[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&latency->sum_ns, ns, memory_order_relaxed);
+    pb_count(&latency->buckets[b], 1);
+    /* The sum is a long long, pb_count's counters longs. */
+    atomic_store_explicit(&latency->sum_ns,
+                          atomic_load_explicit(&latency->sum_ns, memory_order_relaxed) + ns,
+                          memory_order_relaxed);
 }
 
 static void latency_add(pb_latency *to, const pb_latency *from)

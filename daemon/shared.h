@@ -216,7 +216,20 @@ int pb_stats_listener_index(pb_shared *shared, int slot, const char *name);
 void pb_stats_listener_open(pb_shared *shared, int slot, int index);
 void pb_stats_listener_close(pb_shared *shared, int slot, int index);
 
-/* Adds a request's duration to a histogram (its worker's thread alone). */
+/*
+ * Adds n to a counter of this worker's slot that only the worker's loop
+ * thread writes: a load and a store, not a locked add, since nothing else
+ * writes it at the same time (the master reads it, and archives it only
+ * once the worker is gone). Readers still see whole values.
+ */
+static inline void pb_count(atomic_long *counter, long n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* Adds a request's duration to a histogram (its worker's loop thread
+ * alone). */
 void pb_latency_record(pb_latency *latency, long long ns);
 
 /*
