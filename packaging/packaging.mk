@@ -34,6 +34,7 @@ EXTRA_DIST += \
 	packaging/debian/plugboard.install \
 	packaging/debian/plugboard.dirs \
 	packaging/debian/plugboard.docs \
+	packaging/debian/plugboard.examples \
 	packaging/debian/plugboard.README.Debian \
 	packaging/debian/plugboard.postinst \
 	packaging/debian/plugboard.postrm \
@@ -43,6 +44,8 @@ EXTRA_DIST += \
 	packaging/rpm/plugboard.spec \
 	packaging/grafana/plugboard-dashboard.json \
 	packaging/systemd/plugboard.service \
+	packaging/systemd/tls-credentials.conf \
+	packaging/systemd/privileged-ports.conf \
 	packaging/test-packages.sh
 
 # --- Packages, built from the `make dist` tarball ----------------------------
