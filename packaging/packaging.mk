@@ -46,7 +46,10 @@ EXTRA_DIST += \
 	packaging/systemd/plugboard.service \
 	packaging/systemd/tls-credentials.conf \
 	packaging/systemd/privileged-ports.conf \
-	packaging/test-packages.sh
+	packaging/test-packages.sh \
+	packaging/emulate-unit.sh \
+	packaging/syscall-filter-exec.c \
+	packaging/fixtures/README.md
 
 # --- Packages, built from the `make dist` tarball ----------------------------
 # The .deb, .rpm and build records end up in packaging/out/ of the build tree.
