@@ -15,23 +15,29 @@
 #   NoNewPrivileges=, SystemCallFilter=, SystemCallErrorNumber=EPERM (the
 #     filter as `systemd-analyze syscall-filter` expands its groups, set by
 #     syscall-filter-exec, which sets no_new_privs too);
+#   RestrictAddressFamilies= of AF_UNIX, AF_INET and AF_INET6 (socket() of
+#     another family fails with EAFNOSUPPORT, by the same filter);
+#   PrivateMounts=, ProtectProc=invisible, ProcSubset=pid (a mount
+#     namespace of its own, /proc mounted in it with hidepid=invisible,
+#     subset=pid);
 #   UMask=;
 #   RuntimeDirectory= and StateDirectory= with their modes (created under
 #     /run and /var/lib, given to User= and Group=);
 #   LoadCredential=ID:PATH (PATH copied, as root, into
 #     /run/credentials/plugboard.service, mode 0500 and files 0400, owned by
 #     User=, named in $CREDENTIALS_DIRECTORY; removed on stop).
-# Not emulated: mount namespaces (ProtectSystem=, PrivateTmp=, ...),
-# ProtectProc=, ProcSubset=, RestrictAddressFamilies=, RestrictNamespaces=,
-# MemoryDenyWriteExecute=, the notify protocol and cgroups.
+# Not emulated: the other mount settings (ProtectSystem=, ProtectHome=,
+# PrivateTmp=, PrivateDevices=, ...), RestrictNamespaces=,
+# MemoryDenyWriteExecute=, LockPersonality=, the notify protocol and
+# cgroups.
 #
 # A start runs ExecStartPre= and, if it succeeds, ExecStart= in the
 # background, in its own session; STATE/pid is then the main process,
 # STATE/log its output, STATE/starts gets one line per start, and
 # STATE/status the main process's exit status once it has ended (and
-# STATE/exits one line per exit). A stop
-# sends SIGTERM to the main process and waits for it (up to 30 s). exec
-# runs a command as the unit's Exec lines run, as ExecReload= would.
+# STATE/exits one line per exit). A stop sends SIGTERM to the main process
+# and waits for it (up to 30 s). exec runs a command as the unit's Exec
+# lines run, as ExecReload= would.
 # SYSCALL_FILTER_EXEC names the syscall-filter-exec binary.
 
 set -u
@@ -105,9 +111,31 @@ run() {
             echo "emulate-unit.sh: only SystemCallErrorNumber=EPERM is emulated" >&2
             return 1
         fi
-        wrapper="$wrapper ${SYSCALL_FILTER_EXEC:?} $state/syscalls"
+        families=
+        for family in $(setting RestrictAddressFamilies); do
+            case $family in
+                AF_UNIX) families=$families,1 ;;
+                AF_INET) families=$families,2 ;;
+                AF_INET6) families=$families,10 ;;
+                *) echo "emulate-unit.sh: RestrictAddressFamilies=$family is not emulated" >&2
+                   return 1 ;;
+            esac
+        done
+        wrapper="$wrapper ${SYSCALL_FILTER_EXEC:?}${families:+ -a ${families#,}} $state/syscalls"
     elif [ "$(setting NoNewPrivileges)" = yes ]; then
         wrapper="$wrapper --no-new-privs"
+    fi
+    # A mount namespace, and /proc as the unit shows it there; mounted as
+    # root, before setpriv.
+    proc_options=
+    [ "$(setting ProtectProc)" = invisible ] && proc_options=hidepid=invisible
+    [ "$(setting ProcSubset)" = pid ] && proc_options=${proc_options:+$proc_options,}subset=pid
+    if [ -n "$proc_options" ]; then
+        printf '%s\n' '#!/bin/sh' "mount -t proc -o $proc_options proc /proc || exit 1" \
+            'exec "$@"' >"$state/mount-proc"
+        wrapper="unshare --mount --propagation private sh $state/mount-proc $wrapper"
+    elif [ "$(setting PrivateMounts)" = yes ]; then
+        wrapper="unshare --mount --propagation private $wrapper"
     fi
     mask=$(setting UMask)
     umask "${mask:-0022}"

@@ -301,6 +301,25 @@ check "the master holds CAP_NET_BIND_SERVICE alone, no_new_privs and a seccomp f
     test "$(status_field "$daemon" CapEff)" = 0000000000000400 -a \
          "$(status_field "$daemon" CapBnd)" = 0000000000000400 -a \
          "$(status_field "$daemon" NoNewPrivs)" = 1 -a "$(status_field "$daemon" Seccomp)" = 2
+# ProtectProc=invisible, ProcSubset=pid: in the daemon's mount namespace,
+# its user sees its own processes in /proc, and nothing but processes.
+proc_view() {
+    nsenter -t "$daemon" -m setpriv --reuid plugboard --regid plugboard --clear-groups \
+        sh -c 'for p in /proc/[0-9]*; do stat -c %U "$p"; done | sort -u; ls /proc/meminfo 2>/dev/null'
+}
+check "the daemon's /proc shows the plugboard user its own processes only" \
+    test "$(proc_view)" = plugboard
+# RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6, by the same filter.
+families() {
+    unit_do exec python3 -c 'import errno, socket
+socket.socket(socket.AF_UNIX); socket.socket(socket.AF_INET); socket.socket(socket.AF_INET6)
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+except OSError as e:
+    raise SystemExit(e.errno != errno.EAFNOSUPPORT)
+raise SystemExit(1)'
+}
+check "as the unit, Unix, IPv4 and IPv6 sockets open and a netlink socket does not" families
 check "/run/plugboard is plugboard's" \
     test "$(stat -c %U:%G /run/plugboard 2>/dev/null)" = plugboard:plugboard
 check "the Unix socket belongs to plugboard:plugboard" \
