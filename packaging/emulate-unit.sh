@@ -38,7 +38,9 @@
 # STATE/exits one line per exit). A stop sends SIGTERM to the main process
 # and waits for it (up to 30 s). exec runs a command as the unit's Exec
 # lines run, as ExecReload= would.
-# SYSCALL_FILTER_EXEC names the syscall-filter-exec binary.
+# SYSCALL_FILTER_EXEC names the syscall-filter-exec binary; with
+# EMULATE_NO_MOUNT_NAMESPACE set (a container that allows none), the mount
+# settings are left out.
 
 set -u
 state=$1
@@ -130,7 +132,9 @@ run() {
     proc_options=
     [ "$(setting ProtectProc)" = invisible ] && proc_options=hidepid=invisible
     [ "$(setting ProcSubset)" = pid ] && proc_options=${proc_options:+$proc_options,}subset=pid
-    if [ -n "$proc_options" ]; then
+    if [ -n "${EMULATE_NO_MOUNT_NAMESPACE:-}" ]; then
+        :
+    elif [ -n "$proc_options" ]; then
         printf '%s\n' '#!/bin/sh' "mount -t proc -o $proc_options proc /proc || exit 1" \
             'exec "$@"' >"$state/mount-proc"
         wrapper="unshare --mount --propagation private sh $state/mount-proc $wrapper"

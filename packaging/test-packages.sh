@@ -83,6 +83,14 @@ if dpkg-query -W -f='${Status}\n' plugboard plugboard-dev 2>/dev/null | grep -q 
 fi
 dpkg-query -W -f='${Package}\n' | sort >"$tmp/packages.before"
 
+# PrivateMounts=, ProtectProc= and ProcSubset= take a mount namespace,
+# which a container may not allow.
+if ! unshare --mount --propagation private true 2>/dev/null; then
+    EMULATE_NO_MOUNT_NAMESPACE=1
+    export EMULATE_NO_MOUNT_NAMESPACE
+    echo "no mount namespace here: PrivateMounts=, ProtectProc= and ProcSubset= are not emulated"
+fi
+
 # Starts, stops, or runs a command as, the installed unit (emulate-unit.sh).
 unit_do() {
     SYSCALL_FILTER_EXEC=$tmp/syscall-filter-exec sh "$srcdir/packaging/emulate-unit.sh" "$state" "$@"
@@ -307,8 +315,12 @@ proc_view() {
     nsenter -t "$daemon" -m setpriv --reuid plugboard --regid plugboard --clear-groups \
         sh -c 'for p in /proc/[0-9]*; do stat -c %U "$p"; done | sort -u; ls /proc/meminfo 2>/dev/null'
 }
-check "the daemon's /proc shows the plugboard user its own processes only" \
-    test "$(proc_view)" = plugboard
+if [ -n "${EMULATE_NO_MOUNT_NAMESPACE:-}" ]; then
+    echo "not checked - the daemon's /proc (no mount namespace in this container)"
+else
+    check "the daemon's /proc shows the plugboard user its own processes only" \
+        test "$(proc_view)" = plugboard
+fi
 # RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6, by the same filter.
 families() {
     unit_do exec python3 -c 'import errno, socket
