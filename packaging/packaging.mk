@@ -34,6 +34,7 @@ EXTRA_DIST += \
 	packaging/debian/plugboard.install \
 	packaging/debian/plugboard.dirs \
 	packaging/debian/plugboard.docs \
+	packaging/debian/plugboard.examples \
 	packaging/debian/plugboard.README.Debian \
 	packaging/debian/plugboard.postinst \
 	packaging/debian/plugboard.postrm \
@@ -43,7 +44,12 @@ EXTRA_DIST += \
 	packaging/rpm/plugboard.spec \
 	packaging/grafana/plugboard-dashboard.json \
 	packaging/systemd/plugboard.service \
-	packaging/test-packages.sh
+	packaging/systemd/tls-credentials.conf \
+	packaging/systemd/privileged-ports.conf \
+	packaging/test-packages.sh \
+	packaging/emulate-unit.sh \
+	packaging/syscall-filter-exec.c \
+	packaging/fixtures/README.md
 
 # --- Packages, built from the `make dist` tarball ----------------------------
 # The .deb, .rpm and build records end up in packaging/out/ of the build tree.

@@ -110,7 +110,7 @@ Test(status_page, full_snapshot_renders)
     cr_assert_not_null(s, "%s", error.text);
     char *page = render(s);
 
-    expect_in(page, "version 0.1.0 &middot; plugin ABI 2");
+    expect_in(page, "version 0.2.0 &middot; plugin ABI 2");
     expect_in(page, "3 d 4 h 4 min");
     expect_in(page, "<dt>Messages</dt><dd>2578445</dd>");
     expect_in(page, "<tr><td>0</td><td>48211</td><td>14</td><td>1290344</td></tr>");
