@@ -758,6 +758,16 @@ static size_t input_room(pb_conn *c)
 
 /* Reads what the socket has (bounded, for fairness between connections)
  * and handles it. Returns -1 when the connection was closed. */
+/* Input OpenSSL already holds, left by a read that stopped for its round
+ * limit or while input was paused, is read in the loop's next iteration:
+ * the socket may have nothing left to poll for. */
+static void read_again_if_pending(pb_conn *c)
+{
+    if (c->ssl != NULL && !c->handshaking && !c->linger && !c->paused &&
+        !c->read_closed && !c->closing && pb_tls_pending(c->ssl))
+        ev_feed_event(c->server->loop, &c->io, EV_READ);
+}
+
 static int read_input(pb_conn *c)
 {
     pb_server *s = c->server;
@@ -798,15 +808,18 @@ static int read_input(pb_conn *c)
             c->in.len += (size_t)n;
             feed(c, pb_buf_head(&c->in), pb_buf_used(&c->in), 0);
         }
-        /* A short read drained the socket, but not OpenSSL, which hands
-         * out one record at a time. */
-        if (c->closing || ((size_t)n < room && c->ssl == NULL))
+        /* A short read drained the socket. Over TLS, OpenSSL read what
+         * the socket had: once it holds nothing more, the socket is
+         * drained too, or the next poll says so. */
+        if (c->closing || (c->ssl == NULL ? (size_t)n < room
+                                          : c->linger || !pb_tls_pending(c->ssl)))
             break;
     }
     if (c->linger && c->read_closed) {
         pb_conn_close(c);
         return -1;
     }
+    read_again_if_pending(c);
     return 0;
 }
 
@@ -841,6 +854,7 @@ static void resume(pb_conn *c)
     c->paused = 0;
     if (pb_buf_used(&c->in) > 0)
         feed(c, pb_buf_head(&c->in), pb_buf_used(&c->in), 0);
+    read_again_if_pending(c);
 }
 
 static void flush(pb_conn *c)

@@ -395,6 +395,10 @@ SSL_CTX *pb_tls_context_new(const pb_listener_conf *listener,
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* One read takes whatever the socket has, several records at once,
+     * rather than two per record (its header, then its body); the
+     * connection asks pb_tls_pending before it waits for the socket. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* One ticket per handshake is enough to resume, and cheaper than two. */
     SSL_CTX_set_num_tickets(ctx, 1);
     if (set_session_context(&b) != 0) {
@@ -475,6 +479,11 @@ pb_tls_status pb_tls_read(SSL *ssl, void *buf, size_t len, size_t *n)
     if (SSL_read_ex(ssl, buf, len, n) == 1)
         return PB_TLS_OK;
     return status_of(ssl, 0);
+}
+
+int pb_tls_pending(const SSL *ssl)
+{
+    return SSL_has_pending(ssl);
 }
 
 pb_tls_status pb_tls_write(SSL *ssl, const void *buf, size_t len, size_t *n)

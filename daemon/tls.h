@@ -73,6 +73,10 @@ pb_tls_status pb_tls_handshake(SSL *ssl);
 /* At most len bytes of plaintext; *n is set on PB_TLS_OK. */
 pb_tls_status pb_tls_read(SSL *ssl, void *buf, size_t len, size_t *n);
 
+/* Whether OpenSSL holds bytes it read from the socket and has not handed
+ * out: then no poll will say there is more to read. */
+int pb_tls_pending(const SSL *ssl);
+
 /* Writes some of buf (at least one record's worth when it can); *n is set
  * on PB_TLS_OK. */
 pb_tls_status pb_tls_write(SSL *ssl, const void *buf, size_t len, size_t *n);
