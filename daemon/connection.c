@@ -935,6 +935,65 @@ static void release(pb_client *h)
     free(h);
 }
 
+/* The last push encoded, kept whole: a plugin that pushes one content to
+ * many connections (a publish to its subscribers) has its frame encoded
+ * once, and every further connection of the same framing is sent a copy
+ * of these bytes. The key is the content itself, compared byte for byte,
+ * never its address. Pushes are made on the loop thread only. */
+#define PUSH_CACHE_BYTES ((size_t)256 * 1024)
+
+static struct {
+    const pb_codec *codec;      /* NULL: nothing kept */
+    char content_type[64];
+    char content_encoding[32];
+    size_t head;                /* the frame's bytes before the content */
+    size_t length;              /* the content's */
+    pb_buf frame;
+} last_push;
+
+static int same_string(const char *kept, size_t room, const char *s)
+{
+    size_t n = strlen(s);
+    return n < room && memcmp(kept, s, n + 1) == 0;
+}
+
+/* The push's frame for c's framing, from last_push or encoded into it;
+ * NULL when it is not kept (too large, or out of memory). */
+static const pb_buf *push_frame(const pb_conn *c, const char *content_type,
+                                const char *content_encoding,
+                                const void *content, size_t length)
+{
+    if (length > PUSH_CACHE_BYTES)
+        return NULL;
+    if (last_push.codec == c->codec && last_push.length == length &&
+        same_string(last_push.content_type, sizeof last_push.content_type,
+                    content_type) &&
+        same_string(last_push.content_encoding,
+                    sizeof last_push.content_encoding, content_encoding) &&
+        memcmp(pb_buf_head(&last_push.frame) + last_push.head, content,
+               length) == 0)
+        return &last_push.frame;
+    size_t type_length = strlen(content_type);
+    size_t encoding_length = strlen(content_encoding);
+    last_push.codec = NULL;
+    if (type_length >= sizeof last_push.content_type ||
+        encoding_length >= sizeof last_push.content_encoding)
+        return NULL;
+    pb_buf *frame = &last_push.frame;
+    pb_buf_clear(frame);
+    if (c->codec->reply_head(frame, content_type, content_encoding, length, 1) != 0)
+        return NULL;
+    size_t head = pb_buf_used(frame);
+    if (pb_buf_append(frame, content, length) != 0 || c->codec->reply_tail(frame) != 0)
+        return NULL;
+    memcpy(last_push.content_type, content_type, type_length + 1);
+    memcpy(last_push.content_encoding, content_encoding, encoding_length + 1);
+    last_push.head = head;
+    last_push.length = length;
+    last_push.codec = c->codec;
+    return frame;
+}
+
 static int push(pb_client *h, const char *content_type,
                 const char *content_encoding, const void *content,
                 size_t length, const pb_json *json)
@@ -949,9 +1008,13 @@ static int push(pb_client *h, const char *content_type,
      * (its plugin fails): a push made meanwhile waits behind it. */
     pb_buf *out = c == current_conn ? &c->pushed : &c->out;
     size_t keep = pb_buf_used(out);
+    const pb_buf *frame = NULL;
     int rc;
     if (json != NULL) {
         rc = pb_reply_encode_json(out, c->codec, json, 1);
+    } else if ((frame = push_frame(c, content_type, content_encoding, content,
+                                   length)) != NULL) {
+        rc = pb_buf_append(out, pb_buf_head(frame), pb_buf_used(frame));
     } else {
         rc = c->codec->reply_head(out, content_type, content_encoding, length, 1);
         if (rc == 0 && pb_buf_append(out, content, length) != 0)
@@ -963,7 +1026,15 @@ static int push(pb_client *h, const char *content_type,
         pb_buf_truncate(out, out->start + keep);
         return PB_ERROR;
     }
-    update_events(c);
+    if (c == current_conn) {
+        update_events(c);
+    } else {
+        /* Written once the callback that pushed returns, with every other
+         * push made meanwhile: one send per connection for a batch of
+         * publishes, and no poll for writability unless the socket is
+         * full. A close meanwhile (ev_io_stop) forgets the event. */
+        ev_feed_event(c->server->loop, &c->io, EV_WRITE);
+    }
     return PB_OK;
 }
 
