@@ -336,17 +336,20 @@ static void on_client_close(pb_client *client, void *arg)
 /* --- Delivery -------------------------------------------------------------- */
 
 /* Pushes content to s unless this publish reached it already; a
- * subscriber too slow to take it is closed, and freed after the walk. */
+ * subscriber too slow to take it is closed, and freed after the walk.
+ * Counts a delivery in *delivered. The host encodes the push's frame once
+ * for all the subscribers of one publish and writes each of them once per
+ * batch. */
 static void deliver_to(pubsub *ps, subscriber *s, const char *content,
-                       size_t length, subscriber ***slow, size_t *n_slow)
+                       size_t length, subscriber ***slow, size_t *n_slow,
+                       long long *delivered)
 {
     if (s->last_publish == ps->publishes)
         return;
     s->last_publish = ps->publishes;
     int rc = ps->host->push_bytes(s->client, "text/json", "utf-8", content, length);
     if (rc == PB_OK) {
-        if (ps->m_delivered != NULL)
-            ps->host->metric_add(ps->m_delivered, 1);
+        (*delivered)++;
     } else if (rc == PB_FULL) {
         subscriber **grown = realloc(*slow, (*n_slow + 1) * sizeof **slow);
         if (grown != NULL) {
@@ -364,16 +367,28 @@ static void deliver(pubsub *ps, const char *topic_name, size_t topic_length,
     ps->publishes++;
     subscriber **slow = NULL;
     size_t n_slow = 0;
+    long long delivered = 0;
     topic *t = topic_find(ps, topic_name, topic_length);
     for (subscription *sub = t != NULL ? t->subs : NULL; sub != NULL; sub = sub->next)
-        deliver_to(ps, sub->who, content, length, &slow, &n_slow);
+        deliver_to(ps, sub->who, content, length, &slow, &n_slow, &delivered);
     if (ps->patterns != NULL) {
-        char *name = strndup(topic_name, topic_length);
+        /* fnmatch() wants the name NUL-terminated: a short one is copied
+         * on the stack. */
+        char small[256];
+        char *name = topic_length < sizeof small ? small
+                                                  : strndup(topic_name, topic_length);
+        if (name == small) {
+            memcpy(small, topic_name, topic_length);
+            small[topic_length] = '\0';
+        }
         for (subscription *sub = ps->patterns; name != NULL && sub != NULL; sub = sub->next)
             if (fnmatch(sub->pattern, name, 0) == 0)
-                deliver_to(ps, sub->who, content, length, &slow, &n_slow);
-        free(name);
+                deliver_to(ps, sub->who, content, length, &slow, &n_slow, &delivered);
+        if (name != small)
+            free(name);
     }
+    if (delivered > 0 && ps->m_delivered != NULL)
+        ps->host->metric_add(ps->m_delivered, delivered);
     for (size_t i = 0; i < n_slow; i++) {
         ps->host->client_close_slow(slow[i]->client,
                                     "subscriber too slow: pending output is full");
@@ -390,12 +405,24 @@ static char *push_content(const pb_host *host, size_t room, const char *topic_na
                           size_t topic_length, const char *message,
                           size_t message_length, size_t *length)
 {
-    pb_json *name = host->json_new_string(topic_name, topic_length);
+    /* A topic of printable ASCII without '"' or '\\' is its own JSON text
+     * between quotes; any other is quoted by the host. */
     size_t name_length;
-    char *quoted = name != NULL ? host->json_encode(name, &name_length) : NULL;
-    host->json_free(name);
-    if (quoted == NULL)
-        return NULL;
+    char *quoted = NULL;
+    size_t i = 0;
+    while (i < topic_length && (unsigned char)topic_name[i] >= 0x20 &&
+           (unsigned char)topic_name[i] < 0x80 && topic_name[i] != '"' &&
+           topic_name[i] != '\\')
+        i++;
+    if (i < topic_length) {
+        pb_json *name = host->json_new_string(topic_name, topic_length);
+        quoted = name != NULL ? host->json_encode(name, &name_length) : NULL;
+        host->json_free(name);
+        if (quoted == NULL)
+            return NULL;
+    } else {
+        name_length = topic_length + 2;
+    }
     static const char a[] = "{\"topic\": ", b[] = ", \"message\": ";
     size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length + 1;
     char *content = malloc(room + n + 1);
@@ -403,7 +430,13 @@ static char *push_content(const pb_host *host, size_t room, const char *topic_na
         char *p = content + room;
         memcpy(p, a, sizeof a - 1);
         p += sizeof a - 1;
-        memcpy(p, quoted, name_length);
+        if (quoted != NULL) {
+            memcpy(p, quoted, name_length);
+        } else {
+            p[0] = '"';
+            memcpy(p + 1, topic_name, topic_length);
+            p[name_length - 1] = '"';
+        }
         p += name_length;
         memcpy(p, b, sizeof b - 1);
         p += sizeof b - 1;
