@@ -802,6 +802,10 @@ static void resume(pb_conn *c)
         feed(c, pb_buf_head(&c->in), pb_buf_used(&c->in), 0);
 }
 
+/* The output buffer a connection held for pushes keeps while idle: a
+ * batch of small publishes fits. */
+#define PUSH_KEEP_BYTES ((size_t)16 * 1024)
+
 static void flush(pb_conn *c)
 {
     for (;;) {
@@ -832,8 +836,11 @@ static void flush(pb_conn *c)
 
     if (pb_buf_used(&c->out) == 0 && c->queue == NULL) {
         /* The output memory serves the replies to input still waiting;
-         * without any, the connection is idle and holds no buffer. */
-        if (pb_buf_used(&c->in) == 0)
+         * without any, the connection is idle and holds no buffer, unless
+         * plugins push to it: a subscriber keeps a small one for the next
+         * batch rather than allocate it again. */
+        if (pb_buf_used(&c->in) == 0 &&
+            (c->holds == NULL || c->out.cap > PUSH_KEEP_BYTES))
             pb_buf_free(&c->out);
         if (c->closing && c->linger == NULL) {
             start_linger(c);
