@@ -399,49 +399,56 @@ static void deliver(pubsub *ps, const char *topic_name, size_t topic_length,
     free(slow);
 }
 
-/* {"topic": <topic>, "message": <message JSON text>}, malloc'd after
- * `room` bytes left free for the caller; its length in *length. */
+/* Whether a string is its own JSON text between quotes: printable ASCII
+ * without '"' or '\' (the bytes the host's JSON encoder writes for it). */
+static int plain_string(const char *text, size_t length)
+{
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Appends text at p, between quotes when `quote`; returns the end. */
+static char *put(char *p, const char *text, size_t length, int quote)
+{
+    if (quote)
+        *p++ = '"';
+    memcpy(p, text, length);
+    p += length;
+    if (quote)
+        *p++ = '"';
+    return p;
+}
+
+/* {"topic": <topic>, "message": <message>}, malloc'd after `room` bytes
+ * left free for the caller; its length in *length. message is JSON text,
+ * or a plain string (plain_string) to quote when quote_message is set. */
 static char *push_content(const pb_host *host, size_t room, const char *topic_name,
                           size_t topic_length, const char *message,
-                          size_t message_length, size_t *length)
+                          size_t message_length, int quote_message, size_t *length)
 {
-    /* A topic of printable ASCII without '"' or '\\' is its own JSON text
-     * between quotes; any other is quoted by the host. */
-    size_t name_length;
+    size_t name_length = topic_length + 2;
     char *quoted = NULL;
-    size_t i = 0;
-    while (i < topic_length && (unsigned char)topic_name[i] >= 0x20 &&
-           (unsigned char)topic_name[i] < 0x80 && topic_name[i] != '"' &&
-           topic_name[i] != '\\')
-        i++;
-    if (i < topic_length) {
+    if (!plain_string(topic_name, topic_length)) {
         pb_json *name = host->json_new_string(topic_name, topic_length);
         quoted = name != NULL ? host->json_encode(name, &name_length) : NULL;
         host->json_free(name);
         if (quoted == NULL)
             return NULL;
-    } else {
-        name_length = topic_length + 2;
     }
     static const char a[] = "{\"topic\": ", b[] = ", \"message\": ";
-    size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length + 1;
+    size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length +
+               (quote_message ? 2 : 0) + 1;
     char *content = malloc(room + n + 1);
     if (content != NULL) {
-        char *p = content + room;
-        memcpy(p, a, sizeof a - 1);
-        p += sizeof a - 1;
-        if (quoted != NULL) {
-            memcpy(p, quoted, name_length);
-        } else {
-            p[0] = '"';
-            memcpy(p + 1, topic_name, topic_length);
-            p[name_length - 1] = '"';
-        }
-        p += name_length;
-        memcpy(p, b, sizeof b - 1);
-        p += sizeof b - 1;
-        memcpy(p, message, message_length);
-        p += message_length;
+        char *p = put(content + room, a, sizeof a - 1, 0);
+        p = quoted != NULL ? put(p, quoted, name_length, 0)
+                           : put(p, topic_name, topic_length, 1);
+        p = put(p, b, sizeof b - 1, 0);
+        p = put(p, message, message_length, quote_message);
         *p++ = '}';
         *p = '\0';
         *length = n;
@@ -458,7 +465,7 @@ static void on_backplane_message(void *arg, const char *topic_name,
     pubsub *ps = arg;
     size_t length;
     char *content = push_content(ps->host, 0, topic_name, topic_length, message,
-                                 message_length, &length);
+                                 message_length, 0, &length);
     if (content == NULL) {
         ps->host->log(ps->instance, PB_LOG_WARNING,
                       "out of memory: a publish to %.*s was not delivered",
@@ -596,9 +603,17 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         host->reply_error(reply, "publish needs \"message\" (any JSON value)");
         return PB_ERROR;
     }
-    size_t message_length;
-    char *message_text = host->json_encode(message, &message_length);
-    if (message_text == NULL) {
+    /* A plain string is quoted where it goes into the push, other values
+     * encoded. */
+    size_t message_length = 0;
+    const char *plain = ps->backplane == NULL && host->json_type(message) == PB_JSON_STRING
+                            ? host->json_string(message, &message_length)
+                            : NULL;
+    if (plain != NULL && !plain_string(plain, message_length))
+        plain = NULL;
+    char *message_text = NULL;
+    if (plain == NULL &&
+        (message_text = host->json_encode(message, &message_length)) == NULL) {
         host->reply_error(reply, "out of memory");
         return PB_ERROR;
     }
@@ -615,7 +630,8 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         /* One buffer: what other copies are sent, whose tail is the push. */
         size_t head = 5 + topic_length, content_length;
         unsigned char *msg = (unsigned char *)push_content(
-            host, head, topic_name, topic_length, message_text, message_length,
+            host, head, topic_name, topic_length,
+            plain != NULL ? plain : message_text, message_length, plain != NULL,
             &content_length);
         free(message_text);
         if (msg == NULL) {
