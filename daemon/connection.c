@@ -49,6 +49,8 @@ struct pb_conn {
     pb_reply *queue, *queue_tail;   /* replies in flight, in request order */
     size_t n_queued;
     pb_client *holds;           /* plugins holding it for pushes */
+    pb_conn *push_prev, *push_next; /* pushed to in this loop iteration */
+    unsigned push_pending : 1;  /* in that list */
     ev_tstamp last_active;      /* accept or last complete message */
     pb_conn *prev, *next;       /* server's list, least recently active first */
     ev_timer *linger;           /* set while lingering */
@@ -81,6 +83,7 @@ struct pb_client {
 };
 
 static void flush(pb_conn *c);
+static void forget_pushes(pb_conn *c);
 
 /* --- Connection objects ------------------------------------------------------ */
 
@@ -271,6 +274,7 @@ static void on_reply_finished(pb_reply *r);
  * they release them. */
 static void drop_holds(pb_conn *c)
 {
+    forget_pushes(c);
     pb_client *h = c->holds;
     c->holds = NULL;
     while (h != NULL) {
@@ -942,6 +946,56 @@ static void release(pb_client *h)
     free(h);
 }
 
+/* Connections pushed to during a loop iteration are written once, before
+ * the loop next polls, with every push of the iteration: one send per
+ * connection for a batch of publishes from any number of publishers, and
+ * no poll for writability unless the socket is full. */
+static struct {
+    ev_prepare watcher;
+    pb_conn *first;
+} later;
+
+static void write_pushes_later(pb_conn *c)
+{
+    if (c->push_pending)
+        return;
+    c->push_pending = 1;
+    c->push_prev = NULL;
+    c->push_next = later.first;
+    if (later.first != NULL)
+        later.first->push_prev = c;
+    later.first = c;
+    if (!ev_is_active(&later.watcher))
+        ev_prepare_start(c->server->loop, &later.watcher);
+}
+
+/* c closes, or is written now. */
+static void forget_pushes(pb_conn *c)
+{
+    if (!c->push_pending)
+        return;
+    if (c->push_prev != NULL)
+        c->push_prev->push_next = c->push_next;
+    else
+        later.first = c->push_next;
+    if (c->push_next != NULL)
+        c->push_next->push_prev = c->push_prev;
+    c->push_pending = 0;
+}
+
+static void on_write_pushes(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    /* flush() may close a connection (which leaves the list) or handle
+     * input held back, whose pushes join the list and are written too. */
+    while (later.first != NULL) {
+        pb_conn *c = later.first;
+        forget_pushes(c);
+        flush(c);
+    }
+    ev_prepare_stop(loop, w);
+}
+
 /* The last push encoded, kept whole: a plugin that pushes one content to
  * many connections (a publish to its subscribers) has its frame encoded
  * once, and every further connection of the same framing is sent a copy
@@ -1033,15 +1087,10 @@ static int push(pb_client *h, const char *content_type,
         pb_buf_truncate(out, out->start + keep);
         return PB_ERROR;
     }
-    if (c == current_conn) {
+    if (c == current_conn)
         update_events(c);
-    } else {
-        /* Written once the callback that pushed returns, with every other
-         * push made meanwhile: one send per connection for a batch of
-         * publishes, and no poll for writability unless the socket is
-         * full. A close meanwhile (ev_io_stop) forgets the event. */
-        ev_feed_event(c->server->loop, &c->io, EV_WRITE);
-    }
+    else
+        write_pushes_later(c);
     return PB_OK;
 }
 
@@ -1074,6 +1123,7 @@ void pb_conns_init(struct ev_loop *loop)
 {
     pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
+    ev_prepare_init(&later.watcher, on_write_pushes);
     ev_prepare_init(&turns.grant, on_grant);
 }
 
