@@ -84,6 +84,7 @@ struct pb_client {
 
 static void flush(pb_conn *c);
 static void forget_pushes(pb_conn *c);
+static void forget_last_push(void);
 
 /* --- Connection objects ------------------------------------------------------ */
 
@@ -116,6 +117,7 @@ void pb_conn_pool_drain(void)
 {
     while (n_spare > 0)
         free(spare[--n_spare]);
+    forget_last_push();
 }
 
 /* --- Bookkeeping ----------------------------------------------------------- */
@@ -1011,6 +1013,15 @@ static struct {
     size_t length;              /* the content's */
     pb_buf frame;
 } last_push;
+
+static void forget_last_push(void)
+{
+    /* Straight back to the system: the buffers' pool may be drained
+     * already. */
+    last_push.codec = NULL;
+    free(last_push.frame.data);
+    last_push.frame = (pb_buf)PB_BUF_INIT;
+}
 
 static int same_string(const char *kept, size_t room, const char *s)
 {
