@@ -51,6 +51,8 @@ struct pb_conn {
     pb_client *holds;           /* plugins holding it for pushes */
     pb_conn *push_prev, *push_next; /* pushed to in this loop iteration */
     unsigned push_pending : 1;  /* in that list */
+    size_t push_kept;           /* its idle output buffer's share of
+                                 * PUSH_KEEP_TOTAL */
     ev_tstamp last_active;      /* accept or last complete message */
     pb_conn *prev, *next;       /* server's list, least recently active first */
     ev_timer *linger;           /* set while lingering */
@@ -84,6 +86,7 @@ struct pb_client {
 
 static void flush(pb_conn *c);
 static void forget_pushes(pb_conn *c);
+static void unkeep(pb_conn *c);
 static void forget_last_push(void);
 
 /* --- Connection objects ------------------------------------------------------ */
@@ -273,10 +276,12 @@ static void release_reply(pb_reply *r);
 static void on_reply_finished(pb_reply *r);
 
 /* Tells the plugins holding c that it closed; their holds stay valid until
- * they release them. */
+ * they release them. Pushes waiting to be written and the output buffer
+ * kept for them are forgotten. */
 static void drop_holds(pb_conn *c)
 {
     forget_pushes(c);
+    unkeep(c);
     pb_client *h = c->holds;
     c->holds = NULL;
     while (h != NULL) {
@@ -808,9 +813,22 @@ static void resume(pb_conn *c)
         feed(c, pb_buf_head(&c->in), pb_buf_used(&c->in), 0);
 }
 
-/* The output buffer a connection held for pushes keeps while idle: a
- * batch of small publishes fits. */
-#define PUSH_KEEP_BYTES ((size_t)16 * 1024)
+/* An idle connection that plugins push to keeps its output buffer for
+ * the next batch rather than allocate it again (and have the allocator
+ * hand the pages back to the system and fault them in anew): a buffer of
+ * at most PUSH_KEEP_BYTES, while the buffers kept so add up to at most
+ * PUSH_KEEP_TOTAL in the worker. */
+#define PUSH_KEEP_BYTES ((size_t)128 * 1024)
+#define PUSH_KEEP_TOTAL ((size_t)32 * 1024 * 1024)
+
+static size_t push_kept_total;
+
+/* Gives back what c's idle buffer counted for. */
+static void unkeep(pb_conn *c)
+{
+    push_kept_total -= c->push_kept;
+    c->push_kept = 0;
+}
 
 static void flush(pb_conn *c)
 {
@@ -843,11 +861,17 @@ static void flush(pb_conn *c)
     if (pb_buf_used(&c->out) == 0 && c->queue == NULL) {
         /* The output memory serves the replies to input still waiting;
          * without any, the connection is idle and holds no buffer, unless
-         * plugins push to it: a subscriber keeps a small one for the next
-         * batch rather than allocate it again. */
-        if (pb_buf_used(&c->in) == 0 &&
-            (c->holds == NULL || c->out.cap > PUSH_KEEP_BYTES))
-            pb_buf_free(&c->out);
+         * plugins push to it (PUSH_KEEP_BYTES). */
+        if (pb_buf_used(&c->in) == 0) {
+            unkeep(c);
+            if (c->holds != NULL && c->out.cap <= PUSH_KEEP_BYTES &&
+                push_kept_total + c->out.cap <= PUSH_KEEP_TOTAL) {
+                c->push_kept = c->out.cap;
+                push_kept_total += c->push_kept;
+            } else {
+                pb_buf_free(&c->out);
+            }
+        }
         if (c->closing && c->linger == NULL) {
             start_linger(c);
             return;
