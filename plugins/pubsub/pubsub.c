@@ -423,10 +423,12 @@ static char *put(char *p, const char *text, size_t length, int quote)
     return p;
 }
 
-/* {"topic": <topic>, "message": <message>}, malloc'd after `room` bytes
- * left free for the caller; its length in *length. message is JSON text,
- * or a plain string (plain_string) to quote when quote_message is set. */
-static char *push_content(const pb_host *host, size_t room, const char *topic_name,
+/* {"topic": <topic>, "message": <message>}, after `room` bytes left free
+ * for the caller, written into `into` (of into_size bytes) when it fits,
+ * else malloc'd; its length in *length. message is JSON text, or a plain
+ * string (plain_string) to quote when quote_message is set. */
+static char *push_content(const pb_host *host, char *into, size_t into_size,
+                          size_t room, const char *topic_name,
                           size_t topic_length, const char *message,
                           size_t message_length, int quote_message, size_t *length)
 {
@@ -442,7 +444,7 @@ static char *push_content(const pb_host *host, size_t room, const char *topic_na
     static const char a[] = "{\"topic\": ", b[] = ", \"message\": ";
     size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length +
                (quote_message ? 2 : 0) + 1;
-    char *content = malloc(room + n + 1);
+    char *content = room + n + 1 <= into_size ? into : malloc(room + n + 1);
     if (content != NULL) {
         char *p = put(content + room, a, sizeof a - 1, 0);
         p = quoted != NULL ? put(p, quoted, name_length, 0)
@@ -463,9 +465,10 @@ static void on_backplane_message(void *arg, const char *topic_name,
                                  size_t message_length)
 {
     pubsub *ps = arg;
+    char small[2048];
     size_t length;
-    char *content = push_content(ps->host, 0, topic_name, topic_length, message,
-                                 message_length, 0, &length);
+    char *content = push_content(ps->host, small, sizeof small, 0, topic_name,
+                                 topic_length, message, message_length, 0, &length);
     if (content == NULL) {
         ps->host->log(ps->instance, PB_LOG_WARNING,
                       "out of memory: a publish to %.*s was not delivered",
@@ -473,7 +476,8 @@ static void on_backplane_message(void *arg, const char *topic_name,
         return;
     }
     deliver(ps, topic_name, topic_length, content, length);
-    free(content);
+    if (content != small)
+        free(content);
 }
 
 static void on_broadcast(void *state, const void *data, size_t length)
@@ -627,10 +631,12 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
             return PB_ERROR;
         }
     } else {
-        /* One buffer: what other copies are sent, whose tail is the push. */
+        /* One buffer: what other copies are sent, whose tail is the push;
+         * on the stack when it is small. */
+        char small[2048];
         size_t head = 5 + topic_length, content_length;
         unsigned char *msg = (unsigned char *)push_content(
-            host, head, topic_name, topic_length,
+            host, small, sizeof small, head, topic_name, topic_length,
             plain != NULL ? plain : message_text, message_length, plain != NULL,
             &content_length);
         free(message_text);
@@ -645,7 +651,8 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         deliver(ps, topic_name, topic_length, (const char *)msg + head, content_length);
         if (PB_HOST_HAS(host, broadcast))
             host->broadcast(ps->instance, msg, head + content_length);
-        free(msg);
+        if (msg != (unsigned char *)small)
+            free(msg);
     }
     if (ps->m_published != NULL)
         host->metric_add(ps->m_published, 1);
