@@ -79,6 +79,12 @@ typedef struct partial {
 } partial;
 
 static ring *rings;                 /* PB_MAX_WORKERS, shared */
+/* Each ring's pid again, side by side in a mapping of their own: a sender
+ * looks for the workers to reach in a few cache lines, not one line per
+ * ring a quarter of a megabyte apart. After them, one more than the
+ * highest slot ever attached: no ring above it has a reader. */
+static atomic_int *ring_pids;
+#define SLOTS_USED PB_MAX_WORKERS
 static int own_slot = -1;
 
 /* Sending: one sender of this process at a time keeps its records in
@@ -107,7 +113,15 @@ int pb_bus_create(void)
         pb_log_error("cannot map the broadcast rings: %s", strerror(errno));
         return -1;
     }
+    void *pids = mmap(NULL, sizeof(atomic_int) * (PB_MAX_WORKERS + 1),
+                      PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (pids == MAP_FAILED) {
+        pb_log_error("cannot map the broadcast rings: %s", strerror(errno));
+        munmap(map, size);
+        return -1;
+    }
     rings = map;
+    ring_pids = pids;
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -120,8 +134,10 @@ int pb_bus_create(void)
 
 void pb_bus_forget(int slot)
 {
-    if (rings != NULL && slot >= 0 && slot < PB_MAX_WORKERS)
+    if (rings != NULL && slot >= 0 && slot < PB_MAX_WORKERS) {
         atomic_store(&rings[slot].pid, 0);
+        atomic_store(&ring_pids[slot], 0);
+    }
 }
 
 static void ring_lock(ring *r)
@@ -280,8 +296,9 @@ int pb_bus_send(const char *name, const void *origin, const void *data,
         return -1;
     pthread_mutex_lock(&send_lock);
     int status = own_slot >= 0 ? 0 : -1;
-    for (int s = 0; s < PB_MAX_WORKERS && own_slot >= 0; s++) {
-        int pid = atomic_load(&rings[s].pid);
+    int used = atomic_load_explicit(&ring_pids[SLOTS_USED], memory_order_acquire);
+    for (int s = 0; s < used && own_slot >= 0; s++) {
+        int pid = atomic_load_explicit(&ring_pids[s], memory_order_acquire);
         if (pid == 0 || (s == own_slot && !to_self))
             continue;
         if (send_to(s, pid, name, name_length, origin, data, length) != 0)
@@ -446,6 +463,11 @@ int pb_bus_attach(int slot, struct ev_loop *loop, pb_bus_deliver *fn, void *arg)
     r->head = r->tail = 0;
     atomic_store(&r->wake, 0);
     atomic_store(&r->pid, (int)getpid());
+    atomic_store(&ring_pids[slot], (int)getpid());
+    int used = atomic_load(&ring_pids[SLOTS_USED]);
+    while (used < slot + 1 &&
+           !atomic_compare_exchange_weak(&ring_pids[SLOTS_USED], &used, slot + 1))
+        ;
     pthread_mutex_unlock(&r->lock);
     return 0;
 }
@@ -455,6 +477,7 @@ void pb_bus_detach(void)
     if (bus_loop == NULL)
         return;
     atomic_store(&rings[own_slot].pid, 0);
+    atomic_store(&ring_pids[own_slot], 0);
     ev_ref(bus_loop);
     ev_signal_stop(bus_loop, &wake_watcher);
     ev_ref(bus_loop);

@@ -49,6 +49,10 @@ struct pb_conn {
     pb_reply *queue, *queue_tail;   /* replies in flight, in request order */
     size_t n_queued;
     pb_client *holds;           /* plugins holding it for pushes */
+    pb_conn *push_prev, *push_next; /* pushed to in this loop iteration */
+    unsigned push_pending : 1;  /* in that list */
+    size_t push_kept;           /* its idle output buffer's share of
+                                 * PUSH_KEEP_TOTAL */
     ev_tstamp last_active;      /* accept or last complete message */
     pb_conn *prev, *next;       /* server's list, least recently active first */
     ev_timer *linger;           /* set while lingering */
@@ -83,6 +87,9 @@ struct pb_client {
 };
 
 static void flush(pb_conn *c);
+static void forget_pushes(pb_conn *c);
+static void unkeep(pb_conn *c);
+static void forget_last_push(void);
 
 /* --- Connection objects ------------------------------------------------------ */
 
@@ -115,6 +122,7 @@ void pb_conn_pool_drain(void)
 {
     while (n_spare > 0)
         free(spare[--n_spare]);
+    forget_last_push();
 }
 
 /* --- Bookkeeping ----------------------------------------------------------- */
@@ -324,9 +332,12 @@ static void release_reply(pb_reply *r);
 static void on_reply_finished(pb_reply *r);
 
 /* Tells the plugins holding c that it closed; their holds stay valid until
- * they release them. */
+ * they release them. Pushes waiting to be written and the output buffer
+ * kept for them are forgotten. */
 static void drop_holds(pb_conn *c)
 {
+    forget_pushes(c);
+    unkeep(c);
     pb_client *h = c->holds;
     c->holds = NULL;
     while (h != NULL) {
@@ -857,6 +868,23 @@ static void resume(pb_conn *c)
     read_again_if_pending(c);
 }
 
+/* An idle connection that plugins push to keeps its output buffer for
+ * the next batch rather than allocate it again (and have the allocator
+ * hand the pages back to the system and fault them in anew): a buffer of
+ * at most PUSH_KEEP_BYTES, while the buffers kept so add up to at most
+ * PUSH_KEEP_TOTAL in the worker. */
+#define PUSH_KEEP_BYTES ((size_t)128 * 1024)
+#define PUSH_KEEP_TOTAL ((size_t)32 * 1024 * 1024)
+
+static size_t push_kept_total;
+
+/* Gives back what c's idle buffer counted for. */
+static void unkeep(pb_conn *c)
+{
+    push_kept_total -= c->push_kept;
+    c->push_kept = 0;
+}
+
 static void flush(pb_conn *c)
 {
     for (;;) {
@@ -887,9 +915,18 @@ static void flush(pb_conn *c)
 
     if (pb_buf_used(&c->out) == 0 && c->queue == NULL) {
         /* The output memory serves the replies to input still waiting;
-         * without any, the connection is idle and holds no buffer. */
-        if (pb_buf_used(&c->in) == 0)
-            pb_buf_free(&c->out);
+         * without any, the connection is idle and holds no buffer, unless
+         * plugins push to it (PUSH_KEEP_BYTES). */
+        if (pb_buf_used(&c->in) == 0) {
+            unkeep(c);
+            if (c->holds != NULL && c->out.cap <= PUSH_KEEP_BYTES &&
+                push_kept_total + c->out.cap <= PUSH_KEEP_TOTAL) {
+                c->push_kept = c->out.cap;
+                push_kept_total += c->push_kept;
+            } else {
+                pb_buf_free(&c->out);
+            }
+        }
         if (c->closing && c->linger == NULL) {
             start_linger(c);
             return;
@@ -990,6 +1027,124 @@ static void release(pb_client *h)
     free(h);
 }
 
+/* Connections pushed to during a loop iteration are written once, before
+ * the loop next polls, with every push of the iteration: one send per
+ * connection for a batch of publishes from any number of publishers, and
+ * no poll for writability unless the socket is full. */
+static struct {
+    ev_prepare watcher;
+    pb_conn *first;
+} later;
+
+static void write_pushes_later(pb_conn *c)
+{
+    if (c->push_pending)
+        return;
+    c->push_pending = 1;
+    c->push_prev = NULL;
+    c->push_next = later.first;
+    if (later.first != NULL)
+        later.first->push_prev = c;
+    later.first = c;
+    if (!ev_is_active(&later.watcher))
+        ev_prepare_start(c->server->loop, &later.watcher);
+}
+
+/* c closes, or is written now. */
+static void forget_pushes(pb_conn *c)
+{
+    if (!c->push_pending)
+        return;
+    if (c->push_prev != NULL)
+        c->push_prev->push_next = c->push_next;
+    else
+        later.first = c->push_next;
+    if (c->push_next != NULL)
+        c->push_next->push_prev = c->push_prev;
+    c->push_pending = 0;
+}
+
+static void on_write_pushes(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    /* flush() may close a connection (which leaves the list) or handle
+     * input held back, whose pushes join the list and are written too. */
+    while (later.first != NULL) {
+        pb_conn *c = later.first;
+        forget_pushes(c);
+        flush(c);
+    }
+    ev_prepare_stop(loop, w);
+}
+
+/* The last push encoded, kept whole: a plugin that pushes one content to
+ * many connections (a publish to its subscribers) has its frame encoded
+ * once, and every further connection of the same framing is sent a copy
+ * of these bytes. The key is the content itself, compared byte for byte,
+ * never its address. Pushes are made on the loop thread only. */
+#define PUSH_CACHE_BYTES ((size_t)256 * 1024)
+
+static struct {
+    const pb_codec *codec;      /* NULL: nothing kept */
+    char content_type[64];
+    char content_encoding[32];
+    size_t head;                /* the frame's bytes before the content */
+    size_t length;              /* the content's */
+    pb_buf frame;
+} last_push;
+
+static void forget_last_push(void)
+{
+    /* Straight back to the system: the buffers' pool may be drained
+     * already. */
+    last_push.codec = NULL;
+    free(last_push.frame.data);
+    last_push.frame = (pb_buf)PB_BUF_INIT;
+}
+
+static int same_string(const char *kept, size_t room, const char *s)
+{
+    size_t n = strlen(s);
+    return n < room && memcmp(kept, s, n + 1) == 0;
+}
+
+/* The push's frame for c's framing, from last_push or encoded into it;
+ * NULL when it is not kept (too large, or out of memory). */
+static const pb_buf *push_frame(const pb_conn *c, const char *content_type,
+                                const char *content_encoding,
+                                const void *content, size_t length)
+{
+    if (length > PUSH_CACHE_BYTES)
+        return NULL;
+    if (last_push.codec == c->codec && last_push.length == length &&
+        same_string(last_push.content_type, sizeof last_push.content_type,
+                    content_type) &&
+        same_string(last_push.content_encoding,
+                    sizeof last_push.content_encoding, content_encoding) &&
+        memcmp(pb_buf_head(&last_push.frame) + last_push.head, content,
+               length) == 0)
+        return &last_push.frame;
+    size_t type_length = strlen(content_type);
+    size_t encoding_length = strlen(content_encoding);
+    last_push.codec = NULL;
+    if (type_length >= sizeof last_push.content_type ||
+        encoding_length >= sizeof last_push.content_encoding)
+        return NULL;
+    pb_buf *frame = &last_push.frame;
+    pb_buf_clear(frame);
+    if (c->codec->reply_head(frame, content_type, content_encoding, length, 1) != 0)
+        return NULL;
+    size_t head = pb_buf_used(frame);
+    if (pb_buf_append(frame, content, length) != 0 || c->codec->reply_tail(frame) != 0)
+        return NULL;
+    memcpy(last_push.content_type, content_type, type_length + 1);
+    memcpy(last_push.content_encoding, content_encoding, encoding_length + 1);
+    last_push.head = head;
+    last_push.length = length;
+    last_push.codec = c->codec;
+    return frame;
+}
+
 static int push(pb_client *h, const char *content_type,
                 const char *content_encoding, const void *content,
                 size_t length, const pb_json *json)
@@ -1004,9 +1159,13 @@ static int push(pb_client *h, const char *content_type,
      * (its plugin fails): a push made meanwhile waits behind it. */
     pb_buf *out = c == current_conn ? &c->pushed : &c->out;
     size_t keep = pb_buf_used(out);
+    const pb_buf *frame = NULL;
     int rc;
     if (json != NULL) {
         rc = pb_reply_encode_json(out, c->codec, json, 1);
+    } else if ((frame = push_frame(c, content_type, content_encoding, content,
+                                   length)) != NULL) {
+        rc = pb_buf_append(out, pb_buf_head(frame), pb_buf_used(frame));
     } else {
         rc = c->codec->reply_head(out, content_type, content_encoding, length, 1);
         if (rc == 0 && pb_buf_append(out, content, length) != 0)
@@ -1018,7 +1177,10 @@ static int push(pb_client *h, const char *content_type,
         pb_buf_truncate(out, out->start + keep);
         return PB_ERROR;
     }
-    update_events(c);
+    if (c == current_conn)
+        update_events(c);
+    else
+        write_pushes_later(c);
     return PB_OK;
 }
 
@@ -1051,6 +1213,7 @@ void pb_conns_init(struct ev_loop *loop)
 {
     pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
+    ev_prepare_init(&later.watcher, on_write_pushes);
     ev_prepare_init(&turns.grant, on_grant);
     ev_prepare_init(&writes.flush, on_flush);
 }

@@ -336,17 +336,20 @@ static void on_client_close(pb_client *client, void *arg)
 /* --- Delivery -------------------------------------------------------------- */
 
 /* Pushes content to s unless this publish reached it already; a
- * subscriber too slow to take it is closed, and freed after the walk. */
+ * subscriber too slow to take it is closed, and freed after the walk.
+ * Counts a delivery in *delivered. The host encodes the push's frame once
+ * for all the subscribers of one publish and writes each of them once per
+ * batch. */
 static void deliver_to(pubsub *ps, subscriber *s, const char *content,
-                       size_t length, subscriber ***slow, size_t *n_slow)
+                       size_t length, subscriber ***slow, size_t *n_slow,
+                       long long *delivered)
 {
     if (s->last_publish == ps->publishes)
         return;
     s->last_publish = ps->publishes;
     int rc = ps->host->push_bytes(s->client, "text/json", "utf-8", content, length);
     if (rc == PB_OK) {
-        if (ps->m_delivered != NULL)
-            ps->host->metric_add(ps->m_delivered, 1);
+        (*delivered)++;
     } else if (rc == PB_FULL) {
         subscriber **grown = realloc(*slow, (*n_slow + 1) * sizeof **slow);
         if (grown != NULL) {
@@ -364,16 +367,28 @@ static void deliver(pubsub *ps, const char *topic_name, size_t topic_length,
     ps->publishes++;
     subscriber **slow = NULL;
     size_t n_slow = 0;
+    long long delivered = 0;
     topic *t = topic_find(ps, topic_name, topic_length);
     for (subscription *sub = t != NULL ? t->subs : NULL; sub != NULL; sub = sub->next)
-        deliver_to(ps, sub->who, content, length, &slow, &n_slow);
+        deliver_to(ps, sub->who, content, length, &slow, &n_slow, &delivered);
     if (ps->patterns != NULL) {
-        char *name = strndup(topic_name, topic_length);
+        /* fnmatch() wants the name NUL-terminated: a short one is copied
+         * on the stack. */
+        char small[256];
+        char *name = topic_length < sizeof small ? small
+                                                  : strndup(topic_name, topic_length);
+        if (name == small) {
+            memcpy(small, topic_name, topic_length);
+            small[topic_length] = '\0';
+        }
         for (subscription *sub = ps->patterns; name != NULL && sub != NULL; sub = sub->next)
             if (fnmatch(sub->pattern, name, 0) == 0)
-                deliver_to(ps, sub->who, content, length, &slow, &n_slow);
-        free(name);
+                deliver_to(ps, sub->who, content, length, &slow, &n_slow, &delivered);
+        if (name != small)
+            free(name);
     }
+    if (delivered > 0 && ps->m_delivered != NULL)
+        ps->host->metric_add(ps->m_delivered, delivered);
     for (size_t i = 0; i < n_slow; i++) {
         ps->host->client_close_slow(slow[i]->client,
                                     "subscriber too slow: pending output is full");
@@ -384,31 +399,58 @@ static void deliver(pubsub *ps, const char *topic_name, size_t topic_length,
     free(slow);
 }
 
-/* {"topic": <topic>, "message": <message JSON text>}, malloc'd after
- * `room` bytes left free for the caller; its length in *length. */
-static char *push_content(const pb_host *host, size_t room, const char *topic_name,
-                          size_t topic_length, const char *message,
-                          size_t message_length, size_t *length)
+/* Whether a string is its own JSON text between quotes: printable ASCII
+ * without '"' or '\' (the bytes the host's JSON encoder writes for it). */
+static int plain_string(const char *text, size_t length)
 {
-    pb_json *name = host->json_new_string(topic_name, topic_length);
-    size_t name_length;
-    char *quoted = name != NULL ? host->json_encode(name, &name_length) : NULL;
-    host->json_free(name);
-    if (quoted == NULL)
-        return NULL;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* Appends text at p, between quotes when `quote`; returns the end. */
+static char *put(char *p, const char *text, size_t length, int quote)
+{
+    if (quote)
+        *p++ = '"';
+    memcpy(p, text, length);
+    p += length;
+    if (quote)
+        *p++ = '"';
+    return p;
+}
+
+/* {"topic": <topic>, "message": <message>}, after `room` bytes left free
+ * for the caller, written into `into` (of into_size bytes) when it fits,
+ * else malloc'd; its length in *length. message is JSON text, or a plain
+ * string (plain_string) to quote when quote_message is set. */
+static char *push_content(const pb_host *host, char *into, size_t into_size,
+                          size_t room, const char *topic_name,
+                          size_t topic_length, const char *message,
+                          size_t message_length, int quote_message, size_t *length)
+{
+    size_t name_length = topic_length + 2;
+    char *quoted = NULL;
+    if (!plain_string(topic_name, topic_length)) {
+        pb_json *name = host->json_new_string(topic_name, topic_length);
+        quoted = name != NULL ? host->json_encode(name, &name_length) : NULL;
+        host->json_free(name);
+        if (quoted == NULL)
+            return NULL;
+    }
     static const char a[] = "{\"topic\": ", b[] = ", \"message\": ";
-    size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length + 1;
-    char *content = malloc(room + n + 1);
+    size_t n = sizeof a - 1 + name_length + sizeof b - 1 + message_length +
+               (quote_message ? 2 : 0) + 1;
+    char *content = room + n + 1 <= into_size ? into : malloc(room + n + 1);
     if (content != NULL) {
-        char *p = content + room;
-        memcpy(p, a, sizeof a - 1);
-        p += sizeof a - 1;
-        memcpy(p, quoted, name_length);
-        p += name_length;
-        memcpy(p, b, sizeof b - 1);
-        p += sizeof b - 1;
-        memcpy(p, message, message_length);
-        p += message_length;
+        char *p = put(content + room, a, sizeof a - 1, 0);
+        p = quoted != NULL ? put(p, quoted, name_length, 0)
+                           : put(p, topic_name, topic_length, 1);
+        p = put(p, b, sizeof b - 1, 0);
+        p = put(p, message, message_length, quote_message);
         *p++ = '}';
         *p = '\0';
         *length = n;
@@ -423,9 +465,10 @@ static void on_backplane_message(void *arg, const char *topic_name,
                                  size_t message_length)
 {
     pubsub *ps = arg;
+    char small[2048];
     size_t length;
-    char *content = push_content(ps->host, 0, topic_name, topic_length, message,
-                                 message_length, &length);
+    char *content = push_content(ps->host, small, sizeof small, 0, topic_name,
+                                 topic_length, message, message_length, 0, &length);
     if (content == NULL) {
         ps->host->log(ps->instance, PB_LOG_WARNING,
                       "out of memory: a publish to %.*s was not delivered",
@@ -433,7 +476,8 @@ static void on_backplane_message(void *arg, const char *topic_name,
         return;
     }
     deliver(ps, topic_name, topic_length, content, length);
-    free(content);
+    if (content != small)
+        free(content);
 }
 
 static void on_broadcast(void *state, const void *data, size_t length)
@@ -563,9 +607,17 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         host->reply_error(reply, "publish needs \"message\" (any JSON value)");
         return PB_ERROR;
     }
-    size_t message_length;
-    char *message_text = host->json_encode(message, &message_length);
-    if (message_text == NULL) {
+    /* A plain string is quoted where it goes into the push, other values
+     * encoded. */
+    size_t message_length = 0;
+    const char *plain = ps->backplane == NULL && host->json_type(message) == PB_JSON_STRING
+                            ? host->json_string(message, &message_length)
+                            : NULL;
+    if (plain != NULL && !plain_string(plain, message_length))
+        plain = NULL;
+    char *message_text = NULL;
+    if (plain == NULL &&
+        (message_text = host->json_encode(message, &message_length)) == NULL) {
         host->reply_error(reply, "out of memory");
         return PB_ERROR;
     }
@@ -579,10 +631,13 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
             return PB_ERROR;
         }
     } else {
-        /* One buffer: what other copies are sent, whose tail is the push. */
+        /* One buffer: what other copies are sent, whose tail is the push;
+         * on the stack when it is small. */
+        char small[2048];
         size_t head = 5 + topic_length, content_length;
         unsigned char *msg = (unsigned char *)push_content(
-            host, head, topic_name, topic_length, message_text, message_length,
+            host, small, sizeof small, head, topic_name, topic_length,
+            plain != NULL ? plain : message_text, message_length, plain != NULL,
             &content_length);
         free(message_text);
         if (msg == NULL) {
@@ -596,7 +651,8 @@ static int handle_publish(pubsub *ps, const pb_request *request, pb_reply *reply
         deliver(ps, topic_name, topic_length, (const char *)msg + head, content_length);
         if (PB_HOST_HAS(host, broadcast))
             host->broadcast(ps->instance, msg, head + content_length);
-        free(msg);
+        if (msg != (unsigned char *)small)
+            free(msg);
     }
     if (ps->m_published != NULL)
         host->metric_add(ps->m_published, 1);

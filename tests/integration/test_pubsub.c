@@ -290,6 +290,50 @@ Test(pubsub, patterns_match_as_globs_and_a_publish_arrives_once)
     pb_daemon_stop_clean(&d);
 }
 
+/* Publishes pipelined to two subscribers: strings plain or escaped,
+ * other values, a topic that needs escaping, and contents of equal length
+ * one after the other, each pushed as its own JSON. */
+Test(pubsub, every_kind_of_message_and_topic_is_pushed_as_its_json)
+{
+    pb_daemon d;
+    pb_daemon_start(&d, CONF("1", ""));
+    int a = pb_dial(&d, 0);
+    int b = pb_dial(&d, 0);
+    int publisher = pb_dial(&d, 0);
+    /* As JSON text, between the quotes: plain, and qu"ote é. */
+    const char *topics[] = { "plain", "qu\\\"ote \xc3\xa9" };
+    const char *messages[] = {
+        "\"aaaa\"", "\"bbbb\"", "\"a\\\"b\\\\c\"", "\"\xc3\xa9\\n\"", "\"\"",
+        "{\"n\": [1, null, true, \"x\"]}", "42", "\"aaaa\"",
+    };
+    size_t n_topics = sizeof topics / sizeof *topics;
+    size_t n_messages = sizeof messages / sizeof *messages;
+    for (size_t t = 0; t < n_topics; t++) {
+        subscribe(&d, a, topics[t]);
+        subscribe(&d, b, topics[t]);
+    }
+    for (size_t t = 0; t < n_topics; t++)
+        for (size_t m = 0; m < n_messages; m++) {
+            char request[512];
+            snprintf(request, sizeof request,
+                     "{\"action\": \"publish\", \"topic\": \"%s\", \"message\": %s}",
+                     topics[t], messages[m]);
+            send_json(&d, publisher, request);
+        }
+    for (size_t i = 0; i < n_topics * n_messages; i++)
+        expect_json(&d, publisher, "{\"result\": \"published\"}");
+    for (size_t t = 0; t < n_topics; t++)
+        for (size_t m = 0; m < n_messages; m++) {
+            expect_push(&d, a, topics[t], messages[m]);
+            expect_push(&d, b, topics[t], messages[m]);
+        }
+    expect_nothing_more(&d, a, publisher);
+    close(a);
+    close(b);
+    close(publisher);
+    pb_daemon_stop_clean(&d);
+}
+
 Test(pubsub, unsubscribe_stops_delivery_and_a_closed_subscriber_is_forgotten)
 {
     pb_daemon d;
