@@ -49,8 +49,6 @@ struct pb_conn {
     pb_reply *queue, *queue_tail;   /* replies in flight, in request order */
     size_t n_queued;
     pb_client *holds;           /* plugins holding it for pushes */
-    pb_conn *push_prev, *push_next; /* pushed to in this loop iteration */
-    unsigned push_pending : 1;  /* in that list */
     size_t push_kept;           /* its idle output buffer's share of
                                  * PUSH_KEEP_TOTAL */
     ev_tstamp last_active;      /* accept or last complete message */
@@ -87,7 +85,6 @@ struct pb_client {
 };
 
 static void flush(pb_conn *c);
-static void forget_pushes(pb_conn *c);
 static void unkeep(pb_conn *c);
 static void forget_last_push(void);
 
@@ -271,10 +268,13 @@ static void on_grant(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /* --- Writes at the end of an iteration --------------------------------------
  *
- * The replies to what one poll brought in are written once all of that
- * input is handled, just before the loop polls again, as Redis writes in
- * its beforeSleep: a client whose connections all get answers is woken once
- * with most of them, rather than once for each.
+ * The replies to what one poll brought in, and the pushes made meanwhile to
+ * other connections, are written once all of that input is handled, just
+ * before the loop polls again, as Redis writes in its beforeSleep: a client
+ * whose connections all get answers is woken once with most of them rather
+ * than once for each, and a subscriber gets one send for a batch of
+ * publishes from any number of publishers, with no poll for writability
+ * unless its socket is full.
  */
 static struct {
     ev_prepare flush;
@@ -336,7 +336,6 @@ static void on_reply_finished(pb_reply *r);
  * kept for them are forgotten. */
 static void drop_holds(pb_conn *c)
 {
-    forget_pushes(c);
     unkeep(c);
     pb_client *h = c->holds;
     c->holds = NULL;
@@ -1027,56 +1026,6 @@ static void release(pb_client *h)
     free(h);
 }
 
-/* Connections pushed to during a loop iteration are written once, before
- * the loop next polls, with every push of the iteration: one send per
- * connection for a batch of publishes from any number of publishers, and
- * no poll for writability unless the socket is full. */
-static struct {
-    ev_prepare watcher;
-    pb_conn *first;
-} later;
-
-static void write_pushes_later(pb_conn *c)
-{
-    if (c->push_pending)
-        return;
-    c->push_pending = 1;
-    c->push_prev = NULL;
-    c->push_next = later.first;
-    if (later.first != NULL)
-        later.first->push_prev = c;
-    later.first = c;
-    if (!ev_is_active(&later.watcher))
-        ev_prepare_start(c->server->loop, &later.watcher);
-}
-
-/* c closes, or is written now. */
-static void forget_pushes(pb_conn *c)
-{
-    if (!c->push_pending)
-        return;
-    if (c->push_prev != NULL)
-        c->push_prev->push_next = c->push_next;
-    else
-        later.first = c->push_next;
-    if (c->push_next != NULL)
-        c->push_next->push_prev = c->push_prev;
-    c->push_pending = 0;
-}
-
-static void on_write_pushes(struct ev_loop *loop, ev_prepare *w, int revents)
-{
-    (void)revents;
-    /* flush() may close a connection (which leaves the list) or handle
-     * input held back, whose pushes join the list and are written too. */
-    while (later.first != NULL) {
-        pb_conn *c = later.first;
-        forget_pushes(c);
-        flush(c);
-    }
-    ev_prepare_stop(loop, w);
-}
-
 /* The last push encoded, kept whole: a plugin that pushes one content to
  * many connections (a publish to its subscribers) has its frame encoded
  * once, and every further connection of the same framing is sent a copy
@@ -1180,7 +1129,7 @@ static int push(pb_client *h, const char *content_type,
     if (c == current_conn)
         update_events(c);
     else
-        write_pushes_later(c);
+        write_later(c);
     return PB_OK;
 }
 
@@ -1213,7 +1162,6 @@ void pb_conns_init(struct ev_loop *loop)
 {
     pb_replies_init(loop);
     pb_plugin_host_set_pushes(&push_ops);
-    ev_prepare_init(&later.watcher, on_write_pushes);
     ev_prepare_init(&turns.grant, on_grant);
     ev_prepare_init(&writes.flush, on_flush);
 }
