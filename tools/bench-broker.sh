@@ -27,9 +27,9 @@ set -eu
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
-# free_port (below the ephemeral range) and listening.
-# shellcheck source=tests/lib.sh
-. "$SRCDIR/tests/lib.sh"
+# free_port (below the ephemeral range), listening and cpu_ticks.
+# shellcheck source=tools/bench-lib.sh
+. "$SRCDIR/tools/bench-lib.sh"
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-broker-bench
 PLUGINS=$BUILDDIR/plugins/.libs
@@ -86,17 +86,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NCPU=$(nproc)
 SERVER_CPU=0
 LOAD_CPU=$((NCPU - 1))
-
-# utime + stime, in clock ticks, of processes and their children.
-cpu_ticks() {
-    local total=0 p
-    for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$total"
-}
-TICKS=$(getconf CLK_TCK)
 
 wait_listening() {
     for _ in $(seq 200); do

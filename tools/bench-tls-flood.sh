@@ -31,8 +31,10 @@ set -eu
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 # free_port (below the ephemeral range, where the flood's own client
-# sockets cannot hold the port) and the shipped plugins and routes.
-. "$SRCDIR/tests/lib.sh"
+# sockets cannot hold the port), the shipped plugins and routes, and
+# cpu_ticks as tools/bench.sh measures.
+# shellcheck source=tools/bench-lib.sh
+. "$SRCDIR/tools/bench-lib.sh"
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-bench
 CLI=$BUILDDIR/tools/plugboard-cli
@@ -91,18 +93,6 @@ DAEMON_CPUS=0
 LOAD_CPU=$((NCPU - 1))
 FLOOD_CPU=$LOAD_CPU
 [ "$NCPU" -ge 3 ] && FLOOD_CPU=$((NCPU - 2))
-
-# utime + stime, in clock ticks, of a process and its children (the
-# daemon's master and workers), as tools/bench.sh measures them.
-cpu_ticks() {
-    local total=0 p
-    for p in $1 $(pgrep -P "$1" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$total"
-}
-TICKS=$(getconf CLK_TCK)
 
 # The test certificates: a CA, and a server certificate for 127.0.0.1 and
 # localhost, ECDSA P-256.
