@@ -284,6 +284,10 @@ Test(http, health_says_stopping_while_the_worker_stops)
     int web = pb_dial(&d, 1);
     pb_t_expect_http(&d, web, GET("/health"), 200, NULL, "ok\n");
     int app = pb_dial(&d, 0);
+    /* Answered once, so that the worker has taken the connection before
+     * the signal: the slow frame's bytes are then its to answer, and the
+     * connection keeps it stopping (else it might see only HTTP ones). */
+    pb_t_expect_morpheus(&d, app);
     pb_t_send_frame(&d, app, "text/json", "utf-8", SLOW_FRAME, strlen(SLOW_FRAME));
     pb_daemon_signal(&d, SIGTERM);
     expect_health_stopping(&d, web);
@@ -308,6 +312,10 @@ Test(http, a_message_while_stopping_is_answered_shutting_down)
     int other = pb_dial(&d, 1);
     pb_t_expect_http(&d, other, GET("/health"), 200, NULL, NULL);
     int app = pb_dial(&d, 0);
+    /* Answered once, so that the worker has taken the connection before
+     * the signal: the slow frame's bytes are then its to answer, and the
+     * connection keeps it stopping (else it might see only HTTP ones). */
+    pb_t_expect_morpheus(&d, app);
     pb_t_send_frame(&d, app, "text/json", "utf-8", SLOW_FRAME, strlen(SLOW_FRAME));
     pb_daemon_signal(&d, SIGTERM);
     expect_health_stopping(&d, web);
