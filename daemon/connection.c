@@ -766,8 +766,6 @@ static size_t input_room(pb_conn *c)
     return rest > want ? rest : want;
 }
 
-/* Reads what the socket has (bounded, for fairness between connections)
- * and handles it. Returns -1 when the connection was closed. */
 /* Input OpenSSL already holds, left by a read that stopped for its round
  * limit or while input was paused, is read in the loop's next iteration:
  * the socket may have nothing left to poll for. */
@@ -778,6 +776,8 @@ static void read_again_if_pending(pb_conn *c)
         ev_feed_event(c->server->loop, &c->io, EV_READ);
 }
 
+/* Reads what the socket has (bounded, for fairness between connections)
+ * and handles it. Returns -1 when the connection was closed. */
 static int read_input(pb_conn *c)
 {
     pb_server *s = c->server;
@@ -821,8 +821,7 @@ static int read_input(pb_conn *c)
         /* A short read drained the socket. Over TLS, OpenSSL read what
          * the socket had: once it holds nothing more, the socket is
          * drained too, or the next poll says so. */
-        if (c->closing || (c->ssl == NULL ? (size_t)n < room
-                                          : c->linger || !pb_tls_pending(c->ssl)))
+        if (c->closing || (c->ssl == NULL ? (size_t)n < room : !pb_tls_pending(c->ssl)))
             break;
     }
     if (c->linger && c->read_closed) {
