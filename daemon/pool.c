@@ -22,12 +22,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "plugin_host.h"
 
 /* The most jobs a thread takes at once: a share of what is queued, so
  * that blocking handlers still spread over every thread. */
 #define TAKE_MAX 64
+
+/* The work, in nanoseconds of handler time, worth waking one more thread
+ * for: far more than the two context switches that costs. */
+#define WAKE_WORTH_NS 20000.0
 
 typedef struct job {
     void (*run)(void *job);
@@ -40,6 +45,7 @@ struct pb_pool {
     job *jobs;                      /* a ring of cap slots */
     size_t cap, first, count;
     int waiting;                    /* threads in pthread_cond_wait */
+    double job_ns;                  /* a job's time, moving average */
     int stopping;
     int n_threads;
     pthread_t *threads;
@@ -47,6 +53,13 @@ struct pb_pool {
     ev_prepare kick;                /* wakes threads before it polls */
     ev_idle nudge;                  /* ... and keeps that poll from blocking */
 };
+
+static double now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
 
 static void *work(void *arg)
 {
@@ -70,18 +83,33 @@ static void *work(void *arg)
         }
         pool->count -= n;
         pthread_mutex_unlock(&pool->lock);
+        double start = now_ns();
         for (size_t i = 0; i < n; i++)
             taken[i].run(taken[i].arg);
+        double each = (now_ns() - start) / (double)n;
         pthread_mutex_lock(&pool->lock);
+        pool->job_ns += (each - pool->job_ns) / 8;
     }
     pthread_mutex_unlock(&pool->lock);
     return NULL;
 }
 
-/* Under the lock: as many waiting threads as there are jobs for. */
+/* Under the lock: waiting threads for the jobs queued. A job expected to
+ * block gets a thread of its own; quick ones get as many threads as their
+ * time together is worth, counting those already running (which take
+ * what is queued before they wait again). */
 static void wake(pb_pool *pool)
 {
-    size_t n = pool->count < (size_t)pool->waiting ? pool->count : (size_t)pool->waiting;
+    if (pool->count == 0 || pool->waiting == 0)
+        return;
+    size_t n = pool->count;
+    if (pool->job_ns < WAKE_WORTH_NS) {
+        size_t worth = (size_t)((double)pool->count * pool->job_ns / WAKE_WORTH_NS) + 1;
+        size_t running = (size_t)(pool->n_threads - pool->waiting);
+        if (worth <= running)
+            return;
+        n = worth - running;
+    }
     if (n >= (size_t)pool->waiting)
         pthread_cond_broadcast(&pool->ready);
     else
@@ -128,6 +156,8 @@ pb_pool *pb_pool_start(int threads, const char *name)
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->ready, NULL);
+    /* Until measured, jobs are taken for blocking ones. */
+    pool->job_ns = WAKE_WORTH_NS;
     pool->loop = pb_host_services.loop();
     ev_prepare_init(&pool->kick, on_kick);
     pool->kick.data = pool;
