@@ -6,12 +6,15 @@
  *
  * Wake-ups are batched: a job queued on the loop thread wakes no thread at
  * once. Once the loop has run every callback of its turn (an ev_prepare,
- * just before it polls), as many waiting threads are woken as there are
- * jobs, at most all; each takes its share of the queue under one lock. A
- * burst of requests read in one turn thus costs a few context switches,
- * not a few per request. A job queued by another prepare watcher's work,
- * after this one ran, would wait for the poll: an idle watcher, active
- * meanwhile, keeps that poll from blocking. Outside a worker's loop (no
+ * just before it polls), waiting threads are woken: one per job while jobs
+ * take long (they block), else only as many as their measured time is
+ * worth; each takes its share of the queue under one lock. A burst of
+ * requests read in one turn thus costs a few context switches, not a few
+ * per request. (Jobs queued behind an unexpectedly slow one among quick
+ * ones wait until it ends or until the next jobs queued wake another
+ * thread.) A job queued by another prepare watcher's work, after this one
+ * ran, would wait for the poll: an idle watcher, active meanwhile, keeps
+ * that poll from blocking. Outside a worker's loop (no
  * loop to wait for) a job wakes a thread as it is queued.
  */
 #include "pool.h"
