@@ -97,6 +97,8 @@ struct pb_http {
     size_t n_idle;
     int running;                    /* inside MHD_run */
     int added;                      /* a connection was started */
+    struct MHD_Response *healthy;   /* GET /health's answers, made once */
+    struct MHD_Response *stopping;
 };
 
 static pb_worker_stats *stats(const pb_http *h)
@@ -241,15 +243,46 @@ static enum MHD_Result respond_snapshot(http_request *rq, struct MHD_Connection 
     return rc;
 }
 
+#define HEALTH_OK "ok\n"
+#define HEALTH_STOPPING "stopping\n"
+
+/* /health answers the same bytes every time: its two responses are made
+ * when the server starts and queued as they are, without a copy. */
+static struct MHD_Response *health_response(const char *body, int close)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                        MHD_RESPMEM_PERSISTENT);
+    if (response == NULL)
+        return NULL;
+    if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                "text/plain; charset=utf-8") != MHD_YES
+        || (close && MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION,
+                                             "close") != MHD_YES)) {
+        MHD_destroy_response(response);
+        return NULL;
+    }
+    return response;
+}
+
+static enum MHD_Result answer_health(http_request *rq, struct MHD_Connection *mhd)
+{
+    pb_http *h = rq->conn->http;
+    int stopping = h->server->stopping;
+    enum MHD_Result rc =
+        MHD_queue_response(mhd, stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK,
+                           stopping ? h->stopping : h->healthy);
+    if (rc == MHD_YES)
+        count(&stats(h)->bytes_out, stopping ? (long)sizeof HEALTH_STOPPING - 1
+                                             : (long)sizeof HEALTH_OK - 1);
+    return rc;
+}
+
 static enum MHD_Result answer_get(http_request *rq, struct MHD_Connection *mhd,
                                   const char *url)
 {
-    if (strcmp(url, "/health") == 0) {
-        if (rq->conn->http->server->stopping)
-            return respond(rq, mhd, MHD_HTTP_SERVICE_UNAVAILABLE,
-                           "text/plain; charset=utf-8", "stopping\n", 9, 0);
-        return respond(rq, mhd, MHD_HTTP_OK, "text/plain; charset=utf-8", "ok\n", 3, 0);
-    }
+    if (strcmp(url, "/health") == 0)
+        return answer_health(rq, mhd);
     if (strcmp(url, "/metrics") == 0)
         return respond_snapshot(rq, mhd, pb_prometheus_write,
                                 "text/plain; version=0.0.4; charset=utf-8");
@@ -765,6 +798,14 @@ static int tls_same(const http_tls *a, const http_tls *b)
         && a->min_version == b->min_version;
 }
 
+static void health_free(pb_http *h)
+{
+    if (h->healthy != NULL)
+        MHD_destroy_response(h->healthy);
+    if (h->stopping != NULL)
+        MHD_destroy_response(h->stopping);
+}
+
 /* Starts a server for listener, taking over tls; NULL (logged) when
  * libmicrohttpd cannot. */
 static pb_http *http_start(pb_server *s, pb_listener *listener, http_tls *tls)
@@ -801,22 +842,27 @@ static pb_http *http_start(pb_server *s, pb_listener *listener, http_tls *tls)
                                                     (void *)versions };
     }
     tls_options[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
-    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                              (size_t)HTTP_MEMORY_LIMIT,
-                              /* max_connections is the worker's to enforce */
-                              MHD_OPTION_CONNECTION_LIMIT, 1u << 20,
-                              MHD_OPTION_ARRAY, tls_options,
-                              MHD_OPTION_END);
+    h->healthy = health_response(HEALTH_OK, 0);
+    /* A stopping worker lets each connection go after its answer. */
+    h->stopping = health_response(HEALTH_STOPPING, 1);
+    if (h->healthy != NULL && h->stopping != NULL)
+        h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+                                  MHD_OPTION_EXTERNAL_LOGGER, on_log, h,
+                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                  (size_t)HTTP_MEMORY_LIMIT,
+                                  /* max_connections is the worker's to enforce */
+                                  MHD_OPTION_CONNECTION_LIMIT, 1u << 20,
+                                  MHD_OPTION_ARRAY, tls_options,
+                                  MHD_OPTION_END);
     const union MHD_DaemonInfo *info =
         h->mhd != NULL ? MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     if (info == NULL) {
         pb_log_error("cannot start the HTTP server of %s", listener->address);
         if (h->mhd != NULL)
             MHD_stop_daemon(h->mhd);
+        health_free(h);
         tls_free(&h->tls);
         free(h);
         return NULL;
@@ -904,6 +950,7 @@ void pb_http_free(pb_http *h)
             if (c->request != NULL && c->request->reply != NULL && !c->request->answered)
                 MHD_resume_connection(c->request->mhd);
         MHD_stop_daemon(h->mhd);
+        health_free(h);
         tls_free(&h->tls);
         free(h);
         h = older;
