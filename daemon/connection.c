@@ -477,7 +477,7 @@ static void on_reply_finished(pb_reply *r)
         return;
     }
     let_out(c);
-    flush(c);
+    write_later(c);
 }
 
 

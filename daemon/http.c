@@ -41,8 +41,10 @@
 
 /* What a connection may hold for one request's line and headers (and
  * libmicrohttpd's bookkeeping): a request whose headers do not fit is
- * answered 431 and closed. */
-#define HTTP_MEMORY_LIMIT (32 * 1024)
+ * answered 431 and closed. libmicrohttpd clears this memory for every
+ * request, so it is kept to what the HTTP face's requests need, as
+ * Apache bounds a header field (8190 bytes) and nginx a header line. */
+#define HTTP_MEMORY_LIMIT (8 * 1024)
 
 /* How much of a chunked body past max_message_bytes is read (and
  * dropped) to answer too_large before the connection is simply closed. */
