@@ -777,6 +777,12 @@ int pb_instance_submit(pb_instance *instance, const pb_request *request,
         call->request.content_type = request->content_type;
     if (call->request.content_encoding == NULL)
         call->request.content_encoding = request->content_encoding;
+    /* The thread writes the answer into memory taken here, from the loop
+     * thread's buffers, which get it back when the reply is sent: the
+     * thread's own allocations, freed by the loop thread, would shrink and
+     * regrow its heap (page faults) with every batch. Without it the
+     * thread allocates, as it would for a larger answer. */
+    (void)pb_buf_reserve(reply->out, 1);
     if (pb_pool_submit(instance->pool, run_call, call) != 0) {
         free_call(call);
         return -1;
