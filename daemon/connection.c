@@ -39,6 +39,7 @@ struct pb_conn {
     pb_server *server;
     pb_listener *listener;
     int fd;
+    int listener_stats;         /* the listener's counters when it was accepted */
     const pb_codec *codec;      /* the listener's framing at accept: a reload
                                  * that changes it must not break this stream */
     pb_decoder decoder;
@@ -59,13 +60,12 @@ struct pb_conn {
     SSL *ssl;                   /* NULL: plaintext */
     char *tls_subject;          /* the client certificate's, or NULL */
     unsigned long long number;  /* pb_request.connection */
-    int listener_stats;         /* the listener's counters when it was accepted */
     unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
     unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
     unsigned has_turn : 1;      /* granted one, for the event fed to it */
     pb_conn *turn_prev, *turn_next;     /* the connections waiting for one */
-    unsigned write_pending : 1; /* its replies wait for the iteration's end */
-    pb_conn *write_prev, *write_next;   /* the connections waiting so */
+    pb_conn *write_prev, *write_next;   /* waiting for the iteration's end */
+    unsigned write_pending : 1; /* its replies wait for it (in that list) */
     unsigned read_wants_write : 1;  /* TLS: reading waits for the socket
                                      * to take bytes first */
     unsigned read_closed : 1;   /* the peer half-closed */
@@ -280,6 +280,8 @@ static struct {
     ev_prepare flush;
     pb_conn *first, *last;      /* waiting to write, in the order they read */
 } writes;
+
+#define WRITE_NOW_BYTES 4096
 
 static void write_later(pb_conn *c)
 {
@@ -986,7 +988,13 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
         flush(c);
         return; /* flush() may have closed c; a pending read fires again */
     }
-    if (read_input(c) == 0)
+    if (read_input(c) != 0)
+        return;
+    /* Output of a page or more is written while its bytes are still in the
+     * cache: copying it later would cost more than the wakeup saved. */
+    if (pb_buf_used(&c->out) >= WRITE_NOW_BYTES)
+        flush(c);
+    else
         write_later(c);
 }
 

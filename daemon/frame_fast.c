@@ -5,6 +5,7 @@
  */
 #include "frame_fast.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define LITERAL(s) (s), (sizeof(s) - 1)
@@ -98,7 +99,7 @@ int pb_frame_fast_repeat(const pb_fast_cache *cache, const unsigned char *text,
                          size_t length, pb_fast_header *h)
 {
     size_t n = cache->prefix_length;
-    if (cache->object == NULL || n == 0 || length <= n || memcmp(text, cache->prefix, n) != 0)
+    if (cache->prefix == NULL || length <= n || memcmp(text, cache->prefix, n) != 0)
         return 0;
     const unsigned char *p = natural(text + n, text + length, &h->content_length,
                                      &h->content_length_overflows);
@@ -156,7 +157,8 @@ static json_t *build(const pb_fast_header *h, pb_fast_cache *cache)
     cache->content_type = type;
     cache->content_encoding = encoding;
     cache->content_length = length;
-    if (h->prefix_length <= sizeof cache->prefix) {
+    cache->prefix = malloc(h->prefix_length);
+    if (cache->prefix != NULL) {
         memcpy(cache->prefix, h->text, h->prefix_length);
         cache->prefix_length = h->prefix_length;
     }
@@ -181,5 +183,6 @@ json_t *pb_frame_fast_header(const pb_fast_header *h, pb_fast_cache *cache)
 void pb_frame_fast_cache_clear(pb_fast_cache *cache)
 {
     json_decref(cache->object);
+    free(cache->prefix);
     memset(cache, 0, sizeof *cache);
 }

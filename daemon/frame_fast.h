@@ -52,8 +52,10 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
 typedef struct pb_fast_cache {
     json_t *object;
     json_t *byteorder, *content_type, *content_encoding, *content_length;
-    unsigned char prefix[160];
-    size_t prefix_length;           /* 0: too long to keep */
+    unsigned char *prefix;          /* malloc'd with the object, so that a
+                                     * connection that sent nothing holds
+                                     * none; NULL when out of memory */
+    size_t prefix_length;
 } pb_fast_cache;
 
 /*
