@@ -60,12 +60,15 @@ struct pb_conn {
     SSL *ssl;                   /* NULL: plaintext */
     char *tls_subject;          /* the client certificate's, or NULL */
     unsigned long long number;  /* pb_request.connection */
+    /* A connection waits for a handshake turn only before its first
+     * request, and for the end of an iteration to write only after it
+     * (write_later refuses one waiting for a turn): the two lists share
+     * their links. */
+    pb_conn *wait_prev, *wait_next;
     unsigned handshaking : 1;   /* TLS: no byte of the protocol yet */
     unsigned waiting_turn : 1;  /* its next handshake step waits for a turn */
     unsigned has_turn : 1;      /* granted one, for the event fed to it */
-    pb_conn *turn_prev, *turn_next;     /* the connections waiting for one */
-    pb_conn *write_prev, *write_next;   /* waiting for the iteration's end */
-    unsigned write_pending : 1; /* its replies wait for it (in that list) */
+    unsigned write_pending : 1; /* its output waits for the iteration's end */
     unsigned read_wants_write : 1;  /* TLS: reading waits for the socket
                                      * to take bytes first */
     unsigned read_closed : 1;   /* the peer half-closed */
@@ -223,10 +226,10 @@ static void wait_for_turn(pb_conn *c)
     struct ev_loop *loop = c->server->loop;
     ev_io_stop(loop, &c->io);
     c->waiting_turn = 1;
-    c->turn_next = NULL;
-    c->turn_prev = turns.last;
+    c->wait_next = NULL;
+    c->wait_prev = turns.last;
     if (turns.last != NULL)
-        turns.last->turn_next = c;
+        turns.last->wait_next = c;
     else
         turns.first = c;
     turns.last = c;
@@ -238,14 +241,14 @@ static void stop_waiting_turn(pb_conn *c)
 {
     if (!c->waiting_turn)
         return;
-    if (c->turn_prev != NULL)
-        c->turn_prev->turn_next = c->turn_next;
+    if (c->wait_prev != NULL)
+        c->wait_prev->wait_next = c->wait_next;
     else
-        turns.first = c->turn_next;
-    if (c->turn_next != NULL)
-        c->turn_next->turn_prev = c->turn_prev;
+        turns.first = c->wait_next;
+    if (c->wait_next != NULL)
+        c->wait_next->wait_prev = c->wait_prev;
     else
-        turns.last = c->turn_prev;
+        turns.last = c->wait_prev;
     c->waiting_turn = 0;
 }
 
@@ -285,13 +288,13 @@ static struct {
 
 static void write_later(pb_conn *c)
 {
-    if (c->write_pending)
+    if (c->write_pending || c->waiting_turn)
         return;
     c->write_pending = 1;
-    c->write_next = NULL;
-    c->write_prev = writes.last;
+    c->wait_next = NULL;
+    c->wait_prev = writes.last;
     if (writes.last != NULL)
-        writes.last->write_next = c;
+        writes.last->wait_next = c;
     else
         writes.first = c;
     writes.last = c;
@@ -303,14 +306,14 @@ static void stop_waiting_write(pb_conn *c)
 {
     if (!c->write_pending)
         return;
-    if (c->write_prev != NULL)
-        c->write_prev->write_next = c->write_next;
+    if (c->wait_prev != NULL)
+        c->wait_prev->wait_next = c->wait_next;
     else
-        writes.first = c->write_next;
-    if (c->write_next != NULL)
-        c->write_next->write_prev = c->write_prev;
+        writes.first = c->wait_next;
+    if (c->wait_next != NULL)
+        c->wait_next->wait_prev = c->wait_prev;
     else
-        writes.last = c->write_prev;
+        writes.last = c->wait_prev;
     c->write_pending = 0;
 }
 

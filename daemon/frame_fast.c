@@ -111,12 +111,6 @@ int pb_frame_fast_repeat(const pb_fast_cache *cache, const unsigned char *text,
     return 1;
 }
 
-static int same_string(const json_t *value, const char *s, size_t n)
-{
-    return json_string_length(value) == n
-           && memcmp(json_string_value(value), s, n) == 0;
-}
-
 /* Adds a member and returns the value it holds, or NULL when out of
  * memory (json_object_set_new_nocheck releases value itself then). */
 static json_t *add(json_t *object, const char *key, json_t *value)
@@ -153,7 +147,6 @@ static json_t *build(const pb_fast_header *h, pb_fast_cache *cache)
     }
     pb_frame_fast_cache_clear(cache);
     cache->object = json_incref(object);
-    cache->byteorder = byteorder;
     cache->content_type = type;
     cache->content_encoding = encoding;
     cache->content_length = length;
@@ -167,13 +160,7 @@ static json_t *build(const pb_fast_header *h, pb_fast_cache *cache)
 
 json_t *pb_frame_fast_header(const pb_fast_header *h, pb_fast_cache *cache)
 {
-    if (h->repeat
-        || (cache->object != NULL
-            && same_string(cache->byteorder, h->byteorder, h->byteorder_length)
-            && same_string(cache->content_type, h->content_type,
-                           h->content_type_length)
-            && same_string(cache->content_encoding, h->content_encoding,
-                           h->content_encoding_length))) {
+    if (h->repeat) {
         json_integer_set(cache->content_length, h->content_length);
         return json_incref(cache->object);
     }

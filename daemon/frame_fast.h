@@ -51,7 +51,7 @@ int pb_frame_fast_parse(const unsigned char *text, size_t length,
  * frame. Zero-initialised when empty. */
 typedef struct pb_fast_cache {
     json_t *object;
-    json_t *byteorder, *content_type, *content_encoding, *content_length;
+    json_t *content_type, *content_encoding, *content_length;
     unsigned char *prefix;          /* malloc'd with the object, so that a
                                      * connection that sent nothing holds
                                      * none; NULL when out of memory */
@@ -71,8 +71,8 @@ int pb_frame_fast_repeat(const pb_fast_cache *cache, const unsigned char *text,
  * The JSON object for an accepted header whose content-length does not
  * overflow, equal member for member and in the same order to what jansson
  * builds from the same text; a new reference, or NULL when out of memory.
- * When the cached object has the same strings it is updated with the new
- * content-length and returned again, so a stream of similar frames
+ * For a repeat (pb_frame_fast_repeat) the cached object is updated with the
+ * new content-length and returned again, so a stream of similar frames
  * allocates nothing; the caller guarantees that nobody uses it any more
  * (the decoder does: a message is finished before the next decode).
  * Otherwise the new object replaces it in the cache.
