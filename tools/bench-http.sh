@@ -29,9 +29,9 @@ set -eu
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
-# free_port (below the ephemeral range) and listening.
-# shellcheck source=tests/lib.sh
-. "$SRCDIR/tests/lib.sh"
+# free_port (below the ephemeral range), listening and cpu_ticks.
+# shellcheck source=tools/bench-lib.sh
+. "$SRCDIR/tools/bench-lib.sh"
 DAEMON=$BUILDDIR/daemon/plugboard
 PLUGINS=$BUILDDIR/plugins/.libs
 REQUESTS=500000
@@ -80,17 +80,6 @@ trap 'exit 130' INT TERM
 NCPU=$(nproc)
 SERVER_CPU=0
 LOAD_CPU=$((NCPU - 1))
-TICKS=$(getconf CLK_TCK)
-
-# utime + stime, in clock ticks, of processes and their children.
-cpu_ticks() {
-    local total=0 p
-    for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$total"
-}
 
 wait_health() {
     for _ in $(seq 200); do

@@ -26,9 +26,9 @@ set -eu
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILDDIR=$(cd "${BUILDDIR:-.}" && pwd)
-# free_port (below the ephemeral range) and listening.
-# shellcheck source=tests/lib.sh
-. "$SRCDIR/tests/lib.sh"
+# free_port (below the ephemeral range), listening and cpu_ticks.
+# shellcheck source=tools/bench-lib.sh
+. "$SRCDIR/tools/bench-lib.sh"
 DAEMON=$BUILDDIR/daemon/plugboard
 BENCH=$BUILDDIR/tools/plugboard-bench
 FIXTURE=$BUILDDIR/tests/fixtures/.libs/runtime.so
@@ -65,18 +65,6 @@ trap 'exit 130' INT TERM
 
 SERVER_CPU=0
 LOAD_CPU=$(($(nproc) - 1))
-TICKS=$(getconf CLK_TCK)
-
-# utime + stime, in clock ticks, of the daemon and its workers; a process's
-# figures in /proc/PID/stat include its threads'.
-cpu_ticks() {
-    local total=0 p
-    for p in $DAEMON_PID $(pgrep -P "$DAEMON_PID" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12 + $13 }')))
-    done
-    echo "$total"
-}
 
 start_daemon() {
     taskset -c "$SERVER_CPU" "$DAEMON" -f -c "$WORK/plugboard.conf" 2>"$WORK/daemon.log" &
@@ -115,10 +103,10 @@ CONF
     # run NAME PORT PIPELINE: one bench run, appended to $RESULTS.
     run() {
         local before after
-        before=$(cpu_ticks)
+        before=$(cpu_ticks "$DAEMON_PID")
         taskset -c "$LOAD_CPU" "$BENCH" -q --json -c 50 -P "$3" -d "$SECONDS_PER_RUN" -k json \
             --content '{"action": "answer", "value": "x"}' 127.0.0.1 "$2" >"$WORK/run.json"
-        after=$(cpu_ticks)
+        after=$(cpu_ticks "$DAEMON_PID")
         printf '%s\t%s\t%s\t%s\n' "$1" "$3" "$((after - before))" \
             "$(tr -d '\n' <"$WORK/run.json")" >>"$RESULTS"
     }
@@ -180,9 +168,9 @@ start_daemon "$PORT"
 # search RUN_NAME: 50 connections of search, its report in $WORK/RUN_NAME.json
 search() {
     local before after
-    before=$(cpu_ticks)
+    before=$(cpu_ticks "$DAEMON_PID")
     taskset -c "$LOAD_CPU" "$BENCH" -q --json -c 50 -d "$SECONDS_PER_RUN" 127.0.0.1 "$PORT" >"$WORK/$1.json"
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "$DAEMON_PID")
     echo $((after - before)) >"$WORK/$1.ticks"
 }
 
