@@ -224,8 +224,13 @@ static int open_tcp(pb_listener_set *set, const pb_listener_conf *lc, int worker
         }
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
             listen(fd, LISTEN_BACKLOG) != 0) {
-            pb_log_error("cannot listen on %s (listener %s): %s", address,
-                         lc->name, strerror(errno));
+            /* The packaged service runs without root: say what it takes. */
+            int privileged = errno == EACCES && lc->port < 1024;
+            pb_log_error("cannot listen on %s (listener %s): %s%s", address,
+                         lc->name, strerror(errno),
+                         privileged ? "; a port below 1024 needs root or "
+                                      "CAP_NET_BIND_SERVICE (see plugboard(8))"
+                                    : "");
             close(fd);
             failed = 1;
             continue;
