@@ -245,8 +245,9 @@ print(row[1], "-", "-", float(row[4]) * 1000, float(row[6]) * 1000, 0, "%.2f" % 
 }
 
 # Resident memory of the worker for IDLE_CONNECTIONS idle connections.
+# memory [FILE]: into $WORK/memory.tsv, or FILE.
 memory() {
-    local worker rss0 rss1 holder
+    local worker rss0 rss1 holder to=${1:-$WORK/memory.tsv}
     worker=$(pgrep -P "$SERVER_PID" | head -1)
     rss0=$(awk '/VmRSS/ { print $2 }' "/proc/$worker/status")
     mkfifo "$WORK/hold"
@@ -264,7 +265,7 @@ open(sys.argv[3]).read()
     wait "$holder" || true
     local per=$(( (rss1 - rss0) * 1024 / IDLE_CONNECTIONS ))
     echo "  $IDLE_CONNECTIONS idle connections: worker RSS $rss0 kB -> $rss1 kB, $per bytes each"
-    printf 'memory\t%s\t%s\t%s\t%s\n' "$IDLE_CONNECTIONS" "$rss0" "$rss1" "$per" >"$WORK/memory.tsv"
+    printf 'memory\t%s\t%s\t%s\t%s\n' "$IDLE_CONNECTIONS" "$rss0" "$rss1" "$per" >"$to"
 }
 
 # One shared socket against a socket per worker (reuseport), 1 and 2
@@ -512,6 +513,11 @@ if [ -n "$BEFORE" ]; then
             bin=$DAEMON plugins=$PLUGINS
             [ "$build" = before ] && bin=$BEFORE plugins=${BEFORE_PLUGINS:-$PLUGINS}
             start_daemon "$bin" 1 "$SERVER_CPU" "$plugins"
+            # Idle memory first, on the fresh worker, as for the main rows.
+            if [ "$DO_MEMORY" = 1 ] && [ "$round" = 1 ]; then
+                rm -f "$WORK/hold"
+                memory "$WORK/memory-$build.tsv"
+            fi
             pb "$build" 1 search - 50 16 keep
             pb "$build" 1 search - 50 1 keep
             pb "$build" 1 search - 1 1 keep
@@ -634,6 +640,12 @@ if os.path.exists(memory):
     _, n, rss0, rss1, per = open(memory).read().split()
     w(f"Idle connections: {n} connections raised the worker's RSS from {rss0} kB "
       f"to {rss1} kB: **{per} bytes per connection**.")
+    w("")
+sides = [os.path.join(os.path.dirname(memory), f"memory-{b}.tsv") for b in ("before", "after")]
+if all(os.path.exists(f) for f in sides):
+    per = [open(f).read().split()[4] for f in sides]
+    w(f"Idle connections before/after (`--before`, each on a fresh worker of its own daemon): "
+      f"{per[0]} bytes per connection before, {per[1]} after.")
     w("")
 
 w("Targets, as ratios within this run:")
