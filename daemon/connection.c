@@ -426,7 +426,7 @@ static pb_buf *reply_slot(pb_conn *c)
 
 static void send_error(pb_conn *c, pb_error_code code, const char *text)
 {
-    atomic_fetch_add_explicit(&stats(c)->errors[code], 1, memory_order_relaxed);
+    pb_count(&stats(c)->errors[code], 1);
     pb_buf *out = reply_slot(c);
     if (out == NULL || c->codec->error(out, code, text) != 0 || pb_error_closes(code))
         c->closing = 1;
@@ -441,8 +441,7 @@ static void finish_reply(pb_conn *c, pb_reply *r)
         static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
         pb_log_limited(&limit, PB_LOG_INFO, "plugin %s failed on a message from %s: %s",
                        r->instance_name, c->listener->address, r->error);
-        atomic_fetch_add_explicit(&stats(c)->errors[PB_ERR_PLUGIN_FAILED], 1,
-                                  memory_order_relaxed);
+        pb_count(&stats(c)->errors[PB_ERR_PLUGIN_FAILED], 1);
         if (c->codec->error(&c->out, PB_ERR_PLUGIN_FAILED, r->error) != 0)
             c->closing = 1;
     } else if (r->written == &r->own &&
@@ -950,7 +949,7 @@ static void handshake_failed(pb_conn *c, const char *why)
     static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
     pb_log_limited(&limit, PB_LOG_DEBUG, "TLS handshake with %s on %s failed: %s",
                    peer_of(c), c->listener->address, why);
-    atomic_fetch_add_explicit(&stats(c)->refused_tls, 1, memory_order_relaxed);
+    pb_count(&stats(c)->refused_tls, 1);
     pb_conn_close(c);
 }
 
@@ -1159,8 +1158,7 @@ static void close_slow(pb_client *h, const char *reason)
     if (c == NULL || c->closing || !pb_on_loop_thread())
         return;
     pb_buf *out = c == current_conn ? &c->pushed : &c->out;
-    atomic_fetch_add_explicit(&stats(c)->errors[PB_ERR_SLOW_CONSUMER], 1,
-                              memory_order_relaxed);
+    pb_count(&stats(c)->errors[PB_ERR_SLOW_CONSUMER], 1);
     c->codec->error(out, PB_ERR_SLOW_CONSUMER, reason);
     close_held(h);
 }

@@ -108,11 +108,6 @@ static pb_worker_stats *stats(const pb_http *h)
     return &h->server->shared->slots[h->server->slot];
 }
 
-static void count(atomic_long *counter, long n)
-{
-    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
-}
-
 /* --- Driving libmicrohttpd from the loop ------------------------------------ */
 
 static void drive(pb_http *h)
@@ -198,7 +193,7 @@ static enum MHD_Result respond(http_request *rq, struct MHD_Connection *mhd,
     enum MHD_Result rc = MHD_queue_response(mhd, status, response);
     MHD_destroy_response(response);
     if (rc == MHD_YES)
-        count(&stats(rq->conn->http)->bytes_out, (long)length);
+        pb_count(&stats(rq->conn->http)->bytes_out, (long)length);
     return rc;
 }
 
@@ -221,7 +216,7 @@ static enum MHD_Result respond_error(http_request *rq, struct MHD_Connection *mh
 static enum MHD_Result respond_code(http_request *rq, struct MHD_Connection *mhd,
                                     pb_error_code code, const char *text)
 {
-    count(&stats(rq->conn->http)->errors[code], 1);
+    pb_count(&stats(rq->conn->http)->errors[code], 1);
     return respond_error(rq, mhd, (unsigned int)pb_error_http_status(code),
                          pb_error_token(code), text, pb_error_closes(code));
 }
@@ -275,8 +270,8 @@ static enum MHD_Result answer_health(http_request *rq, struct MHD_Connection *mh
         MHD_queue_response(mhd, stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK,
                            stopping ? h->stopping : h->healthy);
     if (rc == MHD_YES)
-        count(&stats(h)->bytes_out, stopping ? (long)sizeof HEALTH_STOPPING - 1
-                                             : (long)sizeof HEALTH_OK - 1);
+        pb_count(&stats(h)->bytes_out, stopping ? (long)sizeof HEALTH_STOPPING - 1
+                                                : (long)sizeof HEALTH_OK - 1);
     return rc;
 }
 
@@ -419,8 +414,8 @@ static enum MHD_Result handle_message(http_request *rq, struct MHD_Connection *m
                            type, sizeof type, encoding, sizeof encoding) != 0)
         return respond_error(rq, mhd, MHD_HTTP_BAD_REQUEST, "bad_request",
                              "Content-Type is empty or too long", 0);
-    count(&stats(h)->messages, 1);
-    count(&stats(h)->bytes_in, (long)pb_buf_used(&rq->body));
+    pb_count(&stats(h)->messages, 1);
+    pb_count(&stats(h)->bytes_in, (long)pb_buf_used(&rq->body));
     const char *content = pb_buf_used(&rq->body) > 0
                               ? (const char *)pb_buf_head(&rq->body) : "";
     pb_content parsed;
@@ -584,7 +579,7 @@ static int check_client(pb_http *h, http_conn *c, struct MHD_Connection *mhd)
     static pb_log_limit limit = PB_LOG_LIMIT(10.0, 5);
     pb_log_limited(&limit, PB_LOG_DEBUG, "refusing an HTTPS client on %s: %s",
                    h->listener->address, why);
-    count(&stats(h)->refused_tls, 1);
+    pb_count(&stats(h)->refused_tls, 1);
     return -1;
 }
 

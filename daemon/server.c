@@ -130,8 +130,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             pb_log_limited(&refused, PB_LOG_DEBUG,
                            "refusing a peer on %s: not in its allow list",
                            l->address);
-            atomic_fetch_add_explicit(&s->shared->slots[s->slot].refused_allow, 1,
-                                      memory_order_relaxed);
+            pb_count(&s->shared->slots[s->slot].refused_allow, 1);
             close(fd);
             continue;
         }
@@ -139,8 +138,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
                                        limits->max_connections)) {
             pb_log_debug("refusing a connection on %s: max_connections (%lld) reached",
                          l->address, limits->max_connections);
-            atomic_fetch_add_explicit(&s->shared->slots[s->slot].errors[PB_ERR_BUSY],
-                                      1, memory_order_relaxed);
+            pb_count(&s->shared->slots[s->slot].errors[PB_ERR_BUSY], 1);
             pb_conn_refuse(l, fd, PB_ERR_BUSY,
                            "too many connections, try again later");
             continue;
