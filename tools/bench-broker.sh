@@ -64,21 +64,9 @@ if [ "$DO_REDIS" = 1 ] && ! command -v redis-server >/dev/null; then
     DO_REDIS=0
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/plugboard-bench-broker.XXXXXX")
+bench_workdir bench-broker
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-SERVER_PIDS=
-cleanup() {
-    for p in $SERVER_PIDS; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ "$KEEP" = 1 ]; then
-        echo "bench-broker.sh: files kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # A thousand subscribers need as many descriptors, in the bench and the daemon.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

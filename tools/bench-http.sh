@@ -61,21 +61,9 @@ if [ "$PROFILE" != 0 ] && ! command -v perf >/dev/null; then
     exit 2
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/plugboard-bench-http.XXXXXX")
+bench_workdir bench-http
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-SERVER_PIDS=
-cleanup() {
-    for p in $SERVER_PIDS; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ "$KEEP" = 1 ]; then
-        echo "bench-http.sh: files kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 NCPU=$(nproc)
 SERVER_CPU=0

@@ -1,6 +1,7 @@
 # bench-lib.sh - helpers for the benchmark scripts, sourced by bash after
 # SRCDIR is set: free_port and listening (from tests/lib.sh), wait_port,
-# and cpu_ticks, the server CPU that every figure is divided by.
+# cpu_ticks, the server CPU that every figure is divided by, and
+# bench_workdir, the temporary directory a run works in.
 
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
@@ -26,3 +27,23 @@ cpu_ticks() {
     echo "$total"
 }
 TICKS=$(getconf CLK_TCK)
+
+# bench_workdir NAME: makes WORK, a temporary directory; at exit the
+# processes in SERVER_PIDS are stopped and WORK removed, or kept and named
+# when KEEP is 1.
+bench_workdir() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/plugboard-$1.XXXXXX")
+    SERVER_PIDS=
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    for p in $SERVER_PIDS; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "$(basename "$0"): files kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
